@@ -1,0 +1,174 @@
+"""Typed project configuration, loaded from `lakebed.yml` plus `LAKEBED_*` environment overrides.
+
+A project is a folder holding `lakebed.yml`. Every key is validated on load; an error names the
+file, the line, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lakebed.errors import ConfigError
+
+CONFIG_FILE = "lakebed.yml"
+STATE_DIR = ".lakebed"
+DEFAULT_STORAGE = "lakehouse"
+
+# Environment variables that override keys of lakebed.yml (12-factor style deployment).
+ENV_OVERRIDES = {
+    "LAKEBED_STORAGE": "storage",
+    "LAKEBED_METASTORE": "metastore",
+    "LAKEBED_ENGINE": "engine",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DomainConfig(_Model):
+    """A data-mesh domain: who owns its tables and what they are for."""
+
+    owner: str | None = None
+    description: str | None = None
+
+
+class ProjectConfig(_Model):
+    """The contents of `lakebed.yml`."""
+
+    name: str = "lakebed"
+    storage: str = DEFAULT_STORAGE
+    metastore: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is a SQLite file at .lakebed/metastore.db",
+    )
+    engine: Literal["duckdb"] = "duckdb"
+    bus: str = "local"
+    domains: dict[str, DomainConfig] = Field(default_factory=dict)
+    # Later layers (ingest, transform, ...) own these sections; kept as plain data until then.
+    sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("metastore")
+    @classmethod
+    def _check_metastore(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("expected a sqlite:/// or postgresql:// URL")
+        return url
+
+
+def default_config_text(name: str) -> str:
+    """The `lakebed.yml` written by `lakebed init`."""
+    return (
+        f"# lakebed project configuration: every key is optional.\n"
+        f"name: {name}\n"
+        f"storage: {DEFAULT_STORAGE}        # folder (relative to this file) holding the Delta tables\n"
+        f"# metastore: postgresql://user:pass@host/db   # default: SQLite at .lakebed/metastore.db\n"
+        f"engine: duckdb\n"
+        f"domains: {{}}\n"
+    )
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of a YAML document to its 1-based line, for error messages."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key_path = (*path, str(key_node.value))
+                lines[key_path] = key_node.start_mark.line + 1
+                walk(value_node, key_path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, str(index))] = item.start_mark.line + 1
+                walk(item, (*path, str(index)))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel]:
+    """The config model that holds the key at `loc` (to list its valid keys)."""
+    model: type[BaseModel] = ProjectConfig
+    expect_mapping_key = False
+    for part in loc:
+        if expect_mapping_key:
+            expect_mapping_key = False
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        inner = args[-1] if args else annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+            expect_mapping_key = bool(args)
+    return model
+
+
+def parse_config(text: str, *, file: str = CONFIG_FILE) -> ProjectConfig:
+    """Validate the text of a `lakebed.yml`; raise `ConfigError` naming file, line and key."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"not valid YAML: {problem}", file=file, line=line, hint="check indentation and quoting"
+        ) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"expected a mapping of keys at the top level, got {type(raw).__name__}",
+            file=file,
+            line=1,
+        )
+    for env, key in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            raw[key] = os.environ[env]
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = _key_lines(text)
+        first = exc.errors()[0]
+        loc = tuple(str(part) for part in first["loc"])
+        line = None
+        for depth in range(len(loc), 0, -1):
+            line = lines.get(loc[:depth])
+            if line is not None:
+                break
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(_model_at(loc[:-1]).model_fields)
+            message = f"unknown key (known keys: {known})"
+        elif "input" in first and first["type"] != "missing":
+            message = f"{message} (got {first['input']!r})"
+        more = len(exc.errors()) - 1
+        if more:
+            message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(message, file=file, line=line, key=".".join(loc)) from exc
+
+
+def load_config(project_dir: Path) -> ProjectConfig:
+    """Load `lakebed.yml` from a project folder; a folder without one gets the defaults."""
+    path = project_dir / CONFIG_FILE
+    if not path.exists():
+        return parse_config("", file=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(path)) from exc
+    return parse_config(text, file=str(path))

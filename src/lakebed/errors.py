@@ -1,0 +1,135 @@
+"""Every error lakebed raises, under one root.
+
+    LakebedError
+    ├── ConfigError                  lakebed.yml or another project file is invalid
+    ├── StorageError                 a Delta table operation failed
+    │   ├── TableNotFoundError       a `layer.name` is not in the lakehouse
+    │   ├── TableExistsError         create of a table that already exists
+    │   ├── InvalidTableNameError    a name is not `layer.name` with a known layer
+    │   ├── SchemaMismatchError      written data does not fit the table's schema
+    │   ├── VersionNotFoundError     time travel to a version or time the table lacks
+    │   └── ConcurrentWriteError     a commit lost a race with another writer (Retryable)
+    ├── MetastoreError               the catalog / run log database failed
+    └── QueryError                   a SQL query failed
+        └── SqlSyntaxError           the SQL does not parse
+
+`Retryable` and `Terminal` are markers: the orchestrator retries a `Retryable` error and
+never retries a `Terminal` one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from difflib import get_close_matches
+
+
+class Retryable:
+    """Marker: the same call may succeed if tried again (races, transient I/O)."""
+
+
+class Terminal:
+    """Marker: trying again cannot help until the input or configuration changes."""
+
+
+class LakebedError(Exception):
+    """Root of every error raised by lakebed; `hint` says how to fix it."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
+
+
+class ConfigError(LakebedError, Terminal):
+    """Raised when a project file (lakebed.yml) is missing, unparsable or invalid."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        where = ""
+        if file is not None:
+            where = file if line is None else f"{file}:{line}"
+            where += ": "
+        if key is not None:
+            where += f"`{key}`: "
+        super().__init__(f"{where}{message}", hint=hint)
+
+
+class StorageError(LakebedError):
+    """Raised when a Delta table operation fails."""
+
+    def __init__(self, message: str, *, table: str | None = None, hint: str | None = None):
+        self.table = table
+        super().__init__(message, hint=hint)
+
+
+class TableNotFoundError(StorageError, Terminal):
+    """Raised when a `layer.name` table does not exist; names the closest matches."""
+
+    def __init__(self, table: str, known: Iterable[str] = ()) -> None:
+        self.matches = get_close_matches(table, list(known), n=3, cutoff=0.5)
+        hint = (
+            f"did you mean {', '.join(self.matches)}?"
+            if self.matches
+            else "run `lakebed tables` to list the tables"
+        )
+        super().__init__(f"table {table} does not exist", table=table, hint=hint)
+
+
+class TableExistsError(StorageError, Terminal):
+    """Raised when creating a table that already exists without `exist_ok`."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(
+            f"table {table} already exists",
+            table=table,
+            hint="pass exist_ok=True, or write to it with append/overwrite",
+        )
+
+
+class InvalidTableNameError(StorageError, Terminal):
+    """Raised when a table name is not `layer.name` with a known layer."""
+
+
+class SchemaMismatchError(StorageError, Terminal):
+    """Raised when written data does not fit the table schema; lists the columns and why."""
+
+    def __init__(self, table: str, problems: Sequence[str], *, hint: str | None = None) -> None:
+        self.problems = list(problems)
+        detail = "; ".join(self.problems)
+        super().__init__(
+            f"data written to {table} does not match its schema: {detail}", table=table, hint=hint
+        )
+
+
+class VersionNotFoundError(StorageError, Terminal):
+    """Raised when time travel asks for a version or timestamp the table does not have."""
+
+
+class ConcurrentWriteError(StorageError, Retryable):
+    """Raised when a commit conflicts with a concurrent writer and cannot be retried safely."""
+
+
+class MetastoreError(LakebedError):
+    """Raised when the metastore database cannot be reached or its schema is wrong."""
+
+
+class QueryError(LakebedError, Terminal):
+    """Raised when a SQL query fails to bind or execute."""
+
+    def __init__(self, message: str, *, query: str | None = None, hint: str | None = None):
+        self.query = query
+        super().__init__(message, hint=hint)
+
+
+class SqlSyntaxError(QueryError):
+    """Raised when the SQL does not parse; the message carries the position."""

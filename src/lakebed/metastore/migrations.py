@@ -1,0 +1,118 @@
+"""Ordered, append-only migrations of the metastore schema.
+
+To change the schema: append `Migration(N + 1, "what changes", _vN_plus_1)` to `MIGRATIONS`,
+write `_vN_plus_1(conn)` with the DDL/data changes (`add_column` helps), and update
+`schema.py` to match. Never edit an applied migration: databases in the field have run it.
+Each migration runs inside the upgrade transaction, together with its version row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.schema import CreateColumn
+
+from lakebed.metastore.schema import JsonText, UtcDateTime
+
+__all__ = ["MIGRATIONS", "Migration", "add_column", "latest_version"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: `apply` moves a database from `version - 1` to `version`."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def add_column(conn: Connection, table: str, column: Column[Any]) -> None:
+    """`ALTER TABLE table ADD COLUMN column`, rendered for the connection's backend."""
+    quoted = conn.dialect.identifier_preparer.quote(table)
+    ddl = CreateColumn(column).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN {ddl}")
+
+
+def _v1_catalog(conn: Connection) -> None:
+    # Spelled out rather than taken from schema.py: this must create the version-1 tables
+    # forever, while schema.py moves on with later migrations.
+    md = MetaData()
+    Table(
+        "lakebed_tables",
+        md,
+        Column("name", String(255), primary_key=True),
+        Column("layer", String(64), nullable=False),
+        Column("path", Text, nullable=False),
+        Column("domain", String(255)),
+        Column("owner", String(255)),
+        Column("description", Text),
+        Column("tags", JsonText, nullable=False),
+        Column("partition_by", JsonText, nullable=False),
+        Column("properties", JsonText, nullable=False),
+        Column("version", BigInteger),
+        Column("row_count", BigInteger),
+        Column("size_bytes", BigInteger),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("last_write_at", UtcDateTime),
+        Column("last_operation", String(64)),
+        Index("ix_lakebed_tables_layer", "layer"),
+        Index("ix_lakebed_tables_domain", "domain"),
+    )
+    Table(
+        "lakebed_schema_history",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column(
+            "table_name",
+            String(255),
+            ForeignKey("lakebed_tables.name", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("table_version", BigInteger, nullable=False),
+        Column("columns", JsonText, nullable=False),
+        Column("recorded_at", UtcDateTime, nullable=False),
+        Index("ix_lakebed_schema_history_table", "table_name", "table_version"),
+    )
+    Table(
+        "lakebed_runs",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", String(32), nullable=False, unique=True),
+        Column("kind", String(64), nullable=False),
+        Column("target", String(255)),
+        Column("status", String(16), nullable=False),
+        Column("started_at", UtcDateTime, nullable=False),
+        Column("finished_at", UtcDateTime),
+        Column("row_count", BigInteger),
+        Column("size_bytes", BigInteger),
+        Column("error", Text),
+        Column("params", JsonText, nullable=False),
+        Index("ix_lakebed_runs_started", "started_at"),
+        Index("ix_lakebed_runs_kind", "kind", "started_at"),
+        Index("ix_lakebed_runs_target", "target", "started_at"),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "catalog tables, schema history and run log", _v1_catalog),
+]
+
+
+def latest_version() -> int:
+    """The schema version a database has once every migration has run."""
+    return MIGRATIONS[-1].version if MIGRATIONS else 0

@@ -1,0 +1,140 @@
+"""The metastore's tables as they are after the latest migration (SQLAlchemy Core).
+
+Queries use these definitions; `migrations.py` changes the database to match them. When a
+migration alters a table, change the definition here in the same commit.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+__all__ = [
+    "JsonText",
+    "UtcDateTime",
+    "metadata",
+    "runs",
+    "schema_history",
+    "schema_version",
+    "tables",
+]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite keeps naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the metastore stores aware UTC times")
+        value = value.astimezone(UTC)
+        # SQLite has no timezone type; a fixed UTC convention keeps values comparable.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JsonText(TypeDecorator[Any]):
+    """JSON kept as TEXT, so SQLite and PostgreSQL store and return the same thing."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+metadata = MetaData()
+
+# One row per applied migration; the schema version is the highest one.
+schema_version = Table(
+    "lakebed_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", UtcDateTime, nullable=False),
+)
+
+tables = Table(
+    "lakebed_tables",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("layer", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("domain", String(255)),
+    Column("owner", String(255)),
+    Column("description", Text),
+    Column("tags", JsonText, nullable=False),
+    Column("partition_by", JsonText, nullable=False),
+    Column("properties", JsonText, nullable=False),
+    Column("version", BigInteger),
+    Column("row_count", BigInteger),
+    Column("size_bytes", BigInteger),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_write_at", UtcDateTime),
+    Column("last_operation", String(64)),
+    Index("ix_lakebed_tables_layer", "layer"),
+    Index("ix_lakebed_tables_domain", "domain"),
+)
+
+schema_history = Table(
+    "lakebed_schema_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "table_name",
+        String(255),
+        ForeignKey("lakebed_tables.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("table_version", BigInteger, nullable=False),
+    Column("columns", JsonText, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Index("ix_lakebed_schema_history_table", "table_name", "table_version"),
+)
+
+runs = Table(
+    "lakebed_runs",
+    metadata,
+    # A surrogate key orders runs that start within the same clock tick.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("target", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("row_count", BigInteger),
+    Column("size_bytes", BigInteger),
+    Column("error", Text),
+    Column("params", JsonText, nullable=False),
+    Index("ix_lakebed_runs_started", "started_at"),
+    Index("ix_lakebed_runs_kind", "kind", "started_at"),
+    Index("ix_lakebed_runs_target", "target", "started_at"),
+)

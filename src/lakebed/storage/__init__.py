@@ -1,0 +1,21 @@
+"""Delta Lake tables in bronze/silver/gold/quarantine layers (delta-rs)."""
+
+from lakebed.storage.naming import CDF_LAYERS, LAYERS, TableName
+from lakebed.storage.schema import columns_of, reconcile, to_arrow
+from lakebed.storage.snapshot import Snapshot, absolute_file_path
+from lakebed.storage.table import AsOf, DeltaStore, Table, WriteResult
+
+__all__ = [
+    "CDF_LAYERS",
+    "LAYERS",
+    "AsOf",
+    "DeltaStore",
+    "Snapshot",
+    "Table",
+    "TableName",
+    "WriteResult",
+    "absolute_file_path",
+    "columns_of",
+    "reconcile",
+    "to_arrow",
+]

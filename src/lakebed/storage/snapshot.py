@@ -1,0 +1,89 @@
+"""One committed version of a Delta table: its schema and the live data files with statistics.
+
+Readers build their scans from a `Snapshot` rather than globbing the folder: the folder also
+holds files that later commits removed (overwrites, deletes, merges) until vacuum runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.storage.naming import TableName
+
+STATS_PREFIXES = ("min.", "max.", "null_count.", "partition.")
+
+
+def absolute_file_path(root: str, relative: str) -> str:
+    """Resolve an add action's path (URL-encoded, relative to the table root) to a location."""
+    if "://" in relative or relative.startswith("/"):
+        return relative
+    return f"{root.rstrip('/')}/{unquote(relative)}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The live files of `table` at `version`, as the Delta log lists them."""
+
+    table: TableName
+    root: str
+    version: int
+    schema: pa.Schema
+    partition_by: list[str]
+    # Flattened add actions: path, size_bytes, num_records, min.*, max.*, null_count.*,
+    # partition.* columns (one row per live file).
+    files: pa.Table
+    timestamp_ms: int | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def paths(self) -> list[str]:
+        return [absolute_file_path(self.root, p) for p in self.files.column("path").to_pylist()]
+
+    @property
+    def num_files(self) -> int:
+        return self.files.num_rows
+
+    @property
+    def num_rows(self) -> int:
+        if self.files.num_rows == 0:
+            return 0
+        return int(pc.sum(self.files.column("num_records").fill_null(0)).as_py() or 0)
+
+    @property
+    def size_bytes(self) -> int:
+        if self.files.num_rows == 0:
+            return 0
+        return int(pc.sum(self.files.column("size_bytes")).as_py() or 0)
+
+    def partition_values(self, index: int) -> dict[str, Any]:
+        return {
+            name: self.files.column(f"partition.{name}")[index].as_py()
+            for name in self.partition_by
+            if f"partition.{name}" in self.files.column_names
+        }
+
+    def stat(self, kind: str, column: str) -> pa.ChunkedArray | None:
+        """Per-file `min`, `max` or `null_count` of a column, or None if not recorded."""
+        name = f"{kind}.{column}"
+        if name in self.files.column_names:
+            return self.files.column(name)
+        return None
+
+    def select(self, mask: pa.Array | pa.ChunkedArray) -> Snapshot:
+        """The same snapshot restricted to the files where `mask` is true (file skipping)."""
+        return Snapshot(
+            table=self.table,
+            root=self.root,
+            version=self.version,
+            schema=self.schema,
+            partition_by=self.partition_by,
+            files=self.files.filter(mask),
+            timestamp_ms=self.timestamp_ms,
+            properties=self.properties,
+        )

@@ -1,0 +1,523 @@
+"""Delta Lake tables (delta-rs) addressed as `layer.name`: writes, time travel and maintenance."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import SchemaMismatchError as DeltaSchemaMismatchError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+
+from lakebed.errors import (
+    ConcurrentWriteError,
+    SchemaMismatchError,
+    StorageError,
+    TableExistsError,
+    TableNotFoundError,
+    VersionNotFoundError,
+)
+from lakebed.storage.naming import CDF_LAYERS, TableName
+from lakebed.storage.schema import normalise, reconcile, to_arrow
+from lakebed.storage.snapshot import Snapshot
+
+AsOf = int | str | datetime
+T = TypeVar("T")
+
+# Appends never conflict logically, so lost races are retried this many times with backoff.
+APPEND_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a committed write did: the new version and delta-rs's operation metrics."""
+
+    table: str
+    version: int
+    operation: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_written(self) -> int:
+        for key in ("num_added_rows", "num_target_rows_inserted", "num_output_rows"):
+            if key in self.metrics:
+                return int(self.metrics[key])
+        return 0
+
+
+def _arrow_schema(dt: DeltaTable) -> pa.Schema:
+    return pa.schema(dt.schema().to_arrow())
+
+
+def _parse_as_of(as_of: AsOf) -> int | datetime:
+    if isinstance(as_of, int | datetime):
+        return as_of
+    text = as_of.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise VersionNotFoundError(
+            f"cannot read {as_of!r} as a version or a timestamp",
+            hint="give a version number (3) or an ISO timestamp (2026-01-31T12:00:00Z)",
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment
+
+
+class Table:
+    """A handle on one Delta table; every method reads or commits the latest version."""
+
+    def __init__(self, name: TableName, path: str, storage_options: dict[str, str] | None = None):
+        self.name = name
+        self.path = path
+        self._storage_options = storage_options
+        self._dt: DeltaTable | None = None
+
+    def __repr__(self) -> str:
+        return f"Table({self.name}, path={self.path!r})"
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def delta(self, *, refresh: bool = True) -> DeltaTable:
+        """The underlying delta-rs table at its latest version (kept open between calls)."""
+        try:
+            if self._dt is None:
+                self._dt = DeltaTable(self.path, storage_options=self._storage_options)
+            elif refresh:
+                self._dt.update_incremental()
+        except DeltaTableNotFoundError as exc:
+            raise TableNotFoundError(str(self.name)) from exc
+        return self._dt
+
+    def _at(self, as_of: AsOf | None) -> DeltaTable:
+        if as_of is None:
+            return self.delta()
+        target = _parse_as_of(as_of)
+        try:
+            dt = DeltaTable(self.path, storage_options=self._storage_options)
+            dt.load_as_version(target)
+        except DeltaTableNotFoundError as exc:
+            raise TableNotFoundError(str(self.name)) from exc
+        except (DeltaError, ValueError, OSError) as exc:
+            raise VersionNotFoundError(
+                f"{self.name} has no version {as_of}: {exc}",
+                table=str(self.name),
+                hint=f"`lakebed history {self.name}` lists its versions",
+            ) from exc
+        return dt
+
+    def version(self) -> int:
+        return int(self.delta().version())
+
+    def schema(self, as_of: AsOf | None = None) -> pa.Schema:
+        return _arrow_schema(self._at(as_of))
+
+    @property
+    def partition_by(self) -> list[str]:
+        return list(self.delta(refresh=False).metadata().partition_columns)
+
+    def properties(self) -> dict[str, str]:
+        return dict(self.delta().metadata().configuration)
+
+    def description(self) -> str | None:
+        value = self.delta().metadata().description
+        return str(value) if value else None
+
+    def snapshot(self, as_of: AsOf | None = None) -> Snapshot:
+        """The committed files of one version (latest, or `as_of` a version or timestamp)."""
+        dt = self._at(as_of)
+        files = pa.table(dt.get_add_actions(flatten=True))
+        metadata = dt.metadata()
+        history = dt.history(1)
+        return Snapshot(
+            table=self.name,
+            root=self.path,
+            version=int(dt.version()),
+            schema=_arrow_schema(dt),
+            partition_by=list(metadata.partition_columns),
+            files=files,
+            timestamp_ms=int(history[0]["timestamp"]) if history else None,
+            properties=dict(metadata.configuration),
+        )
+
+    def read(
+        self, *, as_of: AsOf | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Read the table with delta-rs's own reader (use the lakehouse's SQL for queries)."""
+        return self._at(as_of).to_pyarrow_table(columns=columns)
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits, newest first: version, timestamp, operation, parameters and metrics."""
+        return [dict(entry) for entry in self.delta().history(limit)]
+
+    def transaction_version(self, app_id: str) -> int | None:
+        """The last version committed by an application transaction (exactly-once writers)."""
+        value = self.delta().transaction_version(app_id)
+        return None if value is None else int(value)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _commit_properties(
+        self, app_transaction: tuple[str, int] | None, metadata: dict[str, Any] | None
+    ) -> CommitProperties:
+        txns = None
+        if app_transaction is not None:
+            app_id, txn_version = app_transaction
+            # delta-rs accepts a repeated version silently; refuse it here instead.
+            current = self.transaction_version(app_id)
+            if current is not None and txn_version <= current:
+                raise ConcurrentWriteError(
+                    f"transaction {app_id!r} version {txn_version} was already committed "
+                    f"to {self.name} (last committed: {current})",
+                    table=str(self.name),
+                    hint="this batch was already written: skip it",
+                )
+            txns = [Transaction(app_id, txn_version, int(time.time() * 1000))]
+        return CommitProperties(custom_metadata=metadata, app_transactions=txns)
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except CommitFailedError as exc:
+            raise ConcurrentWriteError(
+                f"{operation} on {self.name} conflicted with a concurrent commit: {exc}",
+                table=str(self.name),
+                hint="run it again; the table is unchanged by this attempt",
+            ) from exc
+        except DeltaSchemaMismatchError as exc:
+            raise SchemaMismatchError(str(self.name), [str(exc)]) from exc
+        except DeltaTableNotFoundError as exc:
+            raise TableNotFoundError(str(self.name)) from exc
+        except (DeltaError, OSError) as exc:
+            raise StorageError(
+                f"{operation} on {self.name} failed: {exc}", table=str(self.name)
+            ) from exc
+
+    def _retrying(self, operation: str, attempt: Callable[[], T]) -> T:
+        for tries in range(APPEND_RETRIES):
+            try:
+                with self._errors(operation):
+                    return attempt()
+            except ConcurrentWriteError:
+                if tries == APPEND_RETRIES - 1:
+                    raise
+                time.sleep(min(2.0, 0.02 * 2**tries) * (0.5 + random.random()))
+                self.delta()
+        raise AssertionError("unreachable")
+
+    def _latest(self, operation: str, metrics: dict[str, Any] | None = None) -> WriteResult:
+        dt = self.delta()
+        if metrics is None:
+            metrics = dict(dt.history(1)[0].get("operationMetrics") or {})
+        return WriteResult(str(self.name), int(dt.version()), operation, dict(metrics))
+
+    def append(
+        self,
+        data: Any,
+        *,
+        allow_missing_columns: bool = False,
+        app_transaction: tuple[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Append rows; new columns are added to the table, missing ones are an error."""
+        dt = self.delta()
+        fitted = reconcile(
+            str(self.name),
+            _arrow_schema(dt),
+            to_arrow(data),
+            allow_missing_columns=allow_missing_columns,
+            partition_by=self.partition_by,
+        )
+
+        def attempt() -> WriteResult:
+            write_deltalake(
+                self.delta(),
+                fitted.data,
+                mode="append",
+                schema_mode="merge" if fitted.new_columns else None,
+                commit_properties=self._commit_properties(app_transaction, metadata),
+            )
+            return self._latest("APPEND")
+
+        return self._retrying("append", attempt)
+
+    def overwrite(
+        self,
+        data: Any,
+        *,
+        predicate: str | None = None,
+        schema_mode: Literal["overwrite"] | None = None,
+        partition_by: list[str] | None = None,
+        allow_missing_columns: bool = False,
+        app_transaction: tuple[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Replace the whole table, or only the rows matching `predicate` (SQL, delta-rs).
+
+        `schema_mode="overwrite"` replaces the schema too (drop or retype columns), keeping
+        the partitioning unless `partition_by` gives a new one.
+        """
+        dt = self.delta()
+        table = to_arrow(data)
+        if schema_mode == "overwrite":
+            if predicate is not None:
+                raise StorageError(
+                    "schema_mode='overwrite' replaces the whole table; it cannot take a predicate",
+                    table=str(self.name),
+                )
+            fitted_data, evolve = normalise(table), "overwrite"
+            partition_by = self.partition_by if partition_by is None else partition_by
+            lost = [c for c in partition_by if c not in fitted_data.column_names]
+            if lost:
+                raise SchemaMismatchError(
+                    str(self.name),
+                    [f"partition column {c} is missing from the data" for c in lost],
+                    hint="pass partition_by=[...] with the new partition columns ([] for none)",
+                )
+        else:
+            fitted = reconcile(
+                str(self.name),
+                _arrow_schema(dt),
+                table,
+                allow_missing_columns=allow_missing_columns,
+                partition_by=self.partition_by,
+            )
+            fitted_data, evolve = fitted.data, ("merge" if fitted.new_columns else None)
+        with self._errors("overwrite"):
+            write_deltalake(
+                dt,
+                fitted_data,
+                mode="overwrite",
+                predicate=predicate,
+                schema_mode=evolve,  # type: ignore[arg-type]
+                partition_by=partition_by if schema_mode == "overwrite" else None,
+                commit_properties=self._commit_properties(app_transaction, metadata),
+            )
+        return self._latest("OVERWRITE")
+
+    def merge(
+        self,
+        data: Any,
+        keys: list[str] | str,
+        *,
+        when_matched: Literal["update", "ignore", "delete"] = "update",
+        when_not_matched: Literal["insert", "ignore"] = "insert",
+        delete_unmatched_target: bool = False,
+        allow_missing_columns: bool = False,
+        app_transaction: tuple[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Upsert by key columns: matched rows are updated, new keys inserted.
+
+        `delete_unmatched_target` also deletes target rows whose key is absent from `data`
+        (a full sync). Duplicate keys in `data` are an error: which row would win is undefined.
+        """
+        key_list = [keys] if isinstance(keys, str) else list(keys)
+        dt = self.delta()
+        schema = _arrow_schema(dt)
+        missing = [k for k in key_list if k not in schema.names]
+        if missing:
+            raise SchemaMismatchError(
+                str(self.name), [f"merge key {k} is not a column of the table" for k in missing]
+            )
+        fitted = reconcile(
+            str(self.name),
+            schema,
+            to_arrow(data),
+            allow_missing_columns=allow_missing_columns,
+            partition_by=self.partition_by,
+        )
+        source = fitted.data
+        if source.num_rows:
+            distinct = source.group_by(key_list).aggregate([]).num_rows
+            if distinct != source.num_rows:
+                raise SchemaMismatchError(
+                    str(self.name),
+                    [f"{source.num_rows - distinct} rows repeat a merge key ({', '.join(key_list)})"],
+                    hint="deduplicate the data by its key before merging",
+                )
+        predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
+        with self._errors("merge"):
+            merger = dt.merge(
+                source,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=bool(fitted.new_columns),
+                commit_properties=self._commit_properties(app_transaction, metadata),
+            )
+            if when_matched == "update":
+                merger = merger.when_matched_update_all()
+            elif when_matched == "delete":
+                merger = merger.when_matched_delete()
+            if when_not_matched == "insert":
+                merger = merger.when_not_matched_insert_all()
+            if delete_unmatched_target:
+                merger = merger.when_not_matched_by_source_delete()
+            metrics = merger.execute()
+        return self._latest("MERGE", metrics)
+
+    def delete(self, predicate: str | None = None) -> WriteResult:
+        """Delete the rows matching a SQL predicate (all rows when None)."""
+        with self._errors("delete"):
+            metrics = self.delta().delete(predicate)
+        return self._latest("DELETE", metrics)
+
+    def update(self, set: dict[str, str], predicate: str | None = None) -> WriteResult:
+        """Set columns to SQL expressions (`{"status": "'shipped'"}`) where `predicate` holds."""
+        unknown = [c for c in set if c not in self.schema().names]
+        if unknown:
+            raise SchemaMismatchError(
+                str(self.name), [f"column {c} does not exist" for c in unknown]
+            )
+        with self._errors("update"):
+            metrics = self.delta().update(updates=set, predicate=predicate)
+        return self._latest("UPDATE", metrics)
+
+    def restore(self, target: AsOf) -> WriteResult:
+        """Make an earlier version the latest one (a new commit; history is kept)."""
+        as_of = _parse_as_of(target)
+        dt = self.delta()
+        if isinstance(as_of, int) and not 0 <= as_of <= dt.version():
+            raise VersionNotFoundError(
+                f"{self.name} has versions 0..{dt.version()}, not {as_of}",
+                table=str(self.name),
+                hint=f"`lakebed history {self.name}` lists its versions",
+            )
+        with self._errors("restore"):
+            metrics = dt.restore(as_of)
+        return self._latest("RESTORE", metrics)
+
+    def optimize(
+        self, *, zorder_by: list[str] | None = None, target_size: int | None = None
+    ) -> WriteResult:
+        """Compact small files, or cluster them by Z-order over `zorder_by` columns."""
+        dt = self.delta()
+        with self._errors("optimize"):
+            if zorder_by:
+                metrics = dt.optimize.z_order(zorder_by, target_size=target_size)
+            else:
+                metrics = dt.optimize.compact(target_size=target_size)
+        return self._latest("OPTIMIZE", metrics)
+
+    def vacuum(
+        self, *, retain_hours: int | None = None, dry_run: bool = False, enforce_retention: bool = True
+    ) -> list[str]:
+        """Delete files no longer referenced by versions newer than the retention window."""
+        dt = self.delta()
+        try:
+            files = dt.vacuum(
+                retention_hours=retain_hours,
+                dry_run=dry_run,
+                enforce_retention_duration=enforce_retention,
+            )
+        except DeltaError as exc:
+            if "retention" not in str(exc).lower():
+                raise StorageError(f"vacuum of {self.name} failed: {exc}") from exc
+            raise StorageError(
+                f"vacuum of {self.name}: retention of {retain_hours} hours is below the "
+                "table's minimum (168 hours by default)",
+                table=str(self.name),
+                hint="time travel needs the files: keep retain_hours >= 168, or pass "
+                "enforce_retention=False (--force) to go below it",
+            ) from exc
+        return [str(f) for f in files]
+
+    def set_properties(self, properties: dict[str, str]) -> None:
+        with self._errors("set properties"):
+            self.delta().alter.set_table_properties(properties, raise_if_not_exists=False)
+
+
+class DeltaStore:
+    """The storage root: one folder per layer, one Delta table per `layer/name` folder."""
+
+    def __init__(self, root: str | Path, storage_options: dict[str, str] | None = None):
+        self.root = str(root)
+        self._storage_options = storage_options
+
+    def path(self, name: TableName) -> str:
+        return f"{self.root.rstrip('/')}/{name.relative_path}"
+
+    def exists(self, name: TableName) -> bool:
+        return bool(DeltaTable.is_deltatable(self.path(name), self._storage_options))
+
+    def table(self, name: TableName) -> Table:
+        if not self.exists(name):
+            raise TableNotFoundError(str(name), [str(n) for n in self.list_tables()])
+        return Table(name, self.path(name), self._storage_options)
+
+    def list_tables(self) -> list[TableName]:
+        """Tables found on disk (the catalog in the metastore is the usual source)."""
+        root = Path(self.root)
+        found: list[TableName] = []
+        if "://" in self.root or not root.is_dir():
+            return found
+        for log in sorted(root.glob("*/*/_delta_log")):
+            try:
+                found.append(TableName.parse(f"{log.parent.parent.name}.{log.parent.name}"))
+            except StorageError:
+                continue
+        return found
+
+    def create(
+        self,
+        name: TableName,
+        schema: pa.Schema,
+        *,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        properties: dict[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> Table:
+        """Create an empty table; silver and gold record a change data feed by default."""
+        if self.exists(name):
+            if exist_ok:
+                return Table(name, self.path(name), self._storage_options)
+            raise TableExistsError(str(name))
+        unknown = [c for c in partition_by or [] if c not in schema.names]
+        if unknown:
+            raise SchemaMismatchError(
+                str(name), [f"partition column {c} is not in the schema" for c in unknown]
+            )
+        configuration: dict[str, str | None] = {}
+        if name.layer in CDF_LAYERS:
+            configuration["delta.enableChangeDataFeed"] = "true"
+        configuration.update(properties or {})
+        empty = normalise(schema.empty_table())
+        try:
+            DeltaTable.create(
+                self.path(name),
+                empty.schema,
+                mode="error",
+                partition_by=partition_by or None,
+                name=name.name,
+                description=description,
+                configuration=configuration,
+                storage_options=self._storage_options,
+            )
+        except DeltaError as exc:
+            if "exists" in str(exc).lower():
+                raise TableExistsError(str(name)) from exc
+            raise StorageError(f"cannot create {name}: {exc}", table=str(name)) from exc
+        return Table(name, self.path(name), self._storage_options)
+
+    def drop(self, name: TableName) -> None:
+        """Delete a table and all its files (no time travel back)."""
+        if not self.exists(name):
+            raise TableNotFoundError(str(name), [str(n) for n in self.list_tables()])
+        if "://" in self.root:
+            raise StorageError("drop is only supported on local storage", table=str(name))
+        shutil.rmtree(self.path(name))
