@@ -76,13 +76,24 @@ def _parse_as_of(as_of: AsOf) -> int | datetime:
     return moment
 
 
+# Called after every successful commit (the lakehouse updates its catalog from it).
+CommitHook = Callable[["Table", "WriteResult"], None]
+
+
 class Table:
     """A handle on one Delta table; every method reads or commits the latest version."""
 
-    def __init__(self, name: TableName, path: str, storage_options: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: TableName,
+        path: str,
+        storage_options: dict[str, str] | None = None,
+        on_commit: CommitHook | None = None,
+    ):
         self.name = name
         self.path = path
         self._storage_options = storage_options
+        self._on_commit = on_commit
         self._dt: DeltaTable | None = None
 
     def __repr__(self) -> str:
@@ -222,7 +233,10 @@ class Table:
         dt = self.delta()
         if metrics is None:
             metrics = dict(dt.history(1)[0].get("operationMetrics") or {})
-        return WriteResult(str(self.name), int(dt.version()), operation, dict(metrics))
+        result = WriteResult(str(self.name), int(dt.version()), operation, dict(metrics))
+        if self._on_commit is not None:
+            self._on_commit(self, result)
+        return result
 
     def append(
         self,
@@ -444,9 +458,18 @@ class Table:
 class DeltaStore:
     """The storage root: one folder per layer, one Delta table per `layer/name` folder."""
 
-    def __init__(self, root: str | Path, storage_options: dict[str, str] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        storage_options: dict[str, str] | None = None,
+        on_commit: CommitHook | None = None,
+    ):
         self.root = str(root)
         self._storage_options = storage_options
+        self._on_commit = on_commit
+
+    def _handle(self, name: TableName) -> Table:
+        return Table(name, self.path(name), self._storage_options, self._on_commit)
 
     def path(self, name: TableName) -> str:
         return f"{self.root.rstrip('/')}/{name.relative_path}"
@@ -457,7 +480,7 @@ class DeltaStore:
     def table(self, name: TableName) -> Table:
         if not self.exists(name):
             raise TableNotFoundError(str(name), [str(n) for n in self.list_tables()])
-        return Table(name, self.path(name), self._storage_options)
+        return self._handle(name)
 
     def list_tables(self) -> list[TableName]:
         """Tables found on disk (the catalog in the metastore is the usual source)."""
@@ -485,7 +508,7 @@ class DeltaStore:
         """Create an empty table; silver and gold record a change data feed by default."""
         if self.exists(name):
             if exist_ok:
-                return Table(name, self.path(name), self._storage_options)
+                return self._handle(name)
             raise TableExistsError(str(name))
         unknown = [c for c in partition_by or [] if c not in schema.names]
         if unknown:
@@ -512,7 +535,10 @@ class DeltaStore:
             if "exists" in str(exc).lower():
                 raise TableExistsError(str(name)) from exc
             raise StorageError(f"cannot create {name}: {exc}", table=str(name)) from exc
-        return Table(name, self.path(name), self._storage_options)
+        table = self._handle(name)
+        if self._on_commit is not None:
+            self._on_commit(table, WriteResult(str(name), 0, "CREATE TABLE"))
+        return table
 
     def drop(self, name: TableName) -> None:
         """Delete a table and all its files (no time travel back)."""

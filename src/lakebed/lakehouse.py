@@ -1,0 +1,273 @@
+"""The lakehouse facade: one project folder's tables, catalog and SQL engine together."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
+from lakebed.errors import ConfigError, StorageError, TableNotFoundError
+from lakebed.metastore import Metastore, TableRecord
+from lakebed.process import DuckDBEngine, QueryResult
+from lakebed.storage import (
+    LAYERS,
+    AsOf,
+    DeltaStore,
+    Snapshot,
+    Table,
+    TableName,
+    WriteResult,
+    columns_of,
+    to_arrow,
+)
+
+PROJECT_ENV = "LAKEBED_PROJECT"
+
+
+def project_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """The project folder: `path`, else $LAKEBED_PROJECT, else the current folder."""
+    chosen = path if path is not None else os.environ.get(PROJECT_ENV) or "."
+    return Path(chosen).expanduser().resolve()
+
+
+def init_project(path: str | os.PathLike[str], *, name: str | None = None) -> Path:
+    """Write a new project folder (lakebed.yml, layer folders); refuse to overwrite one."""
+    root = Path(path).expanduser().resolve()
+    config_path = root / CONFIG_FILE
+    if config_path.exists():
+        raise ConfigError(
+            "a project already exists here", file=str(config_path), hint="open it instead"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(default_config_text(name or root.name), encoding="utf-8")
+    (root / ".gitignore").write_text(f"{STATE_DIR}/\nlakehouse/\n", encoding="utf-8")
+    for folder in ("models/bronze", "models/silver", "models/gold"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    Lakehouse(root).close()
+    return root
+
+
+class Lakehouse:
+    """A project's lakehouse: `sql()` over snapshots, `table()` handles, the catalog."""
+
+    def __init__(self, root: str | os.PathLike[str], config: ProjectConfig | None = None):
+        self.root = Path(root).expanduser().resolve()
+        self.config = config if config is not None else load_config(self.root)
+        storage = self.config.storage
+        self.storage_root = storage if "://" in storage else str((self.root / storage).resolve())
+        self.state_dir = self.root / STATE_DIR
+        self.metastore = Metastore.for_project(self.state_dir, self.config.metastore)
+        self.storage = DeltaStore(self.storage_root, on_commit=self._record_commit)
+        self._handles: dict[TableName, Table] = {}
+        self._snapshots: dict[TableName, Snapshot] = {}
+        self._lock = threading.RLock()
+        self.engine = DuckDBEngine(self._snapshot, self._table_names)
+
+    # -- context management -----------------------------------------------------------------
+
+    def close(self) -> None:
+        self.engine.close()
+        self.metastore.close()
+
+    def __enter__(self) -> Lakehouse:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Lakehouse({str(self.root)!r})"
+
+    # -- catalog ----------------------------------------------------------------------------
+
+    def _table_names(self) -> list[str]:
+        return [record.name for record in self.metastore.list_tables()]
+
+    def _record_commit(self, table: Table, result: WriteResult) -> None:
+        snapshot = table.snapshot()
+        with self._lock:
+            self._snapshots[table.name] = snapshot
+        if self.metastore.get_table(str(table.name)) is None:
+            self._register(table)
+        self.metastore.record_write(
+            str(table.name),
+            version=result.version,
+            operation=result.operation,
+            row_count=snapshot.num_rows,
+            size_bytes=snapshot.size_bytes,
+            columns=columns_of(snapshot.schema),
+        )
+
+    def _register(
+        self,
+        table: Table,
+        *,
+        domain: str | None = None,
+        owner: str | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+    ) -> TableRecord:
+        if owner is None and domain is not None and domain in self.config.domains:
+            owner = self.config.domains[domain].owner
+        return self.metastore.upsert_table(
+            str(table.name),
+            layer=table.name.layer,
+            path=table.path,
+            domain=domain,
+            owner=owner,
+            description=description,
+            tags=tags,
+            partition_by=table.partition_by,
+            properties=table.properties(),
+        )
+
+    def tables(self, layer: str | None = None) -> list[TableRecord]:
+        """The catalog: every table with its owner, description, size and last write."""
+        if layer is not None and layer not in LAYERS:
+            raise StorageError(f"unknown layer {layer!r}", hint=f"layers are {', '.join(LAYERS)}")
+        return self.metastore.list_tables(layer)
+
+    def describe(self, name: str) -> TableRecord:
+        """The catalog entry of one table."""
+        table = self.table(name)
+        record = self.metastore.get_table(str(table.name))
+        if record is None:  # a table on disk that the catalog has not seen yet
+            record = self._register(table)
+        return record
+
+    # -- tables -----------------------------------------------------------------------------
+
+    def table(self, name: str | TableName) -> Table:
+        """A handle on an existing table; unknown names raise with the closest matches."""
+        table_name = TableName.parse(name)
+        with self._lock:
+            handle = self._handles.get(table_name)
+            if handle is None:
+                if not self.storage.exists(table_name):
+                    raise TableNotFoundError(str(table_name), self._table_names())
+                handle = self.storage.table(table_name)
+                self._handles[table_name] = handle
+                if self.metastore.get_table(str(table_name)) is None:
+                    self._register(handle)
+            return handle
+
+    def create_table(
+        self,
+        name: str | TableName,
+        schema: pa.Schema,
+        *,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+        properties: dict[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> Table:
+        """Create an empty Delta table and enter it in the catalog."""
+        table_name = TableName.parse(name)
+        table = self.storage.create(
+            table_name,
+            schema,
+            partition_by=partition_by,
+            description=description,
+            properties=properties,
+            exist_ok=exist_ok,
+        )
+        self._register(
+            table, domain=domain, owner=owner, description=description, tags=tags
+        )
+        with self._lock:
+            self._handles[table_name] = table
+        return table
+
+    def write(
+        self,
+        name: str | TableName,
+        data: Any,
+        *,
+        mode: Literal["append", "overwrite", "merge"] = "append",
+        keys: list[str] | None = None,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+    ) -> WriteResult:
+        """Write data to a table, creating it (schema from the data) when it is new."""
+        table_name = TableName.parse(name)
+        arrow = to_arrow(data)
+        if not self.storage.exists(table_name):
+            table = self.create_table(
+                table_name,
+                arrow.schema,
+                partition_by=partition_by,
+                description=description,
+                owner=owner,
+                domain=domain,
+                tags=tags,
+                exist_ok=True,
+            )
+        else:
+            table = self.table(table_name)
+        if mode == "append":
+            return table.append(arrow)
+        if mode == "overwrite":
+            return table.overwrite(arrow)
+        if not keys:
+            raise StorageError("mode='merge' needs keys=[...]", table=str(table_name))
+        return table.merge(arrow, keys)
+
+    def drop_table(self, name: str | TableName) -> None:
+        """Delete a table, its files and its catalog entry."""
+        table_name = TableName.parse(name)
+        self.storage.drop(table_name)
+        self.metastore.drop_table(str(table_name))
+        with self._lock:
+            self._handles.pop(table_name, None)
+            self._snapshots.pop(table_name, None)
+
+    # -- SQL --------------------------------------------------------------------------------
+
+    def _snapshot(self, name: TableName, as_of: AsOf | None) -> Snapshot:
+        table = self.table(name)
+        if as_of is not None:
+            return table.snapshot(as_of)
+        version = table.version()
+        with self._lock:
+            cached = self._snapshots.get(name)
+            if cached is not None and cached.version == version:
+                return cached
+        snapshot = table.snapshot()
+        with self._lock:
+            self._snapshots[name] = snapshot
+        return snapshot
+
+    def sql(
+        self,
+        query: str,
+        *,
+        as_of: AsOf | None = None,
+        params: list[Any] | None = None,
+    ) -> QueryResult:
+        """Run a read-only SQL query (DuckDB dialect) over one snapshot of each table.
+
+        Tables are named `layer.name`. `as_of` (a version or timestamp) reads every table
+        as it was then.
+        """
+        return self.engine.sql(query, as_of=as_of, params=params)
+
+
+def open(path: str | os.PathLike[str] | None = None) -> Lakehouse:  # noqa: A001
+    """Open the lakehouse of a project folder (default: $LAKEBED_PROJECT or the current one)."""
+    return Lakehouse(project_dir(path))

@@ -1,0 +1,194 @@
+"""Snapshot SQL over the lakehouse with DuckDB in-process.
+
+Each query sees one committed version of every table it reads: the engine finds the
+`layer.name` references (sqlglot), pins a Delta snapshot of each, skips files by their
+statistics, and exposes each as a DuckDB view over exactly the live files. The user's SQL
+runs unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from difflib import get_close_matches
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from lakebed.errors import QueryError, SqlSyntaxError, TableNotFoundError
+from lakebed.process.pruning import Reference, prune, references, table_name_of
+from lakebed.process.result import QueryResult
+from lakebed.process.scan import file_columns, quote_identifier, scan_sql
+from lakebed.storage import LAYERS, AsOf, Snapshot, TableName
+
+# Resolves a table to the snapshot a query reads (latest, or as of a version/time).
+SnapshotResolver = Callable[[TableName, AsOf | None], Snapshot]
+
+_READ_ONLY = (exp.Query, exp.Describe, exp.Pivot)
+_COMMAND_PREFIXES = ("explain", "summarize", "describe", "show", "pragma", "from")
+_MISSING_COLUMN = re.compile(r'Referenced column "?([^"]+?)"? not found', re.IGNORECASE)
+
+
+class DuckDBEngine:
+    """One in-process DuckDB database; thread-safe (queries run one at a time)."""
+
+    def __init__(
+        self,
+        resolve: SnapshotResolver,
+        known_tables: Callable[[], Iterable[str]],
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._known_tables = known_tables
+        self._lock = threading.RLock()
+        self._con = duckdb.connect(":memory:")
+        # Naive timestamps in SQL mean UTC, the same as in file skipping.
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute("SET parquet_metadata_cache = true")
+        if threads:
+            self._con.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            self._con.execute(f"SET memory_limit = '{memory_limit}'")
+        for layer in LAYERS:
+            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+        self._empty: dict[str, pa.Table] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _parse(self, query: str) -> exp.Expression | None:
+        """The query's syntax tree; None when sqlglot cannot read it but DuckDB may."""
+        try:
+            statements = [s for s in sqlglot.parse(query, read="duckdb") if s is not None]
+        except ParseError:
+            self._raise_duckdb_syntax(query)
+            return None
+        if len(statements) != 1:
+            raise QueryError(
+                f"expected one SQL statement, got {len(statements)}",
+                query=query,
+                hint="run statements one at a time",
+            )
+        statement = statements[0]
+        if isinstance(statement, exp.Command):
+            if str(statement.this).lower() in _COMMAND_PREFIXES:
+                return None
+        elif isinstance(statement, _READ_ONLY):
+            return statement
+        raise QueryError(
+            f"lakehouse SQL is read-only; got a {statement.key.upper()} statement",
+            query=query,
+            hint="write with lh.table('layer.name').append/merge/overwrite/delete/update",
+        )
+
+    def _raise_duckdb_syntax(self, query: str) -> None:
+        try:
+            self._con.extract_statements(query)
+        except duckdb.ParserException as exc:
+            raise SqlSyntaxError(str(exc), query=query) from exc
+        except duckdb.Error:
+            return
+
+    def _referenced(self, tree: exp.Expression | None, query: str) -> dict[TableName, list[Reference]]:
+        if tree is not None:
+            schemas: dict[TableName, set[str]] = {}
+
+            def columns_of(name: TableName) -> set[str]:
+                if name not in schemas:
+                    schemas[name] = set(self._pinned[name].schema.names)
+                return schemas[name]
+
+            # Pin snapshots before analysing predicates (the analysis needs their schemas).
+            names = {n for n in map(table_name_of, tree.find_all(exp.Table)) if n is not None}
+            self._pin(names)
+            return references(tree, columns_of)
+        # Statements sqlglot cannot analyse: expose every table named in the text.
+        known = [TableName.parse(n) for n in self._known_tables()]
+        lowered = query.lower()
+        names = {n for n in known if str(n) in lowered}
+        self._pin(names)
+        return {name: [[]] for name in names}
+
+    def _pin(self, names: Iterable[TableName]) -> None:
+        known: list[str] | None = None
+        for name in sorted(names):
+            if name in self._pinned:
+                continue
+            try:
+                self._pinned[name] = self._resolve(name, self._as_of)
+            except TableNotFoundError as exc:
+                known = known if known is not None else list(self._known_tables())
+                raise TableNotFoundError(str(name), known) from exc
+
+    def _create_view(self, name: TableName, snapshot: Snapshot) -> None:
+        empty_name = f"__empty_{name.layer}_{name.name}"
+        if snapshot.num_files == 0:
+            self._con.register(empty_name, snapshot.schema.empty_table())
+        missing: frozenset[str] = frozenset()
+        for _ in range(2):
+            body = scan_sql(self._con, snapshot, empty_relation=empty_name, missing_columns=missing)
+            view = f"{name.layer}.{quote_identifier(name.name)}"
+            try:
+                self._con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
+                return
+            except duckdb.BinderException as exc:
+                if missing or not _MISSING_COLUMN.search(str(exc)):
+                    raise
+                # A column added by schema evolution that no file holds yet.
+                missing = frozenset(set(snapshot.schema.names) - file_columns(self._con, snapshot))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def sql(
+        self, query: str, *, as_of: AsOf | None = None, params: Sequence[Any] | None = None
+    ) -> QueryResult:
+        """Run a read-only query against one snapshot of each table it references."""
+        with self._lock:
+            self._pinned: dict[TableName, Snapshot] = {}
+            self._as_of = as_of
+            tree = self._parse(query)
+            refs = self._referenced(tree, query)
+            scanned: dict[str, int] = {}
+            total: dict[str, int] = {}
+            for name, table_refs in refs.items():
+                full = self._pinned[name]
+                pruned = prune(full, table_refs)
+                scanned[str(name)] = pruned.num_files
+                total[str(name)] = full.num_files
+                self._create_view(name, pruned)
+            try:
+                relation = self._con.sql(query, params=params)
+                table = relation.to_arrow_table() if relation is not None else pa.table({})
+            except duckdb.ParserException as exc:
+                raise SqlSyntaxError(str(exc), query=query) from exc
+            except duckdb.CatalogException as exc:
+                raise self._catalog_error(exc, query) from exc
+            except duckdb.Error as exc:
+                raise QueryError(str(exc), query=query) from exc
+            versions = {str(n): s.version for n, s in self._pinned.items()}
+            return QueryResult(table, query, versions, scanned, total)
+
+    def _catalog_error(self, exc: duckdb.CatalogException, query: str) -> Exception:
+        match = re.search(r"Table with name (\S+) does not exist", str(exc))
+        if match is None:
+            return QueryError(str(exc), query=query)
+        missing = match.group(1).strip("\"'!").lower()
+        known = list(self._known_tables())
+        by_name = {str(k).split(".", 1)[1]: str(k) for k in known}
+        close = get_close_matches(missing, list(by_name), n=3, cutoff=0.6)
+        error = TableNotFoundError(missing, known)
+        if close:
+            error.hint = f"did you mean {', '.join(by_name[c] for c in close)}? "
+            error.hint += "lakehouse tables are named layer.name"
+            error.args = (f"{error.message}\n  hint: {error.hint}",)
+        return error

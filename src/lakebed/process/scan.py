@@ -1,0 +1,139 @@
+"""DuckDB SQL that reads one Delta snapshot: exactly its live files, with partition values."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.storage import Snapshot
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def duckdb_types(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> dict[str, str]:
+    """DuckDB's name for each column type (asks DuckDB, so nested types come out right)."""
+    relation = con.from_arrow(schema.empty_table())
+    return {name: str(dtype) for name, dtype in zip(schema.names, relation.dtypes, strict=True)}
+
+
+def _hive_paths_match(snapshot: Snapshot) -> bool:
+    """True when every file sits under `col=value/` folders holding its partition values, so
+    DuckDB's hive partitioning reads them (delta-rs writes this layout; others need not)."""
+    paths = snapshot.files.column("path").to_pylist()
+    for index, raw in enumerate(paths):
+        segments = unquote(raw).split("/")[:-1]
+        found: dict[str, str] = {}
+        for segment in segments:
+            key, sep, value = segment.partition("=")
+            if sep:
+                found[key] = value
+        for column, value in snapshot.partition_values(index).items():
+            text = found.get(column)
+            if text is None:
+                return False
+            if value is None:
+                if text != "__HIVE_DEFAULT_PARTITION__":
+                    return False
+            elif unquote(text) != str(value):
+                return False
+    return True
+
+
+def _missing_stats(snapshot: Snapshot) -> bool:
+    """True when some file may lack a column (written before schema evolution added it)."""
+    names = snapshot.files.column_names
+    for column in snapshot.schema.names:
+        if column in snapshot.partition_by:
+            continue
+        exact = f"null_count.{column}"
+        keys = [exact] if exact in names else [n for n in names if n.startswith(exact + ".")]
+        if not keys:
+            return True
+        if any(snapshot.files.column(key).null_count for key in keys):
+            return True
+    return False
+
+
+def _file_list(paths: list[str]) -> str:
+    return "[" + ", ".join(quote_literal(p) for p in paths) + "]"
+
+
+def scan_sql(
+    con: duckdb.DuckDBPyConnection,
+    snapshot: Snapshot,
+    *,
+    empty_relation: str,
+    missing_columns: frozenset[str] = frozenset(),
+) -> str:
+    """A SELECT over the snapshot's files with the table's columns in the table's order.
+
+    `empty_relation` names a registered empty Arrow table of the schema, used when the
+    snapshot has no files. `missing_columns` are read as typed NULLs (in no file yet).
+    """
+    schema = snapshot.schema
+    if snapshot.num_files == 0:
+        return f"SELECT * FROM {empty_relation}"
+    types = duckdb_types(con, schema)
+    partitions = [c for c in snapshot.partition_by if c in schema.names]
+    union = _missing_stats(snapshot)
+    options = [f"union_by_name={'true' if union else 'false'}"]
+
+    def select_list() -> str:
+        items = []
+        for name in schema.names:
+            if name in missing_columns:
+                items.append(f"CAST(NULL AS {types[name]}) AS {quote_identifier(name)}")
+            else:
+                items.append(quote_identifier(name))
+        return ", ".join(items)
+
+    if not partitions:
+        source = f"read_parquet({_file_list(snapshot.paths)}, {', '.join(options)})"
+        return f"SELECT {select_list()} FROM {source}"
+    if _hive_paths_match(snapshot):
+        hive_types = ", ".join(f"{quote_literal(c)}: {quote_literal(types[c])}" for c in partitions)
+        options += ["hive_partitioning=true", f"hive_types={{{hive_types}}}"]
+        source = f"read_parquet({_file_list(snapshot.paths)}, {', '.join(options)})"
+        return f"SELECT {select_list()} FROM {source}"
+    # Files outside hive folders: one scan per distinct partition tuple, values as literals.
+    options.append("hive_partitioning=false")
+    keys = pa.table({c: snapshot.files.column(f"partition.{c}") for c in partitions})
+    groups: dict[tuple[object, ...], list[str]] = {}
+    for index, row in enumerate(keys.to_pylist()):
+        groups.setdefault(tuple(row[c] for c in partitions), []).append(snapshot.paths[index])
+    parts = []
+    for values, paths in groups.items():
+        literals = {
+            c: "NULL" if v is None else quote_literal(str(v))
+            for c, v in zip(partitions, values, strict=True)
+        }
+        items = []
+        for name in schema.names:
+            if name in literals:
+                items.append(f"CAST({literals[name]} AS {types[name]}) AS {quote_identifier(name)}")
+            elif name in missing_columns:
+                items.append(f"CAST(NULL AS {types[name]}) AS {quote_identifier(name)}")
+            else:
+                items.append(quote_identifier(name))
+        source = f"read_parquet({_file_list(paths)}, {', '.join(options)})"
+        parts.append(f"SELECT {', '.join(items)} FROM {source}")
+    return " UNION ALL ".join(parts)
+
+
+def file_columns(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> set[str]:
+    """Top-level column names present in at least one data file (reads footers only)."""
+    relation = con.sql(
+        "SELECT DISTINCT name FROM parquet_schema("
+        + _file_list(snapshot.paths)
+        + ") WHERE name IS NOT NULL"
+    )
+    return set(pc.cast(relation.to_arrow_table().column(0), pa.string()).to_pylist())
