@@ -21,8 +21,8 @@ from lakebed.storage import Table, WriteResult
 __version__ = "0.1.0"
 
 __all__ = [
-    "Lakehouse",
     "LakebedError",
+    "Lakehouse",
     "QueryResult",
     "Table",
     "WriteResult",

@@ -66,8 +66,9 @@ def default_config_text(name: str) -> str:
     return (
         f"# lakebed project configuration: every key is optional.\n"
         f"name: {name}\n"
-        f"storage: {DEFAULT_STORAGE}        # folder (relative to this file) holding the Delta tables\n"
-        f"# metastore: postgresql://user:pass@host/db   # default: SQLite at .lakebed/metastore.db\n"
+        f"# folder (relative to this file) holding the Delta tables\n"
+        f"storage: {DEFAULT_STORAGE}\n"
+        f"# metastore: postgresql://user:pass@host/db  (default: SQLite in .lakebed/)\n"
         f"engine: duckdb\n"
         f"domains: {{}}\n"
     )

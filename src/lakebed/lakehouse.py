@@ -184,9 +184,7 @@ class Lakehouse:
             properties=properties,
             exist_ok=exist_ok,
         )
-        self._register(
-            table, domain=domain, owner=owner, description=description, tags=tags
-        )
+        self._register(table, domain=domain, owner=owner, description=description, tags=tags)
         with self._lock:
             self._handles[table_name] = table
         return table
@@ -268,6 +266,6 @@ class Lakehouse:
         return self.engine.sql(query, as_of=as_of, params=params)
 
 
-def open(path: str | os.PathLike[str] | None = None) -> Lakehouse:  # noqa: A001
+def open(path: str | os.PathLike[str] | None = None) -> Lakehouse:
     """Open the lakehouse of a project folder (default: $LAKEBED_PROJECT or the current one)."""
     return Lakehouse(project_dir(path))

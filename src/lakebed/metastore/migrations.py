@@ -1,4 +1,4 @@
-"""Ordered, append-only migrations of the metastore schema.
+"""Ordered, append-only migrations of the metastore schema, and the code that applies them.
 
 To change the schema: append `Migration(N + 1, "what changes", _vN_plus_1)` to `MIGRATIONS`,
 write `_vN_plus_1(conn)` with the DDL/data changes (`add_column` helps), and update
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -23,12 +24,29 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
 )
 from sqlalchemy.schema import CreateColumn
 
+from lakebed.errors import MetastoreError
 from lakebed.metastore.schema import JsonText, UtcDateTime
+from lakebed.metastore.schema import schema_version as version_t
 
-__all__ = ["MIGRATIONS", "Migration", "add_column", "latest_version"]
+__all__ = [
+    "MIGRATIONS",
+    "Migration",
+    "add_column",
+    "apply_pending",
+    "current_version",
+    "latest_version",
+]
+
+# Any constant works as long as every lakebed process uses the same one.
+_PG_UPGRADE_LOCK = 0x6C616B65626564
 
 
 @dataclass(frozen=True)
@@ -116,3 +134,36 @@ MIGRATIONS: list[Migration] = [
 def latest_version() -> int:
     """The schema version a database has once every migration has run."""
     return MIGRATIONS[-1].version if MIGRATIONS else 0
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version of the connected database; 0 before the first upgrade."""
+    if not inspect(conn).has_table(version_t.name):
+        return 0
+    return int(conn.execute(select(func.max(version_t.c.version))).scalar() or 0)
+
+
+def apply_pending(conn: Connection) -> int:
+    """Run the migrations the database lacks, in the caller's transaction; returns the version."""
+    if False:
+        # Serialises upgrades across processes; released when the transaction ends.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
+    version_t.create(conn, checkfirst=True)
+    current = current_version(conn)
+    if current > latest_version():
+        where = conn.engine.url.render_as_string(hide_password=True)
+        raise MetastoreError(
+            f"the metastore at {where} has schema version {current}, "
+            f"newer than this lakebed knows ({latest_version()})",
+            hint="upgrade lakebed (pip install -U lakebed) to use this metastore",
+        )
+    for step in MIGRATIONS:
+        if step.version > current:
+            step.apply(conn)
+            conn.execute(
+                insert(version_t).values(
+                    version=step.version, description=step.description, applied_at=datetime.now(UTC)
+                )
+            )
+            current = step.version
+    return current

@@ -1,4 +1,4 @@
-"""The metastore's tables as they are after the latest migration (SQLAlchemy Core).
+"""The metastore's tables as they are after the latest migration, and the records read from them.
 
 Queries use these definitions; `migrations.py` changes the database to match them. When a
 migration alters a table, change the definition here in the same commit.
@@ -7,6 +7,7 @@ migration alters a table, change the definition here in the same commit.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    RowMapping,
     String,
     Table,
     Text,
@@ -27,11 +29,17 @@ from sqlalchemy import (
 
 __all__ = [
     "JsonText",
+    "RunRecord",
+    "SchemaVersion",
+    "TableRecord",
     "UtcDateTime",
     "metadata",
+    "run_record",
     "runs",
     "schema_history",
     "schema_version",
+    "schema_version_record",
+    "table_record",
     "tables",
 ]
 
@@ -138,3 +146,97 @@ runs = Table(
     Index("ix_lakebed_runs_kind", "kind", "started_at"),
     Index("ix_lakebed_runs_target", "target", "started_at"),
 )
+
+
+@dataclass(frozen=True)
+class TableRecord:
+    """A catalog entry for one lakehouse table."""
+
+    name: str
+    layer: str
+    path: str
+    domain: str | None
+    owner: str | None
+    description: str | None
+    tags: list[str]
+    partition_by: list[str]
+    properties: dict[str, str]
+    version: int | None
+    row_count: int | None
+    size_bytes: int | None
+    created_at: datetime
+    last_write_at: datetime | None
+    last_operation: str | None
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """The columns of a table from the Delta version where they first appeared."""
+
+    table: str
+    table_version: int
+    columns: list[dict[str, Any]]
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One pipeline run: what ran, on what, how it ended."""
+
+    run_id: str
+    kind: str
+    target: str | None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    rows: int | None
+    bytes: int | None
+    error: str | None
+    params: dict[str, Any]
+
+
+def table_record(row: RowMapping) -> TableRecord:
+    """A `tables` row as a `TableRecord`."""
+    return TableRecord(
+        name=row["name"],
+        layer=row["layer"],
+        path=row["path"],
+        domain=row["domain"],
+        owner=row["owner"],
+        description=row["description"],
+        tags=row["tags"],
+        partition_by=row["partition_by"],
+        properties=row["properties"],
+        version=row["version"],
+        row_count=row["row_count"],
+        size_bytes=row["size_bytes"],
+        created_at=row["created_at"],
+        last_write_at=row["last_write_at"],
+        last_operation=row["last_operation"],
+    )
+
+
+def schema_version_record(row: RowMapping) -> SchemaVersion:
+    """A `schema_history` row as a `SchemaVersion`."""
+    return SchemaVersion(
+        table=row["table_name"],
+        table_version=row["table_version"],
+        columns=row["columns"],
+        recorded_at=row["recorded_at"],
+    )
+
+
+def run_record(row: RowMapping) -> RunRecord:
+    """A `runs` row as a `RunRecord`."""
+    return RunRecord(
+        run_id=row["run_id"],
+        kind=row["kind"],
+        target=row["target"],
+        status=row["status"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        rows=row["row_count"],
+        bytes=row["size_bytes"],
+        error=row["error"],
+        params=row["params"],
+    )

@@ -66,7 +66,7 @@ class DuckDBEngine:
 
     # -- planning ---------------------------------------------------------------------------
 
-    def _parse(self, query: str) -> exp.Expression | None:
+    def _parse(self, query: str) -> exp.Expr | None:
         """The query's syntax tree; None when sqlglot cannot read it but DuckDB may."""
         try:
             statements = [s for s in sqlglot.parse(query, read="duckdb") if s is not None]
@@ -84,7 +84,8 @@ class DuckDBEngine:
             if str(statement.this).lower() in _COMMAND_PREFIXES:
                 return None
         elif isinstance(statement, _READ_ONLY):
-            return statement
+            tree: exp.Expr = statement
+            return tree
         raise QueryError(
             f"lakehouse SQL is read-only; got a {statement.key.upper()} statement",
             query=query,
@@ -99,7 +100,7 @@ class DuckDBEngine:
         except duckdb.Error:
             return
 
-    def _referenced(self, tree: exp.Expression | None, query: str) -> dict[TableName, list[Reference]]:
+    def _referenced(self, tree: exp.Expr | None, query: str) -> dict[TableName, list[Reference]]:
         if tree is not None:
             schemas: dict[TableName, set[str]] = {}
 

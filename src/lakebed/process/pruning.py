@@ -24,7 +24,12 @@ from lakebed.storage import LAYERS, Snapshot, TableName
 # Delta string statistics may be truncated prefixes: such a max is no upper bound.
 STRING_STAT_TRUNCATION = 32
 
-_FLIP = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE}
+_FLIP: dict[type[exp.Expr], type[exp.Expr]] = {
+    exp.GT: exp.LT,
+    exp.GTE: exp.LTE,
+    exp.LT: exp.GT,
+    exp.LTE: exp.GTE,
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def table_name_of(node: exp.Table) -> TableName | None:
         return None
 
 
-def _conjuncts(condition: exp.Expression) -> Iterator[exp.Expression]:
+def _conjuncts(condition: exp.Expr) -> Iterator[exp.Expr]:
     if isinstance(condition, exp.Paren):
         yield from _conjuncts(condition.this)
     elif isinstance(condition, exp.And):
@@ -64,7 +69,7 @@ def _conjuncts(condition: exp.Expression) -> Iterator[exp.Expression]:
         yield condition
 
 
-def _literal(node: exp.Expression) -> Any:
+def _literal(node: exp.Expr) -> Any:
     """The Python value of a literal, or raise ValueError."""
     if isinstance(node, exp.Paren):
         return _literal(node.this)
@@ -100,7 +105,7 @@ def _literal(node: exp.Expression) -> Any:
     raise ValueError("not a literal")
 
 
-def _predicate(condition: exp.Expression) -> tuple[exp.Column, Predicate] | None:
+def _predicate(condition: exp.Expr) -> tuple[exp.Column, Predicate] | None:
     """Recognise `column op literal` shapes; anything else is not used for skipping."""
     try:
         if isinstance(condition, exp.Not) and isinstance(condition.this, exp.Is):
@@ -109,7 +114,9 @@ def _predicate(condition: exp.Expression) -> tuple[exp.Column, Predicate] | None
                 return inner.this, Predicate(inner.this.name, "not_null")
             return None
         if isinstance(condition, exp.Is):
-            if isinstance(condition.this, exp.Column) and isinstance(condition.expression, exp.Null):
+            if isinstance(condition.this, exp.Column) and isinstance(
+                condition.expression, exp.Null
+            ):
                 return condition.this, Predicate(condition.this.name, "is_null")
             return None
         if isinstance(condition, exp.In) and isinstance(condition.this, exp.Column):
@@ -120,7 +127,7 @@ def _predicate(condition: exp.Expression) -> tuple[exp.Column, Predicate] | None
         if isinstance(condition, exp.Between) and isinstance(condition.this, exp.Column):
             low, high = _literal(condition.args["low"]), _literal(condition.args["high"])
             return condition.this, Predicate(condition.this.name, "between", (low, high))
-        ops: dict[type[exp.Expression], str] = {
+        ops: dict[type[exp.Expr], str] = {
             exp.EQ: "=",
             exp.NEQ: "!=",
             exp.GT: ">",
@@ -128,7 +135,7 @@ def _predicate(condition: exp.Expression) -> tuple[exp.Column, Predicate] | None
             exp.LT: "<",
             exp.LTE: "<=",
         }
-        kind = type(condition)
+        kind: type[exp.Expr] = type(condition)
         if kind not in ops:
             return None
         left, right = condition.this, condition.expression
@@ -143,7 +150,7 @@ def _predicate(condition: exp.Expression) -> tuple[exp.Column, Predicate] | None
 
 
 def references(
-    tree: exp.Expression, columns_of: Callable[[TableName], set[str]]
+    tree: exp.Expr, columns_of: Callable[[TableName], set[str]]
 ) -> dict[TableName, list[Reference]]:
     """Every lakehouse table the query reads, with the predicates of each reference."""
     found: dict[TableName, list[Reference]] = {}
@@ -152,7 +159,7 @@ def references(
         from_ = select.args.get("from_") or select.args.get("from")
         if from_ is None:
             continue
-        sources: list[tuple[exp.Expression, bool]] = [(from_.this, True)]
+        sources: list[tuple[exp.Expr, bool]] = [(from_.this, True)]
         for join in select.args.get("joins") or []:
             side = (join.side or "").upper()
             if side in ("RIGHT", "FULL"):

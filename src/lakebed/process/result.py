@@ -33,14 +33,16 @@ class QueryResult:
         return frame
 
     def df(self) -> pandas.DataFrame:
-        return self.table.to_pandas()
+        frame: pandas.DataFrame = self.table.to_pandas()
+        return frame
 
     def rows(self) -> list[tuple[Any, ...]]:
         columns = [column.to_pylist() for column in self.table.columns]
         return list(zip(*columns, strict=True)) if columns else []
 
     def dicts(self) -> list[dict[str, Any]]:
-        return self.table.to_pylist()
+        rows: list[dict[str, Any]] = self.table.to_pylist()
+        return rows
 
     def scalar(self) -> Any:
         """The single value of a one-row, one-column result."""

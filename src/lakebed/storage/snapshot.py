@@ -43,17 +43,19 @@ class Snapshot:
 
     @cached_property
     def paths(self) -> list[str]:
-        return [absolute_file_path(self.root, p) for p in self.files.column("path").to_pylist()]
+        relative: list[str] = self.files.column("path").to_pylist()
+        return [absolute_file_path(self.root, p) for p in relative]
 
     @property
     def num_files(self) -> int:
-        return self.files.num_rows
+        return int(self.files.num_rows)
 
     @property
     def num_rows(self) -> int:
         if self.files.num_rows == 0:
             return 0
-        return int(pc.sum(self.files.column("num_records").fill_null(0)).as_py() or 0)
+        total = pc.sum(self.files.column("num_records").fill_null(0)).as_py()
+        return int(total or 0)
 
     @property
     def size_bytes(self) -> int:

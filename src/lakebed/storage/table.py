@@ -163,9 +163,7 @@ class Table:
             properties=dict(metadata.configuration),
         )
 
-    def read(
-        self, *, as_of: AsOf | None = None, columns: list[str] | None = None
-    ) -> pa.Table:
+    def read(self, *, as_of: AsOf | None = None, columns: list[str] | None = None) -> pa.Table:
         """Read the table with delta-rs's own reader (use the lakehouse's SQL for queries)."""
         return self._at(as_of).to_pyarrow_table(columns=columns)
 
@@ -286,6 +284,7 @@ class Table:
         """
         dt = self.delta()
         table = to_arrow(data)
+        evolve: Literal["merge", "overwrite"] | None
         if schema_mode == "overwrite":
             if predicate is not None:
                 raise StorageError(
@@ -316,7 +315,7 @@ class Table:
                 fitted_data,
                 mode="overwrite",
                 predicate=predicate,
-                schema_mode=evolve,  # type: ignore[arg-type]
+                schema_mode=evolve,
                 partition_by=partition_by if schema_mode == "overwrite" else None,
                 commit_properties=self._commit_properties(app_transaction, metadata),
             )
@@ -355,12 +354,13 @@ class Table:
             partition_by=self.partition_by,
         )
         source = fitted.data
+        keys_text = ", ".join(key_list)
         if source.num_rows:
             distinct = source.group_by(key_list).aggregate([]).num_rows
             if distinct != source.num_rows:
                 raise SchemaMismatchError(
                     str(self.name),
-                    [f"{source.num_rows - distinct} rows repeat a merge key ({', '.join(key_list)})"],
+                    [f"{source.num_rows - distinct} rows repeat a merge key ({keys_text})"],
                     hint="deduplicate the data by its key before merging",
                 )
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
@@ -428,7 +428,11 @@ class Table:
         return self._latest("OPTIMIZE", metrics)
 
     def vacuum(
-        self, *, retain_hours: int | None = None, dry_run: bool = False, enforce_retention: bool = True
+        self,
+        *,
+        retain_hours: int | None = None,
+        dry_run: bool = False,
+        enforce_retention: bool = True,
     ) -> list[str]:
         """Delete files no longer referenced by versions newer than the retention window."""
         dt = self.delta()

@@ -1,0 +1,420 @@
+"""`Metastore`: the table catalog, schema history and run log in SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from sqlalchemy import (
+    Connection,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+
+from lakebed.errors import MetastoreError
+from lakebed.metastore import migrations
+from lakebed.metastore.schema import (
+    RunRecord,
+    SchemaVersion,
+    TableRecord,
+    run_record,
+    schema_version_record,
+    table_record,
+)
+from lakebed.metastore.schema import runs as runs_t
+from lakebed.metastore.schema import schema_history as history_t
+from lakebed.metastore.schema import tables as tables_t
+
+__all__ = ["RUN_STATUSES", "Metastore"]
+
+RUN_STATUSES = ("running", "success", "failed")
+_FINISHED = frozenset(RUN_STATUSES) - {"running"}
+_RACE_RETRIES = 1
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE = "lakebed_write"
+_T = TypeVar("_T")
+
+
+class Metastore:
+    """The catalog database behind a project: SQLite by default, PostgreSQL to share it."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            self._url: URL = make_url(url)
+        except ArgumentError as exc:
+            raise MetastoreError(
+                "the metastore URL is not a SQLAlchemy URL",
+                hint="use sqlite:///path/to/metastore.db or postgresql://user@host:5432/db",
+            ) from exc
+        self._masked = self._url.render_as_string(hide_password=True)
+        backend = self._url.get_backend_name()
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if backend == "sqlite":
+            _create_parent_folder(self._url, self._masked)
+        elif backend == "postgresql":
+            # Fail instead of hanging when the host drops packets.
+            options["connect_args"] = {"connect_timeout": 10}
+        driver_url = self._url
+        if driver_url.drivername == "postgresql":
+            # SQLAlchemy 2.1 would pick psycopg 3; lakebed ships with psycopg2.
+            driver_url = driver_url.set(drivername="postgresql+psycopg2")
+        try:
+            self._engine = create_engine(driver_url, **options)
+        except (ArgumentError, ImportError) as exc:
+            raise MetastoreError(
+                f"cannot use metastore at {self._masked}: {exc}",
+                hint="supported: sqlite:///path or postgresql://user@host/db",
+            ) from exc
+        if backend == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_on_connect)
+            event.listen(self._engine, "begin", _sqlite_on_begin)
+
+    @classmethod
+    def for_project(cls, state_dir: Path, url: str | None = None) -> Metastore:
+        """Open (and upgrade) a project's metastore; default a SQLite file in `state_dir`."""
+        if url is None:
+            try:
+                state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MetastoreError(f"cannot create {state_dir}: {exc}") from exc
+            url = f"sqlite:///{(state_dir / 'metastore.db').resolve()}"
+        store = cls(url)
+        try:
+            store.upgrade()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @property
+    def url(self) -> str:
+        """The database URL with its password masked, for display."""
+        return self._masked
+
+    def __repr__(self) -> str:
+        return f"Metastore({self._masked!r})"
+
+    def __enter__(self) -> Metastore:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close pooled connections; the object must not be used afterwards."""
+        self._engine.dispose()
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def upgrade(self) -> int:
+        """Apply pending migrations and return the schema version; safe to race."""
+        return self._write_retrying("upgrade", migrations.apply_pending)
+
+    def schema_version(self) -> int:
+        """The version of the database schema; 0 before the first `upgrade()`."""
+        with self._guard("schema_version"), self._begin() as conn:
+            return migrations.current_version(conn)
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def upsert_table(
+        self,
+        name: str,
+        *,
+        layer: str,
+        path: str,
+        domain: str | None = None,
+        owner: str | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        partition_by: list[str] | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> TableRecord:
+        """Register or update a table; arguments left as None keep their stored values."""
+        optional: dict[str, Any] = {
+            "domain": domain,
+            "owner": owner,
+            "description": description,
+            "tags": None if tags is None else list(tags),
+            "partition_by": None if partition_by is None else list(partition_by),
+            "properties": None if properties is None else dict(properties),
+        }
+        changes = {"layer": layer, "path": path} | {
+            key: value for key, value in optional.items() if value is not None
+        }
+        empty: dict[str, Any] = {"tags": [], "partition_by": [], "properties": {}}
+        new_row = empty | changes | {"name": name, "created_at": _now()}
+        where = tables_t.c.name == name
+
+        def upsert(conn: Connection) -> TableRecord:
+            if not conn.execute(update(tables_t).where(where).values(changes)).rowcount:
+                conn.execute(insert(tables_t).values(new_row))
+            return table_record(conn.execute(select(tables_t).where(where)).mappings().one())
+
+        return self._write_retrying("upsert_table", upsert)
+
+    def record_write(
+        self,
+        name: str,
+        *,
+        version: int,
+        operation: str,
+        row_count: int | None,
+        size_bytes: int | None,
+        columns: list[dict[str, Any]],
+        written_at: datetime | None = None,
+    ) -> None:
+        """Record a committed write; a changed schema adds a `SchemaVersion`."""
+        at = _now() if written_at is None else _utc(written_at, "written_at")
+        stored_form = _json_roundtrip(columns, "columns")
+        where = tables_t.c.name == name
+        with self._guard("record_write"), self._begin(write=True) as conn:
+            # The row lock orders concurrent writers' schema checks on PostgreSQL.
+            if conn.execute(select(tables_t.c.name).where(where).with_for_update()).first() is None:
+                raise MetastoreError(
+                    f"table {name} is not in the metastore",
+                    hint="register it with upsert_table() before recording writes",
+                )
+            conn.execute(
+                update(tables_t)
+                .where(where)
+                .values(
+                    version=version,
+                    row_count=row_count,
+                    size_bytes=size_bytes,
+                    last_write_at=at,
+                    last_operation=operation,
+                )
+            )
+            latest = conn.execute(
+                select(history_t.c.columns)
+                .where(history_t.c.table_name == name)
+                .order_by(history_t.c.table_version.desc(), history_t.c.id.desc())
+                .limit(1)
+            ).scalar()
+            if latest != stored_form:
+                conn.execute(
+                    insert(history_t).values(
+                        table_name=name, table_version=version, columns=stored_form, recorded_at=at
+                    )
+                )
+
+    def get_table(self, name: str) -> TableRecord | None:
+        """The catalog entry for `name`, or None."""
+        with self._guard("get_table"), self._begin() as conn:
+            row = conn.execute(select(tables_t).where(tables_t.c.name == name)).mappings().first()
+        return None if row is None else table_record(row)
+
+    def list_tables(self, layer: str | None = None) -> list[TableRecord]:
+        """Every registered table (optionally of one layer), sorted by name."""
+        query = select(tables_t).order_by(tables_t.c.name)
+        if layer is not None:
+            query = query.where(tables_t.c.layer == layer)
+        with self._guard("list_tables"), self._begin() as conn:
+            return [table_record(row) for row in conn.execute(query).mappings()]
+
+    def drop_table(self, name: str) -> None:
+        """Forget a table and its schema history; unknown names are ignored."""
+        with self._guard("drop_table"), self._begin(write=True) as conn:
+            conn.execute(delete(history_t).where(history_t.c.table_name == name))
+            conn.execute(delete(tables_t).where(tables_t.c.name == name))
+
+    def schema_history(self, name: str) -> list[SchemaVersion]:
+        """The schemas a table has had, oldest first."""
+        query = (
+            select(history_t)
+            .where(history_t.c.table_name == name)
+            .order_by(history_t.c.table_version, history_t.c.id)
+        )
+        with self._guard("schema_history"), self._begin() as conn:
+            return [schema_version_record(row) for row in conn.execute(query).mappings()]
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(
+        self, kind: str, target: str | None = None, params: dict[str, Any] | None = None
+    ) -> str:
+        """Record a run as `running` and return its id."""
+        run_id = uuid.uuid4().hex
+        values = {
+            "run_id": run_id,
+            "kind": kind,
+            "target": target,
+            "status": "running",
+            "started_at": _now(),
+            "params": _json_roundtrip(params or {}, "params"),
+        }
+        with self._guard("start_run"), self._begin(write=True) as conn:
+            conn.execute(insert(runs_t).values(values))
+        return run_id
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        rows: int | None = None,
+        bytes: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Mark a run `success` or `failed` with what it processed."""
+        if status not in _FINISHED:
+            raise MetastoreError(
+                f"cannot finish run {run_id} with status {status!r}",
+                hint=f"use one of {', '.join(sorted(_FINISHED))}",
+            )
+        values = {
+            "status": status,
+            "finished_at": _now(),
+            "row_count": rows,
+            "size_bytes": bytes,
+            "error": error,
+        }
+        with self._guard("finish_run"), self._begin(write=True) as conn:
+            found = conn.execute(update(runs_t).where(runs_t.c.run_id == run_id).values(values))
+            if not found.rowcount:
+                raise MetastoreError(f"run {run_id} is not in the metastore")
+
+    def runs(
+        self, *, limit: int = 50, kind: str | None = None, target: str | None = None
+    ) -> list[RunRecord]:
+        """Recent runs, newest first, optionally of one kind and/or target."""
+        query = select(runs_t).order_by(runs_t.c.started_at.desc(), runs_t.c.id.desc())
+        if kind is not None:
+            query = query.where(runs_t.c.kind == kind)
+        if target is not None:
+            query = query.where(runs_t.c.target == target)
+        with self._guard("runs"), self._begin() as conn:
+            return [run_record(row) for row in conn.execute(query.limit(limit)).mappings()]
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _write_retrying(self, action: str, work: Callable[[Connection], _T]) -> _T:
+        """Run `work` in a write transaction; again if it lost a create/insert race."""
+        with self._guard(action):
+            for attempt in range(1, _RACE_RETRIES + 1):
+                try:
+                    with self._begin(write=True) as conn:
+                        return work(conn)
+                except DBAPIError as exc:
+                    # Another process created the same row or table first; a new try sees it.
+                    if attempt == _RACE_RETRIES or not _is_race(exc):
+                        raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @contextmanager
+    def _begin(self, *, write: bool = False) -> Iterator[Connection]:
+        try:
+            conn = self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise MetastoreError(
+                f"cannot reach metastore at {self._masked}: {self._reason(exc)}",
+                hint=_unreachable_hint(self._url),
+            ) from exc
+        with conn:
+            if write:
+                conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Turn SQLAlchemy/driver errors into `MetastoreError` at the API boundary."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            reason = self._reason(exc)
+            missing = "no such table" in reason or "does not exist" in reason
+            raise MetastoreError(
+                f"metastore {action} failed at {self._masked}: {reason}",
+                hint="run `Metastore.upgrade()` (opening the project does it)" if missing else None,
+            ) from exc
+
+    def _reason(self, exc: SQLAlchemyError) -> str:
+        reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+        reason = " ".join(reason.split())
+        # Drivers do not echo passwords today; this keeps it that way if one ever does.
+        password = self._url.password
+        if password:
+            for form in {str(password), quote(str(password), safe="")}:
+                reason = reason.replace(form, "***")
+        return reason
+
+
+def _create_parent_folder(url: URL, masked: str) -> None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MetastoreError(f"cannot create the folder for {masked}: {exc}") from exc
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Take BEGIN away from sqlite3, which skips it for SELECT and DDL (see _sqlite_on_begin).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    # Wait for other processes' locks instead of failing at once.
+    cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+    # Readers and one writer proceed together across processes.
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # Writers take the write lock up front: upgrading a read lock later fails without waiting.
+    write = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN")
+
+
+def _unreachable_hint(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return "check that the folder of the database file exists and is writable"
+    return (
+        "check that the server is running and that `metastore` in lakebed.yml "
+        "(or LAKEBED_METASTORE) points at it"
+    )
+
+
+def _is_race(exc: DBAPIError) -> bool:
+    return isinstance(exc, IntegrityError) or "already exists" in str(exc.orig).lower()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None:
+        raise MetastoreError(
+            f"{what} {value.isoformat()} has no timezone",
+            hint="pass an aware datetime, e.g. datetime.now(timezone.utc)",
+        )
+    return value.astimezone(UTC)
+
+
+def _json_roundtrip(value: Any, what: str) -> Any:
+    """`value` as it will read back from the database, so comparisons match stored data."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise MetastoreError(
+            f"{what} cannot be stored as JSON: {exc}", hint="use str, int, float, bool, list, dict"
+        ) from exc
