@@ -2,7 +2,8 @@
 
 To change the schema: append `Migration(N + 1, "what changes", _vN_plus_1)` to `MIGRATIONS`,
 write `_vN_plus_1(conn)` with the DDL/data changes (`add_column` helps), and update
-`schema.py` to match. Never edit an applied migration: databases in the field have run it.
+`schema.py` to match (tests/metastore/test_migrations.py checks that they agree). Never
+edit an applied migration: databases in the field have run it.
 Each migration runs inside the upgrade transaction, together with its version row.
 """
 
@@ -145,7 +146,7 @@ def current_version(conn: Connection) -> int:
 
 def apply_pending(conn: Connection) -> int:
     """Run the migrations the database lacks, in the caller's transaction; returns the version."""
-    if False:
+    if conn.dialect.name == "postgresql":
         # Serialises upgrades across processes; released when the transaction ends.
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
     version_t.create(conn, checkfirst=True)

@@ -80,7 +80,8 @@ class JsonText(TypeDecorator[Any]):
 
 metadata = MetaData()
 
-# One row per applied migration; the schema version is the highest one.
+# One row per applied migration; the schema version is the highest one. Never alter this
+# table: every lakebed release, old or new, reads it to decide whether it may proceed.
 schema_version = Table(
     "lakebed_schema_version",
     metadata,

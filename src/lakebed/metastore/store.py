@@ -42,7 +42,7 @@ __all__ = ["RUN_STATUSES", "Metastore"]
 
 RUN_STATUSES = ("running", "success", "failed")
 _FINISHED = frozenset(RUN_STATUSES) - {"running"}
-_RACE_RETRIES = 1
+_RACE_RETRIES = 3
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE = "lakebed_write"
 _T = TypeVar("_T")
@@ -381,7 +381,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_on_begin(conn: Connection) -> None:
     # Writers take the write lock up front: upgrading a read lock later fails without waiting.
     write = conn.get_execution_options().get(_WRITE, False)
-    conn.exec_driver_sql("BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _unreachable_hint(url: URL) -> str:

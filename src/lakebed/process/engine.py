@@ -12,6 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from difflib import get_close_matches
+from functools import lru_cache
 from typing import Any
 
 import duckdb
@@ -23,7 +24,7 @@ from sqlglot.errors import ParseError
 from lakebed.errors import QueryError, SqlSyntaxError, TableNotFoundError
 from lakebed.process.pruning import Reference, prune, references, table_name_of
 from lakebed.process.result import QueryResult
-from lakebed.process.scan import file_columns, quote_identifier, scan_sql
+from lakebed.process.scan import ScanLayout, file_columns, quote_identifier, scan_sql
 from lakebed.storage import LAYERS, AsOf, Snapshot, TableName
 
 # Resolves a table to the snapshot a query reads (latest, or as of a version/time).
@@ -32,6 +33,12 @@ SnapshotResolver = Callable[[TableName, AsOf | None], Snapshot]
 _READ_ONLY = (exp.Query, exp.Describe, exp.Pivot)
 _COMMAND_PREFIXES = ("explain", "summarize", "describe", "show", "pragma", "from")
 _MISSING_COLUMN = re.compile(r'Referenced column "?([^"]+?)"? not found', re.IGNORECASE)
+
+
+@lru_cache(maxsize=512)
+def _parse_statements(query: str) -> tuple[exp.Expr, ...]:
+    # Dashboards repeat the same queries: parse each text once.
+    return tuple(s for s in sqlglot.parse(query, read="duckdb") if s is not None)
 
 
 class DuckDBEngine:
@@ -58,7 +65,9 @@ class DuckDBEngine:
             self._con.execute(f"SET memory_limit = '{memory_limit}'")
         for layer in LAYERS:
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-        self._empty: dict[str, pa.Table] = {}
+        # Per table version: how to scan it; per view: what it currently reads.
+        self._layouts: dict[tuple[str, int], ScanLayout] = {}
+        self._views: dict[TableName, tuple[str, int, tuple[str, ...]]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -69,7 +78,7 @@ class DuckDBEngine:
     def _parse(self, query: str) -> exp.Expr | None:
         """The query's syntax tree; None when sqlglot cannot read it but DuckDB may."""
         try:
-            statements = [s for s in sqlglot.parse(query, read="duckdb") if s is not None]
+            statements = _parse_statements(query)
         except ParseError:
             self._raise_duckdb_syntax(query)
             return None
@@ -131,16 +140,31 @@ class DuckDBEngine:
                 known = known if known is not None else list(self._known_tables())
                 raise TableNotFoundError(str(name), known) from exc
 
-    def _create_view(self, name: TableName, snapshot: Snapshot) -> None:
+    def _layout(self, snapshot: Snapshot) -> ScanLayout:
+        key = (snapshot.root, snapshot.version)
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) > 1024:
+                self._layouts.clear()
+            layout = self._layouts[key] = ScanLayout.of(self._con, snapshot)
+        return layout
+
+    def _create_view(self, name: TableName, snapshot: Snapshot, full: Snapshot) -> None:
+        state = (snapshot.root, snapshot.version, tuple(snapshot.paths))
+        if self._views.get(name) == state:
+            return  # the view already reads exactly these files
+        self._views.pop(name, None)
         empty_name = f"__empty_{name.layer}_{name.name}"
         if snapshot.num_files == 0:
             self._con.register(empty_name, snapshot.schema.empty_table())
+        layout = self._layout(full)
         missing: frozenset[str] = frozenset()
         for _ in range(2):
-            body = scan_sql(self._con, snapshot, empty_relation=empty_name, missing_columns=missing)
+            body = scan_sql(snapshot, layout, empty_relation=empty_name, missing_columns=missing)
             view = f"{name.layer}.{quote_identifier(name.name)}"
             try:
                 self._con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
+                self._views[name] = state
                 return
             except duckdb.BinderException as exc:
                 if missing or not _MISSING_COLUMN.search(str(exc)):
@@ -166,7 +190,7 @@ class DuckDBEngine:
                 pruned = prune(full, table_refs)
                 scanned[str(name)] = pruned.num_files
                 total[str(name)] = full.num_files
-                self._create_view(name, pruned)
+                self._create_view(name, pruned, full)
             try:
                 relation = self._con.sql(query, params=params)
                 table = relation.to_arrow_table() if relation is not None else pa.table({})

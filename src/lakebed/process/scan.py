@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import duckdb
@@ -29,14 +30,17 @@ def _hive_paths_match(snapshot: Snapshot) -> bool:
     """True when every file sits under `col=value/` folders holding its partition values, so
     DuckDB's hive partitioning reads them (delta-rs writes this layout; others need not)."""
     paths = snapshot.files.column("path").to_pylist()
+    columns = [c for c in snapshot.partition_by if f"partition.{c}" in snapshot.files.column_names]
+    values = {c: snapshot.files.column(f"partition.{c}").to_pylist() for c in columns}
     for index, raw in enumerate(paths):
         segments = unquote(raw).split("/")[:-1]
         found: dict[str, str] = {}
         for segment in segments:
-            key, sep, value = segment.partition("=")
+            key, sep, folder_value = segment.partition("=")
             if sep:
-                found[key] = value
-        for column, value in snapshot.partition_values(index).items():
+                found[key] = folder_value
+        for column in columns:
+            value = values[column][index]
             text = found.get(column)
             if text is None:
                 return False
@@ -63,13 +67,27 @@ def _missing_stats(snapshot: Snapshot) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class ScanLayout:
+    """How to read the files of one table version (computed once per version)."""
+
+    types: dict[str, str]
+    hive: bool
+    union_by_name: bool
+
+    @classmethod
+    def of(cls, con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> ScanLayout:
+        hive = bool(snapshot.partition_by) and _hive_paths_match(snapshot)
+        return cls(duckdb_types(con, snapshot.schema), hive, _missing_stats(snapshot))
+
+
 def _file_list(paths: list[str]) -> str:
     return "[" + ", ".join(quote_literal(p) for p in paths) + "]"
 
 
 def scan_sql(
-    con: duckdb.DuckDBPyConnection,
     snapshot: Snapshot,
+    layout: ScanLayout,
     *,
     empty_relation: str,
     missing_columns: frozenset[str] = frozenset(),
@@ -82,10 +100,9 @@ def scan_sql(
     schema = snapshot.schema
     if snapshot.num_files == 0:
         return f"SELECT * FROM {empty_relation}"
-    types = duckdb_types(con, schema)
+    types = layout.types
     partitions = [c for c in snapshot.partition_by if c in schema.names]
-    union = _missing_stats(snapshot)
-    options = [f"union_by_name={'true' if union else 'false'}"]
+    options = [f"union_by_name={'true' if layout.union_by_name else 'false'}"]
 
     def select_list() -> str:
         items = []
@@ -99,7 +116,7 @@ def scan_sql(
     if not partitions:
         source = f"read_parquet({_file_list(snapshot.paths)}, {', '.join(options)})"
         return f"SELECT {select_list()} FROM {source}"
-    if _hive_paths_match(snapshot):
+    if layout.hive:
         hive_types = ", ".join(f"{quote_literal(c)}: {quote_literal(types[c])}" for c in partitions)
         options += ["hive_partitioning=true", f"hive_types={{{hive_types}}}"]
         source = f"read_parquet({_file_list(snapshot.paths)}, {', '.join(options)})"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,6 +97,7 @@ class Table:
         self._storage_options = storage_options
         self._on_commit = on_commit
         self._dt: DeltaTable | None = None
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"Table({self.name}, path={self.path!r})"
@@ -103,14 +106,22 @@ class Table:
 
     def delta(self, *, refresh: bool = True) -> DeltaTable:
         """The underlying delta-rs table at its latest version (kept open between calls)."""
-        try:
-            if self._dt is None:
-                self._dt = DeltaTable(self.path, storage_options=self._storage_options)
-            elif refresh:
-                self._dt.update_incremental()
-        except DeltaTableNotFoundError as exc:
-            raise TableNotFoundError(str(self.name)) from exc
-        return self._dt
+        with self._lock:
+            try:
+                if self._dt is None:
+                    self._dt = DeltaTable(self.path, storage_options=self._storage_options)
+                elif refresh and self._may_have_new_commits(self._dt):
+                    self._dt.update_incremental()
+            except DeltaTableNotFoundError as exc:
+                raise TableNotFoundError(str(self.name)) from exc
+            return self._dt
+
+    def _may_have_new_commits(self, dt: DeltaTable) -> bool:
+        # Every commit writes the next numbered log file: on local disk one stat() tells,
+        # where listing the log (update_incremental) costs far more per query.
+        if "://" in self.path:
+            return True
+        return os.path.exists(f"{self.path}/_delta_log/{int(dt.version()) + 1:020d}.json")
 
     def _at(self, as_of: AsOf | None) -> DeltaTable:
         if as_of is None:

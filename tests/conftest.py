@@ -1,0 +1,35 @@
+"""Session-wide services. Only the PostgreSQL fixtures live here; the rest sit in sub-folders."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from services.postgres import INSTALL_HINT, PostgresServer, find_postgres_bin, start_postgres
+
+_database_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL cluster for the whole test session, deleted at its end."""
+    if find_postgres_bin() is None:
+        message = f"PostgreSQL binaries not found under /usr/lib/postgresql; {INSTALL_HINT}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI must run the postgres tests, not skip them)")
+        pytest.skip(message)
+    # Not under tmp_path: the server user could not reach it (see services/postgres.py).
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """SQLAlchemy URL of a fresh, empty database on the session's server."""
+    return postgres_server.create_database(f"test_{os.getpid()}_{next(_database_ids)}")
