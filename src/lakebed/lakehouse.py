@@ -101,7 +101,7 @@ class Lakehouse:
             self._register(table)
         self.metastore.record_write(
             str(table.name),
-            version=result.version,
+            version=snapshot.version,
             operation=result.operation,
             row_count=snapshot.num_rows,
             size_bytes=snapshot.size_bytes,

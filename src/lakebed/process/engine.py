@@ -170,7 +170,8 @@ class DuckDBEngine:
                 if missing or not _MISSING_COLUMN.search(str(exc)):
                     raise
                 # A column added by schema evolution that no file holds yet.
-                missing = frozenset(set(snapshot.schema.names) - file_columns(self._con, snapshot))
+                in_files = file_columns(self._con, snapshot) | set(snapshot.partition_by)
+                missing = frozenset(set(snapshot.schema.names) - in_files)
 
     # -- running ----------------------------------------------------------------------------
 

@@ -239,10 +239,14 @@ class Table:
         raise AssertionError("unreachable")
 
     def _latest(self, operation: str, metrics: dict[str, Any] | None = None) -> WriteResult:
-        dt = self.delta()
+        # delta-rs leaves the handle at the version it committed; refreshing here would
+        # report a concurrent writer's later commit as ours.
+        dt = self.delta(refresh=False)
+        version = int(dt.version())
         if metrics is None:
-            metrics = dict(dt.history(1)[0].get("operationMetrics") or {})
-        result = WriteResult(str(self.name), int(dt.version()), operation, dict(metrics))
+            ours = [h for h in dt.history(8) if h.get("version") == version]
+            metrics = dict(ours[0].get("operationMetrics") or {}) if ours else {}
+        result = WriteResult(str(self.name), version, operation, dict(metrics))
         if self._on_commit is not None:
             self._on_commit(self, result)
         return result

@@ -1,0 +1,505 @@
+"""The shop demo: a year of a small online shop's orders through bronze, silver and gold.
+
+`build_shop` writes a project folder (the `examples/shop` config) and builds it with the
+public API only: generated data is written to bronze, `lh.sql(...)` types, deduplicates and
+checks it into silver (bad rows to quarantine, with the reason), and aggregates gold marts.
+The data comes from numpy's `default_rng(seed)`, so a seed always gives the same tables.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import lakebed
+from lakebed.config import CONFIG_FILE, STATE_DIR
+from lakebed.errors import ConfigError
+from lakebed.lakehouse import Lakehouse
+from lakebed.storage import LAYERS
+
+__all__ = [
+    "SAMPLE_QUERY",
+    "BuiltTable",
+    "DemoSummary",
+    "Progress",
+    "build_shop",
+    "examples_dir",
+]
+
+# Called as each step starts: (what it does, steps done so far, total steps).
+Progress = Callable[[str, int, int], None]
+
+SAMPLE_QUERY = """\
+select country,
+       sum(orders) as orders,
+       sum(revenue) as revenue,
+       round(sum(revenue) / sum(orders), 2) as revenue_per_order
+from gold.daily_revenue
+group by country
+order by revenue desc
+limit 5"""
+
+CUSTOMERS = 10_000
+PRODUCTS = 500
+YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
+QUARTERS = 4
+# Orders that bring in no revenue (they still count as orders).
+NO_REVENUE = "('cancelled', 'returned')"
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+COUNTRIES = ["US", "GB", "DE", "FR", "NL", "ES", "IT", "SE", "CA", "AU"]
+COUNTRY_WEIGHTS = [0.30, 0.14, 0.13, 0.10, 0.06, 0.06, 0.06, 0.04, 0.06, 0.05]
+FIRST_NAMES = _words(
+    "Ada Alan Anna Ben Carla Chen David Elena Emma Farah Femi Grace Hana Ivan Jonas Julia "
+    "Kofi Lars Lea Liam Lina Marco Maya Mia Nadia Noah Olga Omar Paula Priya Rosa Sam "
+    "Sara Sofia Tariq Tom Uma Viktor Yara Zoe"
+)
+LAST_NAMES = _words(
+    "Adams Berg Costa Dubois Eriksen Fischer Garcia Hansen Ito Jansen Kowalski Lopez "
+    "Martin Meyer Nakamura Novak Okafor Petrov Quinn Rossi Santos Schmidt Silva Smith "
+    "Tanaka Tran Varga Weber Wilson Young"
+)
+CATEGORIES = {
+    "books": ("Novel", "Cookbook", "Atlas", "Notebook", "Comic"),
+    "electronics": ("Headphones", "Charger", "Speaker", "Keyboard", "Camera"),
+    "home": ("Lamp", "Mug", "Blanket", "Vase", "Clock"),
+    "garden": ("Planter", "Hose", "Trowel", "Seed Kit", "Bird Feeder"),
+    "toys": ("Puzzle", "Kite", "Robot", "Board Game", "Yo-yo"),
+    "sports": ("Yoga Mat", "Water Bottle", "Football", "Racket", "Dumbbell"),
+    "beauty": ("Soap", "Lotion", "Shampoo", "Lip Balm", "Perfume"),
+    "grocery": ("Coffee", "Tea", "Olive Oil", "Chocolate", "Honey"),
+}
+ADJECTIVES = _words(
+    "Classic Compact Deluxe Eco Essential Handmade Mini Modern Organic Premium Retro "
+    "Smart Travel Vintage Wild"
+)
+STATUSES = ["placed", "paid", "shipped", "delivered", "cancelled", "returned"]
+STATUS_WEIGHTS = [0.03, 0.04, 0.08, 0.77, 0.05, 0.03]
+
+
+@dataclass(frozen=True)
+class BuiltTable:
+    """One table the demo built, as the catalog records it."""
+
+    name: str
+    rows: int
+    files: int
+    size_bytes: int
+    description: str | None
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What `build_shop` made: the project folder, its tables and a query to try."""
+
+    root: Path
+    tables: list[BuiltTable]
+    sample_query: str
+    orders: int
+    seed: int
+
+
+def examples_dir() -> Path:
+    """The `examples/` folder: shipped in the wheel as `lakebed/_examples`, else the repo's."""
+    package = Path(lakebed.__file__).resolve().parent
+    for candidate in (package / "_examples", package.parents[1] / "examples"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(
+        f"the examples folder is missing (looked in {package / '_examples'} and "
+        f"{package.parents[1] / 'examples'})",
+        hint="reinstall lakebed; the wheel ships the examples as lakebed/_examples",
+    )
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def _pick(values: list[str], index: np.ndarray) -> pa.Array:
+    return pa.array(values).take(pa.array(index))
+
+
+def _weights(rng: np.random.Generator, n: int, skew: float) -> np.ndarray:
+    """Popularity weights: a few customers or products account for much of the volume."""
+    ranks = rng.permutation(n) + 1
+    weights: np.ndarray = 1.0 / ranks.astype(np.float64) ** skew
+    return weights / float(weights.sum())
+
+
+def _money_text(cents: np.ndarray) -> pa.Array:
+    """Cents as the text a source system exports ("12.05")."""
+    units = pc.cast(pa.array(cents // 100), pa.string())
+    hundredths = pc.utf8_lpad(pc.cast(pa.array(cents % 100), pa.string()), width=2, padding="0")
+    return pc.binary_join_element_wise(units, hundredths, ".")
+
+
+def _customers(rng: np.random.Generator) -> pa.Table:
+    first = rng.integers(0, len(FIRST_NAMES), CUSTOMERS)
+    last = rng.integers(0, len(LAST_NAMES), CUSTOMERS)
+    ids = np.arange(1, CUSTOMERS + 1, dtype=np.int64)
+    name = pc.binary_join_element_wise(_pick(FIRST_NAMES, first), _pick(LAST_NAMES, last), " ")
+    local = pc.utf8_lower(pc.replace_substring(name, " ", "."))
+    email = pc.binary_join_element_wise(local, pc.cast(pa.array(ids), pa.string()), "")
+    email = pc.binary_join_element_wise(email, "@example.com", "")
+    # Some source rows carry the e-mail as typed: upper case and stray spaces.
+    sloppy = pa.array(rng.random(CUSTOMERS) < 0.02)
+    email = pc.if_else(sloppy, pc.binary_join_element_wise(" ", pc.utf8_upper(email), ""), email)
+    country = rng.choice(len(COUNTRIES), CUSTOMERS, p=COUNTRY_WEIGHTS)
+    signup_day = rng.integers(0, 3 * 365, CUSTOMERS)
+    signup = pa.array(np.datetime64("2022-01-01") + signup_day.astype("timedelta64[D]"))
+    return pa.table(
+        {
+            "customer_id": ids,
+            "name": name,
+            "email": email,
+            "country": _pick(COUNTRIES, country),
+            "signup_date": pc.strftime(signup, format="%Y-%m-%d"),
+        }
+    )
+
+
+def _products(rng: np.random.Generator) -> tuple[pa.Table, np.ndarray]:
+    categories = list(CATEGORIES)
+    names: list[str] = []
+    cats: list[str] = []
+    for index in range(PRODUCTS):
+        category = categories[index % len(categories)]
+        nouns = CATEGORIES[category]
+        adjective = ADJECTIVES[(index // len(categories)) % len(ADJECTIVES)]
+        noun = nouns[(index // (len(categories) * len(ADJECTIVES))) % len(nouns)]
+        names.append(f"{adjective} {noun} #{index + 1}")
+        cats.append(category)
+    cents = np.round(rng.lognormal(mean=3.0, sigma=0.8, size=PRODUCTS) * 100).astype(np.int64)
+    cents = np.clip(cents, 199, 99_999)
+    table = pa.table(
+        {
+            "product_id": np.arange(1, PRODUCTS + 1, dtype=np.int64),
+            "name": pa.array(names),
+            "category": pa.array(cats),
+            "price": _money_text(cents),
+        }
+    )
+    return table, cents
+
+
+def _orders(
+    rng: np.random.Generator, n: int, customer_country: pa.Array, price_cents: np.ndarray
+) -> pa.Table:
+    seconds = np.sort(rng.integers(0, 365 * 86_400, n))
+    customer = rng.choice(CUSTOMERS, n, p=_weights(rng, CUSTOMERS, 0.6)) + 1
+    product = rng.choice(PRODUCTS, n, p=_weights(rng, PRODUCTS, 0.9)) + 1
+    quantity = np.minimum(1 + rng.poisson(0.6, n), 10).astype(np.int32)
+    discount = rng.choice(np.array([100, 90, 80]), n, p=[0.8, 0.15, 0.05])
+    unit_cents = price_cents[product - 1] * discount // 100
+    status = _pick(STATUSES, rng.choice(len(STATUSES), n, p=STATUS_WEIGHTS))
+    # One source system writes statuses in upper case.
+    shouting = pa.array(rng.random(n) < 0.03)
+    status = pc.if_else(shouting, pc.utf8_upper(status), status)
+    # ISO 8601 text in UTC; casting naive timestamps is far faster than strftime.
+    ordered_at = pc.cast(
+        pa.array(
+            np.datetime64(YEAR_START.replace(tzinfo=None), "s") + seconds.astype("timedelta64[s]")
+        ),
+        pa.string(),
+    )
+    ordered_at = pc.binary_join_element_wise(pc.replace_substring(ordered_at, " ", "T"), "Z", "")
+
+    # The bad rows a real source sends now and then.
+    customer_id = pa.array(customer, mask=rng.random(n) < 0.0005)
+    negative = rng.random(n) < 0.0003
+    quantity = np.where(negative, -rng.integers(0, 3, n), quantity).astype(np.int32)
+    product = np.where(rng.random(n) < 0.0002, PRODUCTS + rng.integers(1, 50, n), product)
+
+    table = pa.table(
+        {
+            "order_id": np.arange(100_001, 100_001 + n, dtype=np.int64),
+            "customer_id": customer_id,
+            "product_id": product.astype(np.int64),
+            "quantity": quantity,
+            "unit_price": _money_text(unit_cents),
+            "status": status,
+            "ordered_at": ordered_at,
+            "country": customer_country.take(pa.array(customer - 1)),
+        }
+    )
+    # At-least-once delivery: some orders arrive twice, next to the first copy.
+    resent = np.sort(rng.choice(n, n // 500, replace=False))
+    order = np.concatenate([np.arange(n), resent])
+    return table.take(pa.array(order[np.argsort(order, kind="stable")]))
+
+
+def _quarters(orders: pa.Table) -> list[tuple[pa.Table, datetime]]:
+    """Split orders into quarterly loads, each stamped with when it was ingested."""
+    months = pc.cast(pc.utf8_slice_codeunits(orders.column("ordered_at"), 5, 7), pa.int32())
+    batches = []
+    for quarter in range(QUARTERS):
+        mask = pc.and_(pc.greater(months, quarter * 3), pc.less_equal(months, (quarter + 1) * 3))
+        # Each quarter is loaded on the morning after it ends.
+        if quarter < QUARTERS - 1:
+            loaded_at = datetime(2025, 4 + quarter * 3, 1, 6, tzinfo=UTC)
+        else:
+            loaded_at = datetime(2026, 1, 1, 6, tzinfo=UTC)
+        batches.append((orders.filter(mask), loaded_at))
+    return batches
+
+
+def _lineage(table: pa.Table, source: str, loaded_at: datetime) -> pa.Table:
+    table = table.append_column("_source", pa.array([source] * table.num_rows, pa.string()))
+    stamp = pa.array([loaded_at] * table.num_rows, pa.timestamp("us", tz="UTC"))
+    return table.append_column("_ingested_at", stamp)
+
+
+# -- transformations (SQL over the lakehouse) ------------------------------------------------
+
+SILVER_CUSTOMERS = """\
+select customer_id,
+       trim(name) as name,
+       lower(trim(email)) as email,
+       upper(country) as country,
+       cast(signup_date as date) as signup_date
+from bronze.customers
+order by customer_id"""
+
+SILVER_PRODUCTS = """\
+select product_id,
+       name,
+       lower(category) as category,
+       cast(price as decimal(10, 2)) as price
+from bronze.products
+order by product_id"""
+
+# Every bronze order with the reason it cannot go to silver (NULL when it can).
+CHECKED_ORDERS = """\
+with checked as (
+    select o.*,
+           case
+               when o.customer_id is null then 'missing customer_id'
+               when o.quantity <= 0 then 'non-positive quantity'
+               when p.product_id is null then 'unknown product_id'
+               when row_number() over (
+                   partition by o.order_id order by o._ingested_at
+               ) > 1 then 'duplicate order_id'
+           end as reason
+    from bronze.orders o
+    left join silver.products p on p.product_id = o.product_id
+)"""
+
+SILVER_ORDERS = f"""\
+{CHECKED_ORDERS}
+select order_id,
+       customer_id,
+       product_id,
+       quantity,
+       cast(unit_price as decimal(10, 2)) as unit_price,
+       cast(quantity * cast(unit_price as decimal(10, 2)) as decimal(12, 2)) as amount,
+       lower(status) as status,
+       cast(ordered_at as timestamptz) as ordered_at,
+       strftime(cast(ordered_at as timestamptz), '%Y-%m') as order_month,
+       country
+from checked
+where reason is null
+order by order_id"""
+
+QUARANTINE_ORDERS = f"""\
+{CHECKED_ORDERS}
+select * exclude (reason), reason, 'bronze.orders' as source_table
+from checked
+where reason is not null
+order by order_id, _ingested_at"""
+
+GOLD_DAILY_REVENUE = f"""\
+select cast(ordered_at as date) as order_date,
+       country,
+       count(*) as orders,
+       coalesce(sum(amount) filter (where status not in {NO_REVENUE}), 0) as revenue
+from silver.orders
+group by all
+order by order_date, country"""
+
+GOLD_CUSTOMER_LIFETIME_VALUE = f"""\
+select c.customer_id,
+       c.name,
+       c.country,
+       count(o.order_id) as orders,
+       coalesce(sum(o.amount) filter (where o.status not in {NO_REVENUE}), 0) as revenue,
+       min(o.ordered_at) as first_order_at,
+       max(o.ordered_at) as last_order_at
+from silver.customers c
+join silver.orders o on o.customer_id = c.customer_id
+group by all
+order by c.customer_id"""
+
+GOLD_PRODUCT_SALES = f"""\
+select p.product_id,
+       p.name,
+       p.category,
+       count(o.order_id) as orders,
+       coalesce(sum(o.quantity) filter (where o.status not in {NO_REVENUE}), 0) as units,
+       coalesce(sum(o.amount) filter (where o.status not in {NO_REVENUE}), 0) as revenue
+from silver.products p
+left join silver.orders o on o.product_id = p.product_id
+group by all
+order by p.product_id"""
+
+
+@dataclass(frozen=True)
+class _Step:
+    table: str
+    query: str
+    description: str
+    domain: str
+    partition_by: list[str] | None = None
+    tags: list[str] | None = None
+
+
+TRANSFORMS = [
+    _Step(
+        "silver.customers",
+        SILVER_CUSTOMERS,
+        "Customers, typed; e-mail trimmed and lower-cased.",
+        "sales",
+        tags=["pii"],
+    ),
+    _Step(
+        "silver.products",
+        SILVER_PRODUCTS,
+        "The product catalog with decimal prices.",
+        "catalog",
+    ),
+    _Step(
+        "silver.orders",
+        SILVER_ORDERS,
+        "One row per order: typed, deduplicated by order_id, bad rows removed.",
+        "sales",
+        partition_by=["order_month"],
+    ),
+    _Step(
+        "quarantine.orders",
+        QUARANTINE_ORDERS,
+        "Bronze orders kept out of silver.orders, with the reason.",
+        "sales",
+    ),
+    _Step(
+        "gold.daily_revenue",
+        GOLD_DAILY_REVENUE,
+        "Orders and revenue (not cancelled or returned) per day and country.",
+        "sales",
+    ),
+    _Step(
+        "gold.customer_lifetime_value",
+        GOLD_CUSTOMER_LIFETIME_VALUE,
+        "Orders, revenue and first/last order per customer.",
+        "sales",
+        tags=["pii"],
+    ),
+    _Step(
+        "gold.product_sales",
+        GOLD_PRODUCT_SALES,
+        "Orders, units and revenue per product.",
+        "catalog",
+    ),
+]
+
+
+def _prepare(target: Path) -> None:
+    """Copy the shop project files into an empty `target`."""
+    if (target / CONFIG_FILE).exists():
+        raise ConfigError(
+            "a project already exists here",
+            file=str(target / CONFIG_FILE),
+            hint="build the demo in a new folder",
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    source = examples_dir() / "shop"
+    for item in ("lakebed.yml", "README.md"):
+        shutil.copy2(source / item, target / item)
+    (target / ".gitignore").write_text(f"{STATE_DIR}/\nlakehouse/\n", encoding="utf-8")
+
+
+def build_shop(
+    target: Path,
+    *,
+    orders: int = 1_000_000,
+    seed: int = 7,
+    progress: Progress | None = None,
+) -> DemoSummary:
+    """Build the shop lakehouse in `target` (a new folder) and return what it holds."""
+    steps = 3 + QUARTERS + len(TRANSFORMS)
+    done = 0
+
+    def step(message: str) -> None:
+        nonlocal done
+        if progress is not None:
+            progress(message, done, steps)
+        done += 1
+
+    target = Path(target).expanduser().resolve()
+    _prepare(target)
+    step(f"generating {orders:,} orders")
+    rng = np.random.default_rng(seed)
+    customers = _customers(rng)
+    products, price_cents = _products(rng)
+    raw_orders = _orders(rng, orders, customers.column("country").combine_chunks(), price_cents)
+
+    with Lakehouse(target) as lh:
+        dump = datetime(2025, 1, 1, 5, tzinfo=UTC)
+        step("bronze.customers")
+        lh.write(
+            "bronze.customers",
+            _lineage(customers, "shop-db.customers", dump),
+            description="Customers as extracted from the shop database.",
+            domain="sales",
+            tags=["pii"],
+        )
+        step("bronze.products")
+        lh.write(
+            "bronze.products",
+            _lineage(products, "shop-db.products", dump),
+            description="Products as extracted from the shop database.",
+            domain="catalog",
+        )
+        for quarter, (batch, loaded_at) in enumerate(_quarters(raw_orders), start=1):
+            step(f"bronze.orders (Q{quarter} load)")
+            lh.write(
+                "bronze.orders",
+                _lineage(batch, "shop-db.orders", loaded_at),
+                description="Orders as delivered by the shop database, one load per quarter.",
+                domain="sales",
+            )
+        del raw_orders  # bronze holds them now; keep the peak memory of the build down
+        for transform in TRANSFORMS:
+            step(transform.table)
+            result = lh.sql(transform.query)
+            lh.write(
+                transform.table,
+                result.arrow(),
+                mode="overwrite",
+                partition_by=transform.partition_by,
+                description=transform.description,
+                domain=transform.domain,
+                tags=transform.tags,
+            )
+        if progress is not None:
+            progress("done", steps, steps)
+        built = [
+            BuiltTable(
+                name=record.name,
+                rows=record.row_count or 0,
+                files=lh.table(record.name).snapshot().num_files,
+                size_bytes=record.size_bytes or 0,
+                description=record.description,
+            )
+            for record in sorted(lh.tables(), key=lambda r: (LAYERS.index(r.layer), r.name))
+        ]
+    return DemoSummary(target, built, SAMPLE_QUERY, orders, seed)
