@@ -257,7 +257,7 @@ def describe(ctx: typer.Context, table: TableArgument, project: ProjectOption = 
     with _open(ctx, project) as lh:
         record = lh.describe(table)
         schema = lh.table(table).schema()
-        history = lh.metastore.schema_history(record.name)
+        history = lh.schema_history(record.name)
     console = _stdout()
     console.print(render.catalog_view(record))
     console.print()

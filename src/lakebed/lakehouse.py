@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
 from lakebed.errors import ConfigError, StorageError, TableNotFoundError
-from lakebed.metastore import Metastore, TableRecord
+from lakebed.metastore import Metastore, SchemaVersion, TableRecord
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.storage import (
     LAYERS,
@@ -144,6 +144,10 @@ class Lakehouse:
         if record is None:  # a table on disk that the catalog has not seen yet
             record = self._register(table)
         return record
+
+    def schema_history(self, name: str) -> list[SchemaVersion]:
+        """The schemas a table has had, oldest first, with the version where each appeared."""
+        return self.metastore.schema_history(str(self.table(name).name))
 
     # -- tables -----------------------------------------------------------------------------
 

@@ -59,6 +59,8 @@ class DuckDBEngine:
         # Naive timestamps in SQL mean UTC, the same as in file skipping.
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute("SET parquet_metadata_cache = true")
+        # The CLI owns the terminal: DuckDB's own progress bar would land in query output.
+        self._con.execute("SET enable_progress_bar = false")
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         if memory_limit:

@@ -126,7 +126,7 @@ class Table:
     def _at(self, as_of: AsOf | None) -> DeltaTable:
         if as_of is None:
             return self.delta()
-        target = _parse_as_of(as_of)
+        target = self._version_of(as_of)
         try:
             dt = DeltaTable(self.path, storage_options=self._storage_options)
             dt.load_as_version(target)
@@ -139,6 +139,22 @@ class Table:
                 hint=f"`lakebed history {self.name}` lists its versions",
             ) from exc
         return dt
+
+    def _version_of(self, as_of: AsOf) -> int:
+        """The version current at `as_of`: a version number, or the last commit at or before
+        a timestamp (by the commit's own timestamp, as `history()` shows it)."""
+        target = _parse_as_of(as_of)
+        if isinstance(target, int):
+            return target
+        moment_ms = target.timestamp() * 1000
+        found = [int(e["version"]) for e in self.history() if e["timestamp"] <= moment_ms]
+        if not found:
+            raise VersionNotFoundError(
+                f"{self.name} did not exist yet at {target.isoformat()}",
+                table=str(self.name),
+                hint=f"`lakebed history {self.name}` lists its versions",
+            )
+        return max(found)
 
     def version(self) -> int:
         return int(self.delta().version())
@@ -418,9 +434,9 @@ class Table:
 
     def restore(self, target: AsOf) -> WriteResult:
         """Make an earlier version the latest one (a new commit; history is kept)."""
-        as_of = _parse_as_of(target)
+        as_of = self._version_of(target)
         dt = self.delta()
-        if isinstance(as_of, int) and not 0 <= as_of <= dt.version():
+        if not 0 <= as_of <= dt.version():
             raise VersionNotFoundError(
                 f"{self.name} has versions 0..{dt.version()}, not {as_of}",
                 table=str(self.name),
