@@ -5,6 +5,7 @@ before or after the command name. A `LakebedError` is printed as `error: ...` on
 exit code 1; machine-readable output (json, ndjson, csv) is the only thing on stdout.
 """
 
+import os
 import shlex
 import shutil
 import sys
@@ -40,7 +41,11 @@ _TABLE_ROWS = 50
 
 
 def _stdout() -> Console:
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped into a file or a pager: 80 columns would squash the wide tables.
+        console = Console(highlight=False, width=160)
+    return console
 
 
 def _stderr() -> Console:

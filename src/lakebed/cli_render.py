@@ -247,8 +247,14 @@ def history_view(entries: list[dict[str, Any]]) -> RichTable:
     view.add_column("version", justify="right", style="cyan", no_wrap=True)
     view.add_column("timestamp (UTC)", no_wrap=True)
     view.add_column("operation", no_wrap=True)
-    view.add_column("parameters")
-    for label in _METRICS:
+    view.add_column("parameters", overflow="fold", min_width=16)
+    # Only the metric columns some commit has a value for.
+    metrics_shown = {
+        label: keys
+        for label, keys in _METRICS.items()
+        if any(_metric(e.get("operationMetrics") or {}, keys) for e in entries)
+    }
+    for label in metrics_shown:
         view.add_column(label, justify="right")
     for entry in entries:
         stamp = entry.get("timestamp")
@@ -263,7 +269,7 @@ def history_view(entries: list[dict[str, Any]]) -> RichTable:
             iso_utc(moment, millis=True),
             str(entry.get("operation", "")),
             Text(_parameters(entry.get("operationParameters") or {})),
-            *(_metric(metrics, keys) for keys in _METRICS.values()),
+            *(_metric(metrics, keys) for keys in metrics_shown.values()),
         )
     return view
 
