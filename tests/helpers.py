@@ -1,0 +1,38 @@
+"""Small helpers shared by the storage, process and lakehouse tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+import lakebed
+from lakebed import Lakehouse
+
+
+def new_lakehouse(root: Path) -> Lakehouse:
+    """A fresh project folder at `root`, opened."""
+    lakebed.init_project(root)
+    return lakebed.open(root)
+
+
+def sorted_rows(table: pa.Table, key: str | list[str] = "id") -> list[dict[str, Any]]:
+    """Rows of an Arrow table as dicts, ordered by `key` (None sorts first)."""
+    keys = [key] if isinstance(key, str) else key
+    return sorted(
+        table.to_pylist(), key=lambda row: tuple((row[k] is not None, row[k]) for k in keys)
+    )
+
+
+def live_and_folder_files(table_path: str, snapshot_paths: list[str]) -> tuple[set[str], set[str]]:
+    """Data files a snapshot references and data files sitting in the table folder (change
+    data feed files under `_change_data/` are not data files)."""
+    root = Path(table_path)
+    folder = {
+        str(p.resolve())
+        for p in root.rglob("*.parquet")
+        if p.relative_to(root).parts[0] != "_change_data"
+    }
+    live = {str(Path(p).resolve()) for p in snapshot_paths}
+    return live, folder
