@@ -7,6 +7,7 @@ file, the line, the key and what was expected.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +75,13 @@ def default_config_text(name: str) -> str:
     )
 
 
+def _mask_secrets(value: Any) -> Any:
+    """A URL's password replaced by *** so errors can be shown and logged."""
+    if isinstance(value, str):
+        return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", value)
+    return value
+
+
 def _key_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path of a YAML document to its 1-based line, for error messages."""
     lines: dict[tuple[str, ...], int] = {}
@@ -137,9 +145,11 @@ def parse_config(text: str, *, file: str = CONFIG_FILE) -> ProjectConfig:
             file=file,
             line=1,
         )
+    from_env: dict[str, str] = {}
     for env, key in ENV_OVERRIDES.items():
         if os.environ.get(env):
             raw[key] = os.environ[env]
+            from_env[key] = env
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as exc:
@@ -156,10 +166,18 @@ def parse_config(text: str, *, file: str = CONFIG_FILE) -> ProjectConfig:
             known = ", ".join(_model_at(loc[:-1]).model_fields)
             message = f"unknown key (known keys: {known})"
         elif "input" in first and first["type"] != "missing":
-            message = f"{message} (got {first['input']!r})"
+            message = f"{message} (got {_mask_secrets(first['input'])!r})"
         more = len(exc.errors()) - 1
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        if loc and loc[0] in from_env:
+            # The bad value came from the environment, not from a line of the file.
+            raise ConfigError(
+                message,
+                key=".".join(loc),
+                file=f"${from_env[loc[0]]}",
+                hint=f"fix or unset the environment variable {from_env[loc[0]]}",
+            ) from exc
         raise ConfigError(message, file=file, line=line, key=".".join(loc)) from exc
 
 

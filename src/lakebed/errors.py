@@ -8,7 +8,8 @@
     │   ├── InvalidTableNameError    a name is not `layer.name` with a known layer
     │   ├── SchemaMismatchError      written data does not fit the table's schema
     │   ├── VersionNotFoundError     time travel to a version or time the table lacks
-    │   └── ConcurrentWriteError     a commit lost a race with another writer (Retryable)
+    │   ├── ConcurrentWriteError     a commit lost a race with another writer (Retryable)
+    │   └── DuplicateTransactionError  an app transaction version was already committed
     ├── MetastoreError               the catalog / run log database failed
     └── QueryError                   a SQL query failed
         └── SqlSyntaxError           the SQL does not parse
@@ -133,3 +134,7 @@ class QueryError(LakebedError, Terminal):
 
 class SqlSyntaxError(QueryError):
     """Raised when the SQL does not parse; the message carries the position."""
+
+
+class DuplicateTransactionError(StorageError, Terminal):
+    """Raised when an app transaction (exactly-once writer) repeats a committed version."""

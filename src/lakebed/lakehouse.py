@@ -208,6 +208,8 @@ class Lakehouse:
     ) -> WriteResult:
         """Write data to a table, creating it (schema from the data) when it is new."""
         table_name = TableName.parse(name)
+        if mode == "merge" and not keys:
+            raise StorageError("mode='merge' needs keys=[...]", table=str(table_name))
         arrow = to_arrow(data)
         if not self.storage.exists(table_name):
             table = self.create_table(
@@ -226,9 +228,7 @@ class Lakehouse:
             return table.append(arrow)
         if mode == "overwrite":
             return table.overwrite(arrow)
-        if not keys:
-            raise StorageError("mode='merge' needs keys=[...]", table=str(table_name))
-        return table.merge(arrow, keys)
+        return table.merge(arrow, keys or [])
 
     def drop_table(self, name: str | TableName) -> None:
         """Delete a table, its files and its catalog entry."""
@@ -238,6 +238,7 @@ class Lakehouse:
         with self._lock:
             self._handles.pop(table_name, None)
             self._snapshots.pop(table_name, None)
+        self.engine.forget(table_name)
 
     # -- SQL --------------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ import pytest
 from helpers import live_and_folder_files, sorted_rows
 from lakebed import Lakehouse, Table, WriteResult
 from lakebed.errors import (
-    ConcurrentWriteError,
+    DuplicateTransactionError,
     LakebedError,
-    Retryable,
     SchemaMismatchError,
     StorageError,
     TableExistsError,
     TableNotFoundError,
+    Terminal,
     VersionNotFoundError,
 )
 
@@ -504,9 +504,9 @@ def test_app_transaction_records_the_writer_version(orders: Table) -> None:
 def test_repeated_app_transaction_raises_and_writes_nothing(orders: Table, repeat: int) -> None:
     orders.append(rows((5, "c", 5.0)), app_transaction=("kafka-ingest", 7))
     version = orders.version()
-    with pytest.raises(ConcurrentWriteError) as info:
+    with pytest.raises(DuplicateTransactionError) as info:
         orders.append(rows((6, "c", 6.0)), app_transaction=("kafka-ingest", repeat))
-    assert isinstance(info.value, Retryable)
+    assert isinstance(info.value, Terminal)  # the batch is already in: never retry it
     assert "already committed" in info.value.message
     assert orders.version() == version
     assert [r[0] for r in content(orders)] == [1, 2, 3, 4, 5]
@@ -515,10 +515,10 @@ def test_repeated_app_transaction_raises_and_writes_nothing(orders: Table, repea
 
 def test_app_transactions_guard_merge_and_overwrite_too(orders: Table) -> None:
     orders.merge(rows((5, "c", 5.0)), keys=["id"], app_transaction=("cdc", 1))
-    with pytest.raises(ConcurrentWriteError):
+    with pytest.raises(DuplicateTransactionError):
         orders.merge(rows((6, "c", 6.0)), keys=["id"], app_transaction=("cdc", 1))
     orders.overwrite(rows((7, "c", 7.0)), predicate="p = 'c'", app_transaction=("cdc", 2))
-    with pytest.raises(ConcurrentWriteError):
+    with pytest.raises(DuplicateTransactionError):
         orders.overwrite(rows((8, "c", 8.0)), predicate="p = 'c'", app_transaction=("cdc", 2))
     assert orders.transaction_version("cdc") == 2
     assert [r[0] for r in content(orders) if r[1] == "c"] == [7]
@@ -531,6 +531,6 @@ def test_repeated_app_transaction_is_refused_at_once_not_retried(
     orders.append(rows((5, "c", 5.0)), app_transaction=("kafka-ingest", 7))
     sleeps: list[float] = []
     monkeypatch.setattr(time, "sleep", sleeps.append)
-    with pytest.raises(ConcurrentWriteError):
+    with pytest.raises(DuplicateTransactionError):
         orders.append(rows((6, "c", 6.0)), app_transaction=("kafka-ingest", 7))
     assert sleeps == []

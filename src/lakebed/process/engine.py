@@ -21,7 +21,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from lakebed.errors import QueryError, SqlSyntaxError, TableNotFoundError
+from lakebed.errors import QueryError, SqlSyntaxError, StorageError, TableNotFoundError
 from lakebed.process.pruning import Reference, prune, references, table_name_of
 from lakebed.process.result import QueryResult
 from lakebed.process.scan import ScanLayout, file_columns, quote_identifier, scan_sql
@@ -30,7 +30,7 @@ from lakebed.storage import LAYERS, AsOf, Snapshot, TableName
 # Resolves a table to the snapshot a query reads (latest, or as of a version/time).
 SnapshotResolver = Callable[[TableName, AsOf | None], Snapshot]
 
-_READ_ONLY = (exp.Query, exp.Describe, exp.Pivot)
+_READ_ONLY = (exp.Query, exp.Describe, exp.Pivot, exp.Summarize)
 _COMMAND_PREFIXES = ("explain", "summarize", "describe", "show", "pragma", "from")
 _MISSING_COLUMN = re.compile(r'Referenced column "?([^"]+?)"? not found', re.IGNORECASE)
 
@@ -68,12 +68,18 @@ class DuckDBEngine:
         for layer in LAYERS:
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
         # Per table version: how to scan it; per view: what it currently reads.
-        self._layouts: dict[tuple[str, int], ScanLayout] = {}
-        self._views: dict[TableName, tuple[str, int, tuple[str, ...]]] = {}
+        self._layouts: dict[tuple[str, str, int], ScanLayout] = {}
+        self._views: dict[TableName, tuple[str, str, int, tuple[str, ...]]] = {}
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+    def forget(self, name: TableName) -> None:
+        """Drop what the engine keeps about a table (after the table is dropped)."""
+        with self._lock:
+            self._views.pop(name, None)
+            self._con.execute(f"DROP VIEW IF EXISTS {name.layer}.{quote_identifier(name.name)}")
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -143,7 +149,7 @@ class DuckDBEngine:
                 raise TableNotFoundError(str(name), known) from exc
 
     def _layout(self, snapshot: Snapshot) -> ScanLayout:
-        key = (snapshot.root, snapshot.version)
+        key = (snapshot.root, snapshot.table_id, snapshot.version)
         layout = self._layouts.get(key)
         if layout is None:
             if len(self._layouts) > 1024:
@@ -152,7 +158,7 @@ class DuckDBEngine:
         return layout
 
     def _create_view(self, name: TableName, snapshot: Snapshot, full: Snapshot) -> None:
-        state = (snapshot.root, snapshot.version, tuple(snapshot.paths))
+        state = (snapshot.root, snapshot.table_id, snapshot.version, tuple(snapshot.paths))
         if self._views.get(name) == state:
             return  # the view already reads exactly these files
         self._views.pop(name, None)
@@ -193,7 +199,16 @@ class DuckDBEngine:
                 pruned = prune(full, table_refs)
                 scanned[str(name)] = pruned.num_files
                 total[str(name)] = full.num_files
-                self._create_view(name, pruned, full)
+                try:
+                    self._create_view(name, pruned, full)
+                except duckdb.IOException as exc:
+                    raise StorageError(
+                        f"cannot read the files of {name} version {full.version}: {exc}",
+                        table=str(name),
+                        hint="vacuum removes the files of old versions; read a newer version",
+                    ) from exc
+                except duckdb.Error as exc:
+                    raise QueryError(f"cannot scan {name}: {exc}", query=query) from exc
             try:
                 relation = self._con.sql(query, params=params)
                 table = relation.to_arrow_table() if relation is not None else pa.table({})
@@ -201,6 +216,11 @@ class DuckDBEngine:
                 raise SqlSyntaxError(str(exc), query=query) from exc
             except duckdb.CatalogException as exc:
                 raise self._catalog_error(exc, query) from exc
+            except duckdb.IOException as exc:
+                raise StorageError(
+                    f"cannot read a data file: {exc}",
+                    hint="vacuum removes the files of old versions; read a newer version",
+                ) from exc
             except duckdb.Error as exc:
                 raise QueryError(str(exc), query=query) from exc
             versions = {str(n): s.version for n, s in self._pinned.items()}

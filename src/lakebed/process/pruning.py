@@ -162,9 +162,13 @@ def references(
         sources: list[tuple[exp.Expr, bool]] = [(from_.this, True)]
         for join in select.args.get("joins") or []:
             side = (join.side or "").upper()
-            if side in ("RIGHT", "FULL"):
+            method = str(join.args.get("method") or "").upper()
+            if side in ("RIGHT", "FULL") or method == "POSITIONAL":
+                # Rows pair up by position in a positional join: no side may lose rows.
                 sources = [(node, False) for node, _ in sources]
-            sources.append((join.this, side not in ("LEFT", "FULL")))
+            # An ASOF join matches the nearest right row: removing rows changes the match.
+            prunable = side not in ("LEFT", "FULL") and method not in ("ASOF", "POSITIONAL")
+            sources.append((join.this, prunable))
         tables: dict[str, tuple[exp.Table, TableName, bool]] = {}
         other_sources = False
         for node, prunable in sources:
@@ -249,15 +253,21 @@ def _keep(snapshot: Snapshot, predicate: Predicate) -> pa.ChunkedArray | pa.Arra
     else:
         low, high = snapshot.stat("min", column), snapshot.stat("max", column)
         nulls = snapshot.stat("null_count", column)
+    # A file without a statistic (e.g. written before the column existed) is kept.
     if predicate.op == "is_null":
-        return None if nulls is None else pc.greater(nulls, 0)
+        return None if nulls is None else pc.fill_null(pc.greater(nulls, 0), True)
     if predicate.op == "not_null":
-        return None if nulls is None else pc.less(nulls, rows)
+        return None if nulls is None else pc.fill_null(pc.less(nulls, rows), True)
     if low is None or high is None or pa.types.is_nested(low.type):
         return None
-    if pa.types.is_string(high.type) and column not in snapshot.partition_by:
-        truncated = pc.greater_equal(pc.utf8_length(high), STRING_STAT_TRUNCATION)
-        high = pc.if_else(truncated, pa.scalar(None, high.type), high)
+    if column not in snapshot.partition_by:
+        if pa.types.is_string(high.type):
+            truncated = pc.greater_equal(pc.utf8_length(high), STRING_STAT_TRUNCATION)
+            high = pc.if_else(truncated, pa.scalar(None, high.type), high)
+        elif pa.types.is_timestamp(high.type):
+            # Delta keeps timestamp statistics in milliseconds, truncated: widen the max.
+            high = pc.add(high, pa.scalar(1000, pa.duration("us")))
+
     values = [_stat_value(v, low.type) for v in predicate.values]
     if not values or any(v is None for v in values):
         return None
@@ -299,6 +309,7 @@ def prune(snapshot: Snapshot, refs: list[Reference]) -> Snapshot:
         for predicate in ref:
             mask = _keep(snapshot, predicate)
             if mask is not None:
+                mask = pc.fill_null(mask, True)
                 keep = mask if keep is None else pc.and_(keep, mask)
         if keep is None:
             return snapshot

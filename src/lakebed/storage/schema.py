@@ -22,12 +22,12 @@ def to_arrow(data: Any) -> pa.Table:
         return pa.Table.from_pylist(data)
     if isinstance(data, dict):
         return pa.Table.from_pydict(data)
+    # pandas before the PyCapsule protocol: through it the index would become a column.
+    if type(data).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)
     if hasattr(data, "__arrow_c_stream__"):
         # Polars, DuckDB relations and other Arrow PyCapsule producers.
         return pa.table(data)
-    module = type(data).__module__
-    if module.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
     raise StorageError(
         f"cannot write data of type {type(data).__name__}",
         hint="pass a pyarrow Table, a pandas or Polars DataFrame, a list of dicts "
@@ -53,9 +53,10 @@ def _widens(source: pa.DataType, target: pa.DataType) -> bool:
     if source == target or pa.types.is_null(source):
         return True
     if pa.types.is_integer(source) and pa.types.is_integer(target):
-        return bool(source.bit_width <= target.bit_width) and (
-            pa.types.is_signed_integer(target) or not pa.types.is_signed_integer(source)
-        )
+        if pa.types.is_signed_integer(source) == pa.types.is_signed_integer(target):
+            return bool(source.bit_width <= target.bit_width)
+        # Unsigned fits signed only with a spare bit; signed never fits unsigned.
+        return pa.types.is_signed_integer(target) and source.bit_width < target.bit_width
     if pa.types.is_floating(source) and pa.types.is_floating(target):
         return bool(source.bit_width <= target.bit_width)
     if pa.types.is_integer(source) and pa.types.is_floating(target):
@@ -114,13 +115,14 @@ def reconcile(
             continue
         column = data.column(name)
         source_type = _normalise_type(column.type)
-        if source_type != column.type:
-            column = column.cast(source_type)
-        if source_type != field.type:
-            if not _widens(source_type, field.type):
-                problems.append(f"column {name} is {field.type} in the table but {source_type}")
-                continue
-            column = column.cast(field.type)
+        if source_type != field.type and not _widens(source_type, field.type):
+            problems.append(f"column {name} is {field.type} in the table but {source_type}")
+            continue
+        try:
+            column = column.cast(field.type) if column.type != field.type else column
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            problems.append(f"column {name} cannot be stored as {field.type}: {exc}")
+            continue
         arrays.append(column)
         fields.append(field)
         if column.null_count and not field.nullable:
@@ -133,7 +135,11 @@ def reconcile(
         if pa.types.is_null(dtype):
             problems.append(f"new column {name} has only nulls, so its type is unknown")
             continue
-        arrays.append(column.cast(dtype) if dtype != column.type else column)
+        try:
+            arrays.append(column.cast(dtype) if dtype != column.type else column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            problems.append(f"new column {name} cannot be stored as {dtype}: {exc}")
+            continue
         fields.append(pa.field(name, dtype, nullable=True))
     if problems:
         hint = None
@@ -146,11 +152,30 @@ def reconcile(
     return Reconciled(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), new_columns)
 
 
-def normalise(data: pa.Table) -> pa.Table:
-    """Cast types Delta does not keep as they are (ns timestamps, large strings)."""
+def normalise(data: pa.Table, *, table: str = "") -> pa.Table:
+    """Cast types Delta does not keep as they are (ns timestamps, large strings); a column
+    of only nulls has no type to store and is refused."""
+    untyped = [f.name for f in data.schema if pa.types.is_null(f.type)]
+    if untyped:
+        raise SchemaMismatchError(
+            table,
+            [f"column {name} has only nulls, so its type is unknown" for name in untyped],
+            hint="give the column a type (a pyarrow schema, or cast it) before writing",
+        )
     fields = [pa.field(f.name, _normalise_type(f.type), f.nullable) for f in data.schema]
     target = pa.schema(fields)
-    return data if target == data.schema else data.cast(target)
+    if target == data.schema:
+        return data
+    problems = []
+    for f, wanted in zip(data.schema, target, strict=True):
+        if f.type != wanted.type:
+            try:
+                data.column(f.name).cast(wanted.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                problems.append(f"column {f.name} cannot be stored as {wanted.type}: {exc}")
+    if problems:
+        raise SchemaMismatchError(table, problems)
+    return data.cast(target)
 
 
 def columns_of(schema: pa.Schema) -> list[dict[str, Any]]:

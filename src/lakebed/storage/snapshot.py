@@ -40,6 +40,8 @@ class Snapshot:
     files: pa.Table
     timestamp_ms: int | None = None
     properties: dict[str, str] = field(default_factory=dict)
+    # Delta's table id: a table dropped and created again at the same path gets a new one.
+    table_id: str = ""
 
     @cached_property
     def paths(self) -> list[str]:
@@ -88,4 +90,5 @@ class Snapshot:
             files=self.files.filter(mask),
             timestamp_ms=self.timestamp_ms,
             properties=self.properties,
+            table_id=self.table_id,
         )

@@ -16,12 +16,14 @@ from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import Field as DeltaField
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import SchemaMismatchError as DeltaSchemaMismatchError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 
 from lakebed.errors import (
     ConcurrentWriteError,
+    DuplicateTransactionError,
     SchemaMismatchError,
     StorageError,
     TableExistsError,
@@ -188,6 +190,7 @@ class Table:
             files=files,
             timestamp_ms=int(history[0]["timestamp"]) if history else None,
             properties=dict(metadata.configuration),
+            table_id=str(metadata.id),
         )
 
     def read(self, *, as_of: AsOf | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -214,7 +217,7 @@ class Table:
             # delta-rs accepts a repeated version silently; refuse it here instead.
             current = self.transaction_version(app_id)
             if current is not None and txn_version <= current:
-                raise ConcurrentWriteError(
+                raise DuplicateTransactionError(
                     f"transaction {app_id!r} version {txn_version} was already committed "
                     f"to {self.name} (last committed: {current})",
                     table=str(self.name),
@@ -267,6 +270,21 @@ class Table:
             self._on_commit(self, result)
         return result
 
+    def _evolve(self, data: pa.Table, new_columns: list[str]) -> bool:
+        """Prepare to add `new_columns`; True when the write itself must merge the schema.
+
+        delta-rs's schema merge moves partition columns last, so a partitioned table gets
+        its new columns in a commit of their own, keeping the column order users see.
+        """
+        if not new_columns:
+            return False
+        if not self.partition_by:
+            return True
+        fields = [DeltaField.from_arrow(data.schema.field(name)) for name in new_columns]
+        with self._errors("add columns"):
+            self.delta().alter.add_columns(fields)
+        return False
+
     def append(
         self,
         data: Any,
@@ -285,12 +303,14 @@ class Table:
             partition_by=self.partition_by,
         )
 
+        merge_schema = self._evolve(fitted.data, fitted.new_columns)
+
         def attempt() -> WriteResult:
             write_deltalake(
                 self.delta(),
                 fitted.data,
                 mode="append",
-                schema_mode="merge" if fitted.new_columns else None,
+                schema_mode="merge" if merge_schema else None,
                 commit_properties=self._commit_properties(app_transaction, metadata),
             )
             return self._latest("APPEND")
@@ -322,7 +342,7 @@ class Table:
                     "schema_mode='overwrite' replaces the whole table; it cannot take a predicate",
                     table=str(self.name),
                 )
-            fitted_data, evolve = normalise(table), "overwrite"
+            fitted_data, evolve = normalise(table, table=str(self.name)), "overwrite"
             partition_by = self.partition_by if partition_by is None else partition_by
             lost = [c for c in partition_by if c not in fitted_data.column_names]
             if lost:
@@ -339,7 +359,9 @@ class Table:
                 allow_missing_columns=allow_missing_columns,
                 partition_by=self.partition_by,
             )
-            fitted_data, evolve = fitted.data, ("merge" if fitted.new_columns else None)
+            merge_schema = self._evolve(fitted.data, fitted.new_columns)
+            fitted_data, evolve = fitted.data, ("merge" if merge_schema else None)
+            dt = self.delta()
         with self._errors("overwrite"):
             write_deltalake(
                 dt,
@@ -394,6 +416,8 @@ class Table:
                     [f"{source.num_rows - distinct} rows repeat a merge key ({keys_text})"],
                     hint="deduplicate the data by its key before merging",
                 )
+        merge_schema = self._evolve(source, fitted.new_columns)
+        dt = self.delta()
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
         with self._errors("merge"):
             merger = dt.merge(
@@ -401,7 +425,7 @@ class Table:
                 predicate=predicate,
                 source_alias="s",
                 target_alias="t",
-                merge_schema=bool(fitted.new_columns),
+                merge_schema=merge_schema,
                 commit_properties=self._commit_properties(app_transaction, metadata),
             )
             if when_matched == "update":
@@ -436,6 +460,9 @@ class Table:
         """Make an earlier version the latest one (a new commit; history is kept)."""
         as_of = self._version_of(target)
         dt = self.delta()
+        if as_of == dt.version():
+            # Already there: nothing to commit (delta-rs refuses a restore to itself).
+            return WriteResult(str(self.name), as_of, "RESTORE", {"noop": True})
         if not 0 <= as_of <= dt.version():
             raise VersionNotFoundError(
                 f"{self.name} has versions 0..{dt.version()}, not {as_of}",
@@ -554,7 +581,7 @@ class DeltaStore:
         if name.layer in CDF_LAYERS:
             configuration["delta.enableChangeDataFeed"] = "true"
         configuration.update(properties or {})
-        empty = normalise(schema.empty_table())
+        empty = normalise(schema.empty_table(), table=str(name))
         try:
             DeltaTable.create(
                 self.path(name),
