@@ -56,7 +56,7 @@ def _widens(source: pa.DataType, target: pa.DataType) -> bool:
         if pa.types.is_signed_integer(source) == pa.types.is_signed_integer(target):
             return bool(source.bit_width <= target.bit_width)
         # Unsigned fits signed only with a spare bit; signed never fits unsigned.
-        return pa.types.is_signed_integer(target) and source.bit_width < target.bit_width
+        return bool(pa.types.is_signed_integer(target) and source.bit_width < target.bit_width)
     if pa.types.is_floating(source) and pa.types.is_floating(target):
         return bool(source.bit_width <= target.bit_width)
     if pa.types.is_integer(source) and pa.types.is_floating(target):
