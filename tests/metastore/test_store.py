@@ -187,6 +187,25 @@ def test_record_write_updates_version_stats_and_last_write(metastore: Metastore)
     _assert_utc(record.last_write_at)
 
 
+def test_record_write_of_an_older_version_does_not_move_the_catalog_back(
+    metastore: Metastore,
+) -> None:
+    # Writers in two processes may record out of order; the catalog keeps the newest.
+    _register_orders(metastore)
+    for version, rows in ((5, 500), (4, 400)):
+        metastore.record_write(
+            "silver.orders",
+            version=version,
+            operation="APPEND",
+            row_count=rows,
+            size_bytes=rows * 10,
+            columns=ORDERS_V1,
+        )
+    record = metastore.get_table("silver.orders")
+    assert record is not None
+    assert (record.version, record.row_count) == (5, 500)
+
+
 def test_record_write_without_time_uses_now(metastore: Metastore) -> None:
     _register_orders(metastore)
     before = datetime.now(UTC)

@@ -185,11 +185,14 @@ class Metastore:
         where = tables_t.c.name == name
         with self._guard("record_write"), self._begin(write=True) as conn:
             # The row lock orders concurrent writers' schema checks on PostgreSQL.
-            if conn.execute(select(tables_t.c.name).where(where).with_for_update()).first() is None:
+            row = conn.execute(select(tables_t.c.version).where(where).with_for_update()).first()
+            if row is None:
                 raise MetastoreError(
                     f"table {name} is not in the metastore",
                     hint="register it with upsert_table() before recording writes",
                 )
+            if row.version is not None and version < row.version:
+                return  # a writer in another process already recorded a later version
             conn.execute(
                 update(tables_t)
                 .where(where)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
+import pyarrow.dataset as pa_dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Field as DeltaField
 from deltalake.exceptions import CommitFailedError, DeltaError
@@ -194,8 +195,43 @@ class Table:
         )
 
     def read(self, *, as_of: AsOf | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Read the table with delta-rs's own reader (use the lakehouse's SQL for queries)."""
-        return self._at(as_of).to_pyarrow_table(columns=columns)
+        """Read the whole table into Arrow (use the lakehouse's SQL for queries).
+
+        Local tables are read by pyarrow from the Delta log's live files: delta-rs's own
+        reader goes through a Python filesystem shim that aborts the interpreter at exit.
+        """
+        dt = self._at(as_of)
+        if "://" in self.path:
+            return dt.to_pyarrow_table(columns=columns)
+        schema = _arrow_schema(dt)
+        partition_by = list(dt.metadata().partition_columns)
+        paths = dt.file_uris()
+        if not paths:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        partitioning = None
+        # Partition values are read as the text in the folder names, then cast.
+        read_schema = pa.schema(
+            [f.with_type(pa.string()) if f.name in partition_by else f for f in schema]
+        )
+        if partition_by:
+            partitioning = pa_dataset.HivePartitioning(
+                pa.schema([read_schema.field(c) for c in partition_by]),
+                null_fallback="__HIVE_DEFAULT_PARTITION__",
+                segment_encoding="uri",
+            )
+        dataset = pa_dataset.dataset(
+            paths,
+            schema=read_schema,
+            format="parquet",
+            partitioning=partitioning,
+            partition_base_dir=self.path,
+        )
+        table = dataset.to_table(columns=columns)
+        try:
+            return table.cast(pa.schema([schema.field(name) for name in table.column_names]))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return dt.to_pyarrow_table(columns=columns)
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, timestamp, operation, parameters and metrics."""
