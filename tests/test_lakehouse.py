@@ -331,3 +331,30 @@ def test_table_handles_are_reused_and_accept_table_names(lh: Lakehouse) -> None:
     assert lh.table("silver.t") is lh.table(TableName("silver", "t"))
     assert lh.table(" Silver.T ") is lh.table("silver.t")
     assert repr(lh) == f"Lakehouse({str(lh.root)!r})"
+
+
+def test_track_run_records_success_with_rows(tmp_path: Path) -> None:
+    lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
+    with lh.track_run("load", "bronze.x", source="file.csv") as run:
+        run.rows = 42
+    (record,) = lh.runs()
+    assert (record.kind, record.target, record.status, record.rows) == (
+        "load",
+        "bronze.x",
+        "success",
+        42,
+    )
+    assert record.params == {"source": "file.csv"}
+    assert record.finished_at is not None
+    lh.close()
+
+
+def test_track_run_records_failure_and_reraises(tmp_path: Path) -> None:
+    lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
+    with pytest.raises(ValueError, match="boom"), lh.track_run("load"):
+        raise ValueError("boom")
+    (record,) = lh.runs(kind="load")
+    assert record.status == "failed"
+    assert record.error is not None
+    assert "boom" in record.error
+    lh.close()

@@ -449,7 +449,7 @@ def optimize(
     Example: [bold]lakebed optimize silver.orders --zorder customer_id[/bold]
     """
     columns = [c.strip() for item in zorder or [] for c in item.split(",") if c.strip()]
-    with _open(ctx, project) as lh:
+    with _open(ctx, project) as lh, lh.track_run("optimize", table, zorder=columns):
         result = lh.table(table).optimize(zorder_by=columns or None, target_size=target_size)
     added = int(result.metrics.get("numFilesAdded", 0))
     removed = int(result.metrics.get("numFilesRemoved", 0))
@@ -487,7 +487,7 @@ def vacuum(
 
     Example: [bold]lakebed vacuum silver.orders --retain-hours 0 --force --dry-run[/bold]
     """
-    with _open(ctx, project) as lh:
+    with _open(ctx, project) as lh, lh.track_run("vacuum", table, dry_run=dry_run):
         handle = lh.table(table)
         files = handle.vacuum(
             retain_hours=retain_hours, dry_run=dry_run, enforce_retention=not force
@@ -515,7 +515,7 @@ def restore(
 
     Example: [bold]lakebed restore silver.orders 3[/bold]
     """
-    with _open(ctx, project) as lh:
+    with _open(ctx, project) as lh, lh.track_run("restore", table, to=version):
         result = lh.table(table).restore(version)
     _stdout().print(
         f"restored {result.table} to {version}; it is now at version {result.version}",

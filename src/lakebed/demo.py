@@ -452,7 +452,7 @@ def build_shop(
     products, price_cents = _products(rng)
     raw_orders = _orders(rng, orders, customers.column("country").combine_chunks(), price_cents)
 
-    with Lakehouse(target) as lh:
+    with Lakehouse(target) as lh, lh.track_run("demo", "shop", orders=orders, seed=seed) as run:
         dump = datetime(2025, 1, 1, 5, tzinfo=UTC)
         step("bronze.customers")
         lh.write(
@@ -502,4 +502,6 @@ def build_shop(
             )
             for record in sorted(lh.tables(), key=lambda r: (LAYERS.index(r.layer), r.name))
         ]
+        run.rows = sum(table.rows for table in built)
+        run.bytes = sum(table.size_bytes for table in built)
     return DemoSummary(target, built, SAMPLE_QUERY, orders, seed)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -12,7 +15,7 @@ import pyarrow as pa
 
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
 from lakebed.errors import ConfigError, StorageError, TableNotFoundError
-from lakebed.metastore import Metastore, SchemaVersion, TableRecord
+from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.storage import (
     LAYERS,
@@ -50,6 +53,15 @@ def init_project(path: str | os.PathLike[str], *, name: str | None = None) -> Pa
         (root / folder).mkdir(parents=True, exist_ok=True)
     Lakehouse(root).close()
     return root
+
+
+@dataclass
+class RunProgress:
+    """What a tracked run reports when it ends (set by the work inside `track_run`)."""
+
+    run_id: str
+    rows: int | None = None
+    bytes: int | None = None
 
 
 class Lakehouse:
@@ -148,6 +160,34 @@ class Lakehouse:
     def schema_history(self, name: str) -> list[SchemaVersion]:
         """The schemas a table has had, oldest first, with the version where each appeared."""
         return self.metastore.schema_history(str(self.table(name).name))
+
+    # -- run log ----------------------------------------------------------------------------
+
+    @contextmanager
+    def track_run(
+        self, kind: str, target: str | None = None, **params: Any
+    ) -> Iterator[RunProgress]:
+        """Record a piece of work in the run log: started, then succeeded or failed.
+
+        Set `rows` / `bytes` on the yielded object; an exception marks the run failed with
+        its message and propagates.
+        """
+        run_id = self.metastore.start_run(kind, target, params or None)
+        progress = RunProgress(run_id)
+        try:
+            yield progress
+        except BaseException as exc:
+            self.metastore.finish_run(
+                run_id, status="failed", rows=progress.rows, bytes=progress.bytes, error=str(exc)
+            )
+            raise
+        self.metastore.finish_run(
+            run_id, status="success", rows=progress.rows, bytes=progress.bytes
+        )
+
+    def runs(self, *, limit: int = 50, kind: str | None = None) -> list[RunRecord]:
+        """The run log, newest first."""
+        return self.metastore.runs(limit=limit, kind=kind)
 
     # -- tables -----------------------------------------------------------------------------
 
