@@ -176,6 +176,9 @@ def references(
             if name is None or not isinstance(node, exp.Table):
                 other_sources = True
                 continue
+            alias = node.args.get("alias")
+            if alias is not None and alias.args.get("columns"):
+                prunable = False  # `t(a, b)` renames columns: names no longer match stats
             tables[(node.alias_or_name or name.name).lower()] = (node, name, prunable)
         predicates: dict[int, Reference] = {id(node): [] for node, _, _ in tables.values()}
         where = select.args.get("where")
