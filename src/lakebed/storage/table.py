@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pa_dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Field as DeltaField
@@ -445,7 +446,10 @@ class Table:
         source = fitted.data
         keys_text = ", ".join(key_list)
         if source.num_rows:
-            distinct = source.group_by(key_list).aggregate([]).num_rows
+            if len(key_list) == 1:  # hashing one column is about twice as fast
+                distinct = len(pc.unique(source.column(key_list[0])))
+            else:
+                distinct = source.group_by(key_list).aggregate([]).num_rows
             if distinct != source.num_rows:
                 raise SchemaMismatchError(
                     str(self.name),
