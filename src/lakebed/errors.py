@@ -11,6 +11,9 @@
     │   ├── ConcurrentWriteError     a commit lost a race with another writer (Retryable)
     │   └── DuplicateTransactionError  an app transaction version was already committed
     ├── MetastoreError               the catalog / run log database failed
+    ├── IngestError                  a source could not be read into bronze
+    │   ├── SourceUnavailableError   the source did not answer, after retries (Retryable)
+    │   └── SchemaContractError      records break a source's `schema: freeze` contract
     └── QueryError                   a SQL query failed
         └── SqlSyntaxError           the SQL does not parse
 
@@ -138,3 +141,29 @@ class SqlSyntaxError(QueryError):
 
 class DuplicateTransactionError(StorageError, Terminal):
     """Raised when an app transaction (exactly-once writer) repeats a committed version."""
+
+
+class IngestError(LakebedError):
+    """Raised when a source cannot be read into bronze; names the source and where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        origin: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.source = source
+        self.origin = origin
+        prefix = f"source {source}: " if source else ""
+        where = f" (at {origin})" if origin else ""
+        super().__init__(f"{prefix}{message}{where}", hint=hint)
+
+
+class SourceUnavailableError(IngestError, Retryable):
+    """Raised when a source cannot be reached or keeps failing after the connector's retries."""
+
+
+class SchemaContractError(IngestError, Terminal):
+    """Raised when records break a `schema: freeze` contract (new or mistyped fields)."""
