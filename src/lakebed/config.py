@@ -106,9 +106,9 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
     return lines
 
 
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel]:
+def _model_at(loc: tuple[str, ...], root: type[BaseModel]) -> type[BaseModel]:
     """The config model that holds the key at `loc` (to list its valid keys)."""
-    model: type[BaseModel] = ProjectConfig
+    model: type[BaseModel] = root
     expect_mapping_key = False
     for part in loc:
         if expect_mapping_key:
@@ -153,32 +153,54 @@ def parse_config(text: str, *, file: str = CONFIG_FILE) -> ProjectConfig:
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = _key_lines(text)
-        first = exc.errors()[0]
-        loc = tuple(str(part) for part in first["loc"])
-        line = None
-        for depth in range(len(loc), 0, -1):
-            line = lines.get(loc[:depth])
-            if line is not None:
-                break
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            known = ", ".join(_model_at(loc[:-1]).model_fields)
-            message = f"unknown key (known keys: {known})"
-        elif "input" in first and first["type"] != "missing":
-            message = f"{message} (got {_mask_secrets(first['input'])!r})"
-        more = len(exc.errors()) - 1
-        if more:
-            message += f" (and {more} more problem{'s' if more > 1 else ''})"
-        if loc and loc[0] in from_env:
-            # The bad value came from the environment, not from a line of the file.
-            raise ConfigError(
-                message,
-                key=".".join(loc),
-                file=f"${from_env[loc[0]]}",
-                hint=f"fix or unset the environment variable {from_env[loc[0]]}",
-            ) from exc
-        raise ConfigError(message, file=file, line=line, key=".".join(loc)) from exc
+        loc = exc.errors()[0]["loc"]
+        variable = from_env.get(str(loc[0])) if loc else None
+        raise config_error(
+            exc, file=file, text=text, model=ProjectConfig, env_variable=variable
+        ) from exc
+
+
+def config_error(
+    exc: ValidationError,
+    *,
+    file: str,
+    text: str,
+    model: type[BaseModel],
+    loc_prefix: tuple[str, ...] = (),
+    env_variable: str | None = None,
+) -> ConfigError:
+    """A `ConfigError` naming the file, line and key of the first problem pydantic found.
+
+    `loc_prefix` is where `model` sits in the file (e.g. ("sources", "orders")), for
+    sections that later layers validate with their own models.
+    """
+    lines = _key_lines(text)
+    first = exc.errors()[0]
+    loc = loc_prefix + tuple(str(part) for part in first["loc"])
+    line = None
+    for depth in range(len(loc), 0, -1):
+        line = lines.get(loc[:depth])
+        if line is not None:
+            break
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        inner = _model_at(tuple(str(p) for p in first["loc"][:-1]), model)
+        known = ", ".join(inner.model_fields)
+        message = f"unknown key (known keys: {known})"
+    elif "input" in first and first["type"] != "missing":
+        message = f"{message} (got {_mask_secrets(first['input'])!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    if env_variable is not None:
+        # The bad value came from the environment, not from a line of the file.
+        return ConfigError(
+            message,
+            key=".".join(loc),
+            file=f"${env_variable}",
+            hint=f"fix or unset the environment variable {env_variable}",
+        )
+    return ConfigError(message, file=file, line=line, key=".".join(loc))
 
 
 def load_config(project_dir: Path) -> ProjectConfig:

@@ -127,8 +127,25 @@ def _v1_catalog(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v2_source_state(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "lakebed_source_state",
+        md,
+        Column("source", String(255), primary_key=True),
+        Column("target", String(255), nullable=False),
+        Column("txn_version", BigInteger, nullable=False),
+        Column("state", JsonText, nullable=False),
+        Column("updated_at", UtcDateTime, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "catalog tables, schema history and run log", _v1_catalog),
+    Migration(
+        2, "ingestion progress per source (a cache of what bronze commits hold)", _v2_source_state
+    ),
 ]
 
 

@@ -128,6 +128,17 @@ schema_history = Table(
     Index("ix_lakebed_schema_history_table", "table_name", "table_version"),
 )
 
+# What each source has loaded: a cache of the state committed with the bronze data itself.
+source_state = Table(
+    "lakebed_source_state",
+    metadata,
+    Column("source", String(255), primary_key=True),
+    Column("target", String(255), nullable=False),
+    Column("txn_version", BigInteger, nullable=False),
+    Column("state", JsonText, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
 runs = Table(
     "lakebed_runs",
     metadata,

@@ -36,6 +36,7 @@ from lakebed.metastore.schema import (
 )
 from lakebed.metastore.schema import runs as runs_t
 from lakebed.metastore.schema import schema_history as history_t
+from lakebed.metastore.schema import source_state as state_t
 from lakebed.metastore.schema import tables as tables_t
 
 __all__ = ["RUN_STATUSES", "Metastore"]
@@ -246,6 +247,40 @@ class Metastore:
         )
         with self._guard("schema_history"), self._begin() as conn:
             return [schema_version_record(row) for row in conn.execute(query).mappings()]
+
+    # -- source state ----------------------------------------------------------------------
+
+    def get_source_state(self, source: str) -> tuple[str, int, dict[str, Any]] | None:
+        """(target table, transaction version, state) last recorded for a source, or None."""
+        with self._guard("get_source_state"), self._begin() as conn:
+            row = conn.execute(
+                select(state_t.c.target, state_t.c.txn_version, state_t.c.state).where(
+                    state_t.c.source == source
+                )
+            ).first()
+        return None if row is None else (row.target, int(row.txn_version), dict(row.state))
+
+    def set_source_state(
+        self, source: str, *, target: str, txn_version: int, state: dict[str, Any]
+    ) -> None:
+        """Record a source's progress after its bronze commit (never moves backwards)."""
+        values = {
+            "target": target,
+            "txn_version": txn_version,
+            "state": _json_roundtrip(state, "state"),
+            "updated_at": _now(),
+        }
+        where = state_t.c.source == source
+        with self._guard("set_source_state"), self._begin(write=True) as conn:
+            row = conn.execute(select(state_t.c.txn_version).where(where).with_for_update()).first()
+            if row is None:
+                conn.execute(insert(state_t).values(source=source, **values))
+            elif txn_version >= row.txn_version:
+                conn.execute(update(state_t).where(where).values(values))
+
+    def clear_source_state(self, source: str) -> None:
+        with self._guard("clear_source_state"), self._begin(write=True) as conn:
+            conn.execute(delete(state_t).where(state_t.c.source == source))
 
     # -- runs ------------------------------------------------------------------------------
 
