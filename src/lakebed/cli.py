@@ -5,7 +5,6 @@ before or after the command name. A `LakebedError` is printed as `error: ...` on
 exit code 1; machine-readable output (json, ndjson, csv) is the only thing on stdout.
 """
 
-import os
 import shlex
 import shutil
 import sys
@@ -21,11 +20,12 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 import lakebed
+from lakebed import cli_ingest
 from lakebed import cli_render as render
+from lakebed.cli_common import ProjectOption, TableArgument, open_project, stderr, stdout
 from lakebed.config import CONFIG_FILE, STATE_DIR
 from lakebed.demo import build_shop
-from lakebed.errors import ConfigError, LakebedError
-from lakebed.lakehouse import PROJECT_ENV, Lakehouse, project_dir
+from lakebed.errors import LakebedError
 from lakebed.process import render_table
 
 Format = Literal["table", "csv", "json", "ndjson", "parquet"]
@@ -40,18 +40,6 @@ _SUFFIX_FORMATS: dict[str, Format] = {
 _TABLE_ROWS = 50
 
 
-def _stdout() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Piped into a file or a pager: 80 columns would squash the wide tables.
-        console = Console(highlight=False, width=160)
-    return console
-
-
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
 class _Group(typer.core.TyperGroup):
     """Reports a `LakebedError` from any command as `error: ...` on stderr, exit code 1."""
 
@@ -59,7 +47,7 @@ class _Group(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except LakebedError as exc:
-            _stderr().print(render.error_text(exc), soft_wrap=True)
+            stderr().print(render.error_text(exc), soft_wrap=True)
             raise typer.Exit(1) from None
 
 
@@ -73,18 +61,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-ProjectOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--project",
-        "-p",
-        metavar="DIR",
-        help="Project folder (default: $LAKEBED_PROJECT, else the current folder).",
-        show_default=False,
-    ),
-]
-TableArgument = Annotated[str, typer.Argument(metavar="TABLE", help="A table as layer.name.")]
 
 
 def _show_version(value: bool) -> None:
@@ -107,18 +83,6 @@ def _root(
     ctx.obj = project
 
 
-def _open(ctx: typer.Context, project: Path | None) -> Lakehouse:
-    root = project_dir(project if project is not None else ctx.obj)
-    # Refuse rather than create a metastore in whatever folder a typo or a wrong cwd names.
-    if not (root / CONFIG_FILE).is_file():
-        raise ConfigError(
-            f"{root} is not a lakebed project (it has no {CONFIG_FILE})",
-            hint=f"create one with `lakebed init {root}`, or pass --project DIR "
-            f"or set {PROJECT_ENV}",
-        )
-    return lakebed.open(root)
-
-
 def _next_steps(console: Console, commands: list[str]) -> None:
     console.print("\nnext, try:", style="bold")
     for command in commands:
@@ -137,7 +101,7 @@ def init(
     Example: [bold]lakebed init my-lake[/bold]
     """
     root = lakebed.init_project(directory)
-    console = _stdout()
+    console = stdout()
     console.print(Text(f"created project {root.name} in {root}", style="bold"), soft_wrap=True)
     for made in (CONFIG_FILE, ".gitignore", "models/bronze/", "models/silver/", "models/gold/"):
         console.print(f"  {made}")
@@ -191,7 +155,7 @@ def demo(
     _clear_for_demo(target, force)
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<32}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=_stderr(), transient=True) as bar:
+    with Progress(*columns, console=stderr(), transient=True) as bar:
         task = bar.add_task("starting", total=None)
 
         def progress(step: str, done: int, total: int) -> None:
@@ -199,7 +163,7 @@ def demo(
 
         summary = build_shop(target, orders=orders, seed=seed, progress=progress)
     elapsed = time.perf_counter() - started
-    console = _stdout()
+    console = stdout()
     console.print(
         Text(f"built the shop demo in {target} in {elapsed:.1f} s", style="bold"), soft_wrap=True
     )
@@ -243,9 +207,9 @@ def tables(
 
     Example: [bold]lakebed tables --layer gold[/bold]
     """
-    with _open(ctx, project) as lh:
+    with open_project(ctx, project) as lh:
         records = lh.tables(layer)
-    console = _stdout()
+    console = stdout()
     if not records:
         where = f"in layer {layer}" if layer else "yet"
         console.print(f"no tables {where}; `lakebed demo` builds a sample lakehouse")
@@ -259,11 +223,11 @@ def describe(ctx: typer.Context, table: TableArgument, project: ProjectOption = 
 
     Example: [bold]lakebed describe silver.orders[/bold]
     """
-    with _open(ctx, project) as lh:
+    with open_project(ctx, project) as lh:
         record = lh.describe(table)
         schema = lh.table(table).schema()
         history = lh.schema_history(record.name)
-    console = _stdout()
+    console = stdout()
     console.print(render.catalog_view(record))
     console.print()
     console.print(render.columns_view(schema, record.partition_by))
@@ -284,9 +248,9 @@ def history(
 
     Example: [bold]lakebed history bronze.orders --limit 5[/bold]
     """
-    with _open(ctx, project) as lh:
+    with open_project(ctx, project) as lh:
         entries = lh.table(table).history(limit)
-    _stdout().print(render.history_view(entries))
+    stdout().print(render.history_view(entries))
 
 
 # -- SQL ---------------------------------------------------------------------------------------
@@ -392,12 +356,12 @@ def sql(
     chosen = _choose_format(fmt, output)
     text = sys.stdin.read() if query == "-" else query
     started = time.perf_counter()
-    with _open(ctx, project) as lh:
+    with open_project(ctx, project) as lh:
         result = lh.sql(text, as_of=as_of)
     elapsed = time.perf_counter() - started
     table = result.table
     if chosen == "table":
-        console = _stdout()
+        console = stdout()
         console.print(render_table(table, max_rows=_TABLE_ROWS if max_rows is None else max_rows))
         read = [
             f"{name} v{version}" + _files_note(result.files_scanned, result.files_total, name)
@@ -409,11 +373,11 @@ def sql(
         console.print(Text(note, style="dim"), soft_wrap=True)
         return
     if max_rows is not None and table.num_rows > max_rows:
-        _stderr().print(f"output limited to {max_rows:,} of {table.num_rows:,} rows")
+        stderr().print(f"output limited to {max_rows:,} of {table.num_rows:,} rows")
         table = table.slice(0, max_rows)
     _emit(table, chosen, output)
     if output is not None:
-        _stderr().print(f"wrote {table.num_rows:,} rows to {output} ({chosen})", soft_wrap=True)
+        stderr().print(f"wrote {table.num_rows:,} rows to {output} ({chosen})", soft_wrap=True)
 
 
 def _files_note(scanned: dict[str, int], total: dict[str, int], name: str) -> str:
@@ -449,12 +413,12 @@ def optimize(
     Example: [bold]lakebed optimize silver.orders --zorder customer_id[/bold]
     """
     columns = [c.strip() for item in zorder or [] for c in item.split(",") if c.strip()]
-    with _open(ctx, project) as lh, lh.track_run("optimize", table, zorder=columns):
+    with open_project(ctx, project) as lh, lh.track_run("optimize", table, zorder=columns):
         result = lh.table(table).optimize(zorder_by=columns or None, target_size=target_size)
     added = int(result.metrics.get("numFilesAdded", 0))
     removed = int(result.metrics.get("numFilesRemoved", 0))
     how = f"z-ordered by {', '.join(columns)}" if columns else "compacted"
-    _stdout().print(
+    stdout().print(
         f"{result.table}: {how}; {added} files added, {removed} files removed; "
         f"now at version {result.version}",
         soft_wrap=True,
@@ -487,12 +451,12 @@ def vacuum(
 
     Example: [bold]lakebed vacuum silver.orders --retain-hours 0 --force --dry-run[/bold]
     """
-    with _open(ctx, project) as lh, lh.track_run("vacuum", table, dry_run=dry_run):
+    with open_project(ctx, project) as lh, lh.track_run("vacuum", table, dry_run=dry_run):
         handle = lh.table(table)
         files = handle.vacuum(
             retain_hours=retain_hours, dry_run=dry_run, enforce_retention=not force
         )
-    console = _stdout()
+    console = stdout()
     verb = "would delete" if dry_run else "deleted"
     plural = "" if len(files) == 1 else "s"
     console.print(f"{handle.name}: {verb} {len(files)} file{plural}", soft_wrap=True)
@@ -515,12 +479,15 @@ def restore(
 
     Example: [bold]lakebed restore silver.orders 3[/bold]
     """
-    with _open(ctx, project) as lh, lh.track_run("restore", table, to=version):
+    with open_project(ctx, project) as lh, lh.track_run("restore", table, to=version):
         result = lh.table(table).restore(version)
-    _stdout().print(
+    stdout().print(
         f"restored {result.table} to {version}; it is now at version {result.version}",
         soft_wrap=True,
     )
+
+
+cli_ingest.register(app)
 
 
 def main() -> None:
@@ -528,7 +495,7 @@ def main() -> None:
     try:
         app()
     except LakebedError as exc:  # raised outside a command, e.g. by a parameter callback
-        _stderr().print(render.error_text(exc), soft_wrap=True)
+        stderr().print(render.error_text(exc), soft_wrap=True)
         sys.exit(1)
 
 

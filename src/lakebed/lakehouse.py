@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
 from lakebed.errors import ConfigError, StorageError, TableNotFoundError
+from lakebed.ingest import IngestRun, IngestSummary, SourceSpec, load_sources, source_state
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.storage import (
@@ -79,6 +81,9 @@ class Lakehouse:
         self._snapshots: dict[TableName, Snapshot] = {}
         self._lock = threading.RLock()
         self.engine = DuckDBEngine(self._snapshot, self._table_names)
+        self._sources: dict[str, SourceSpec] | None = None
+        if self.config.sources:
+            self.sources()  # validate every source's options when the project opens
 
     # -- context management -----------------------------------------------------------------
 
@@ -188,6 +193,39 @@ class Lakehouse:
     def runs(self, *, limit: int = 50, kind: str | None = None) -> list[RunRecord]:
         """The run log, newest first."""
         return self.metastore.runs(limit=limit, kind=kind)
+
+    # -- ingestion --------------------------------------------------------------------------
+
+    def sources(self) -> dict[str, SourceSpec]:
+        """The sources declared in lakebed.yml, validated (connector options included)."""
+        if self._sources is None:
+            self._sources = load_sources(self.config.sources, self.root)
+        return self._sources
+
+    def ingest(
+        self,
+        name: str,
+        *,
+        report: Callable[[str, int, int | None], None] | None = None,
+    ) -> IngestSummary:
+        """Load what is new in one source into its bronze table, exactly once.
+
+        `report(unit, done, total)` is called as the connector reads files, pages or rows.
+        """
+        sources = self.sources()
+        if name not in sources:
+            close = get_close_matches(name, list(sources), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else None
+            known = ", ".join(sorted(sources)) or "none are declared"
+            raise ConfigError(
+                f"no source named {name!r} in {CONFIG_FILE} (sources: {known})",
+                hint=hint or "declare it under `sources:` in lakebed.yml",
+            )
+        return IngestRun(self, sources[name], report).run()
+
+    def source_state(self, name: str) -> Mapping[str, Any]:
+        """What a source has loaded so far (manifest, cursor), as committed."""
+        return source_state(self, self.sources()[name])
 
     # -- tables -----------------------------------------------------------------------------
 

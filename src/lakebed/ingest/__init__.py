@@ -1,0 +1,35 @@
+"""Batch ingestion into bronze: files, HTTP APIs and SQL databases, exactly once."""
+
+from lakebed.ingest.base import (
+    Batch,
+    Connector,
+    ConnectorOptions,
+    IngestProgress,
+    Reject,
+    SourceConfig,
+    SourceContext,
+    connector_kinds,
+    deep_merge,
+    register_connector,
+)
+from lakebed.ingest.runner import IngestRun, IngestSummary, recover_state, source_state
+from lakebed.ingest.sources import SourceSpec, load_sources
+
+__all__ = [
+    "Batch",
+    "Connector",
+    "ConnectorOptions",
+    "IngestProgress",
+    "IngestRun",
+    "IngestSummary",
+    "Reject",
+    "SourceConfig",
+    "SourceContext",
+    "SourceSpec",
+    "connector_kinds",
+    "deep_merge",
+    "load_sources",
+    "recover_state",
+    "register_connector",
+    "source_state",
+]

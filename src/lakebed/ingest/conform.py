@@ -1,0 +1,109 @@
+"""Fit parsed records to the bronze table under the source's schema policy.
+
+`evolve` adds new columns; `discard_row` sends records with new fields to quarantine;
+`freeze` fails the run on them. A value that cannot be stored as its column's type is
+quarantined under every policy but `freeze`, which fails: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.errors import SchemaContractError
+from lakebed.ingest.base import Reject, SchemaPolicy
+
+METADATA_COLUMNS = ("_ingested_at", "_source", "_load_id", "_origin")
+
+
+@dataclass
+class Conformed:
+    data: pa.Table
+    origins: list[str]
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def _castable(value: object, target: pa.DataType) -> bool:
+    try:
+        pa.array([value]).cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+    return True
+
+
+def _record_text(data: pa.Table, index: int) -> str:
+    import json
+
+    return json.dumps(data.slice(index, 1).to_pylist()[0], default=str)
+
+
+def conform(
+    source: str,
+    data: pa.Table,
+    origins: list[str],
+    table_schema: pa.Schema | None,
+    policy: SchemaPolicy,
+) -> Conformed:
+    """Records cast to the table's types, new columns handled by `policy`, bad rows out."""
+    # A column of only nulls has no type yet: leave it out until a value gives it one.
+    untyped = [f.name for f in data.schema if pa.types.is_null(f.type)]
+    if table_schema is not None:
+        untyped = [n for n in untyped if n not in table_schema.names]
+    if untyped:
+        data = data.drop_columns(untyped)
+    if table_schema is None:
+        return Conformed(data, origins)
+    original = data
+    bad = np.zeros(data.num_rows, dtype=bool)
+    reasons: dict[int, str] = {}
+    columns: dict[str, pa.ChunkedArray] = {}
+    for name in data.column_names:
+        column = data.column(name)
+        if name not in table_schema.names:
+            continue
+        target = table_schema.field(name).type
+        if column.type == target or pa.types.is_null(column.type):
+            continue
+        try:
+            columns[name] = column.cast(target)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+        values = column.to_pylist()
+        failing = [i for i, v in enumerate(values) if v is not None and not _castable(v, target)]
+        for index in failing:
+            bad[index] = True
+            reasons.setdefault(index, f"column {name}: {values[index]!r} is not a {target}")
+        mask = np.zeros(len(values), dtype=bool)
+        mask[failing] = True
+        cleaned = pc.if_else(pa.array(mask), pa.scalar(None, column.type), column)
+        columns[name] = cleaned.cast(target)
+    new = [n for n in data.column_names if n not in table_schema.names]
+    if new and policy != "evolve":
+        for name in new:
+            present = pc.is_valid(data.column(name)).to_numpy(zero_copy_only=False)
+            for found in np.flatnonzero(present):
+                bad[found] = True
+                reasons.setdefault(int(found), f"new field {name} (schema: {policy})")
+        data = data.drop_columns(new)
+    for name, column in columns.items():
+        data = data.set_column(data.column_names.index(name), name, column)
+    if not bad.any():
+        return Conformed(data, origins)
+    if policy == "freeze":
+        first = int(np.flatnonzero(bad)[0])
+        raise SchemaContractError(
+            f"{int(bad.sum())} records break the frozen schema; first: {reasons[first]}",
+            source=source,
+            origin=origins[first],
+            hint="change `schema:` to evolve or discard_row, or fix the source",
+        )
+    rejects = [
+        Reject(raw=_record_text(original, int(i)), error=reasons[int(i)], origin=origins[int(i)])
+        for i in np.flatnonzero(bad)
+    ]
+    keep = np.flatnonzero(~bad)
+    return Conformed(data.take(pa.array(keep)), [origins[int(i)] for i in keep], rejects)

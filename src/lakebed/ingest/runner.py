@@ -1,0 +1,286 @@
+"""Run a source into bronze exactly once.
+
+Every batch is one Delta commit carrying an application transaction
+(`lakebed-ingest:<source>`, n) and, in its commit metadata, the change of the source's
+state (manifest entries, cursor values). A crash at any point leaves either the whole batch
+and its state committed or neither: a rerun reads on from the last committed state, which
+is recovered from the table's own log when the metastore's copy is behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.errors import DuplicateTransactionError, IngestError
+from lakebed.ingest.base import Batch, IngestProgress, Reject, SourceContext, deep_merge
+from lakebed.ingest.conform import conform
+from lakebed.ingest.sources import SourceSpec
+from lakebed.metastore import Metastore
+from lakebed.storage import DeltaStore, Table, TableName
+
+STATE_KEY = "lakebed.ingest"
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("_source", pa.string()),
+        ("_load_id", pa.string()),
+        ("_ingested_at", pa.timestamp("us", tz="UTC")),
+        ("_origin", pa.string()),
+        ("error", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+
+class Catalog(Protocol):
+    """What the runner needs of the lakehouse (kept abstract: ingest sits below it)."""
+
+    root: Path
+    storage: DeltaStore
+    metastore: Metastore
+
+    def table(self, name: str | TableName) -> Table: ...
+
+    def create_table(
+        self,
+        name: str | TableName,
+        schema: pa.Schema,
+        *,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+        properties: dict[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> Table: ...
+
+    def track_run(
+        self, kind: str, target: str | None = None, **params: Any
+    ) -> AbstractContextManager[Any]: ...
+
+
+@dataclass
+class IngestSummary:
+    """What one run of a source did."""
+
+    source: str
+    target: str
+    rows: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    status: str = "success"
+    error: str | None = None
+
+
+def recover_state(catalog: Catalog, spec: SourceSpec) -> tuple[int, dict[str, Any]]:
+    """(last committed transaction, state) of a source, trusting the bronze table's log."""
+    stored = catalog.metastore.get_source_state(spec.name)
+    if not catalog.storage.exists(spec.target):
+        if stored is not None:  # the table was dropped: start over
+            catalog.metastore.clear_source_state(spec.name)
+        return 0, {}
+    table = catalog.table(spec.target)
+    committed = table.transaction_version(spec.app_id) or 0
+    if committed == 0:
+        return 0, {}
+    if stored is not None and stored[1] == committed and stored[0] == str(spec.target):
+        return committed, stored[2]
+    # The metastore is behind (a crash after the commit) or lost: replay the log.
+    base_txn, state = 0, {}
+    if stored is not None and stored[1] < committed and stored[0] == str(spec.target):
+        base_txn, state = stored[1], stored[2]
+    deltas: dict[int, dict[str, Any]] = {}
+    for entry in table.history():
+        raw = entry.get(STATE_KEY)
+        if raw is None:
+            continue
+        record = json.loads(raw) if isinstance(raw, str) else raw
+        if record.get("source") == spec.name and base_txn < int(record["txn"]) <= committed:
+            deltas[int(record["txn"])] = record.get("delta") or {}
+    for txn in sorted(deltas):
+        state = deep_merge(state, deltas[txn])
+    catalog.metastore.set_source_state(
+        spec.name, target=str(spec.target), txn_version=committed, state=state
+    )
+    return committed, state
+
+
+def _with_metadata(
+    data: pa.Table, origins: list[str], source: str, load_id: str, at: datetime
+) -> pa.Table:
+    rows = data.num_rows
+    columns = {
+        "_ingested_at": pa.array([at] * rows, pa.timestamp("us", tz="UTC")),
+        "_source": pa.array([source] * rows, pa.string()),
+        "_load_id": pa.array([load_id] * rows, pa.string()),
+        "_origin": pa.array(origins, pa.string()),
+    }
+    for name, column in columns.items():
+        if name in data.column_names:
+            data = data.drop_columns([name])
+        data = data.append_column(name, column)
+    return data
+
+
+def _quarantine_rows(rejects: list[Reject], source: str, load_id: str, at: datetime) -> pa.Table:
+    def text(raw: str | bytes) -> str:
+        return raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
+
+    return pa.table(
+        {
+            "_source": [source] * len(rejects),
+            "_load_id": [load_id] * len(rejects),
+            "_ingested_at": [at] * len(rejects),
+            "_origin": [r.origin for r in rejects],
+            "error": [r.error for r in rejects],
+            "raw": [text(r.raw) for r in rejects],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _last_per_key(data: pa.Table, keys: list[str]) -> pa.Table:
+    """Keep the last record of each primary key (a source may send a key twice)."""
+    if data.num_rows == 0:
+        return data
+    indexed = data.append_column("__row", pa.array(range(data.num_rows), pa.int64()))
+    last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
+    if len(last) == data.num_rows:
+        return data
+    return data.take(pc.take(last, pc.sort_indices(last)))
+
+
+class IngestRun:
+    """One run of one source: reads batches and commits each exactly once."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        spec: SourceSpec,
+        report: Callable[[str, int, int | None], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.spec = spec
+        self.progress = IngestProgress(report)
+
+    def _bronze(self, data: pa.Table) -> Table:
+        if self.catalog.storage.exists(self.spec.target):
+            return self.catalog.table(self.spec.target)
+        config = self.spec.config
+        return self.catalog.create_table(
+            self.spec.target,
+            data.schema,
+            description=config.description,
+            owner=config.owner,
+            domain=config.domain,
+            exist_ok=True,
+        )
+
+    def _write_quarantine(self, rows: pa.Table, txn: int) -> None:
+        table = self.catalog.create_table(
+            self.spec.quarantine,
+            QUARANTINE_SCHEMA,
+            description=f"Records of source {self.spec.name} that could not be loaded",
+            owner=self.spec.config.owner,
+            domain=self.spec.config.domain,
+            exist_ok=True,
+        )
+        # Already there when a crash came between this commit and the bronze one.
+        with contextlib.suppress(DuplicateTransactionError):
+            table.append(rows, app_transaction=(self.spec.app_id, txn))
+
+    def _commit(self, batch: Batch, data: pa.Table, txn: int, first: bool) -> None:
+        config = self.spec.config
+        metadata = {
+            STATE_KEY: json.dumps(
+                {"source": self.spec.name, "txn": txn, "delta": batch.state_delta}, default=str
+            )
+        }
+        table = self._bronze(data)
+        txn_arg = (self.spec.app_id, txn)
+        if batch.replace_predicate is not None:
+            table.overwrite(
+                data,
+                predicate=batch.replace_predicate,
+                allow_missing_columns=True,
+                app_transaction=txn_arg,
+                metadata=metadata,
+            )
+        elif config.write_disposition == "merge":
+            table.merge(
+                _last_per_key(data, config.primary_key),
+                config.primary_key,
+                allow_missing_columns=True,
+                app_transaction=txn_arg,
+                metadata=metadata,
+            )
+        elif config.write_disposition == "replace" and first:
+            table.overwrite(
+                data, allow_missing_columns=True, app_transaction=txn_arg, metadata=metadata
+            )
+        else:
+            table.append(
+                data, allow_missing_columns=True, app_transaction=txn_arg, metadata=metadata
+            )
+
+    def run(self) -> IngestSummary:
+        spec = self.spec
+        summary = IngestSummary(spec.name, str(spec.target))
+        started = time.perf_counter()
+        at = datetime.now(UTC)
+        with self.catalog.track_run("ingest", spec.name, table=str(spec.target)) as run:
+            load_id = str(run.run_id)
+            txn, state = recover_state(self.catalog, spec)
+            connector = spec.connector(spec.options, SourceContext(spec.name, self.catalog.root))
+            for batch in connector.batches(state, self.progress):
+                table_schema = None
+                if self.catalog.storage.exists(spec.target):
+                    table_schema = self.catalog.table(spec.target).schema()
+                fitted = conform(
+                    spec.name, batch.data, batch.origins, table_schema, spec.config.schema_policy
+                )
+                rejects = batch.rejects + fitted.rejects
+                data = _with_metadata(fitted.data, fitted.origins, spec.name, load_id, at)
+                txn += 1
+                if rejects:
+                    self._write_quarantine(_quarantine_rows(rejects, spec.name, load_id, at), txn)
+                try:
+                    self._commit(batch, data, txn, first=summary.batches == 0)
+                except DuplicateTransactionError as exc:
+                    raise IngestError(
+                        "another run of this source committed at the same time",
+                        source=spec.name,
+                        hint="run one `lakebed ingest` per source at a time, then rerun",
+                    ) from exc
+                state = deep_merge(state, batch.state_delta)
+                self.catalog.metastore.set_source_state(
+                    spec.name, target=str(spec.target), txn_version=txn, state=state
+                )
+                summary.batches += 1
+                summary.rows += data.num_rows
+                summary.quarantined += len(rejects)
+                summary.bytes += batch.bytes_read
+                run.rows = summary.rows
+                run.bytes = summary.bytes
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+
+def source_state(catalog: Catalog, spec: SourceSpec) -> Mapping[str, Any]:
+    """The state a source has committed (for `lakebed sources`)."""
+    stored = catalog.metastore.get_source_state(spec.name)
+    return {} if stored is None else stored[2]
