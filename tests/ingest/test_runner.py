@@ -19,6 +19,7 @@ from lakebed.ingest import (
     ConnectorOptions,
     IngestProgress,
     Reject,
+    RowOrigins,
     register_connector,
 )
 from lakebed.ingest import runner as runner_module
@@ -97,8 +98,8 @@ def test_batches_land_with_metadata_columns_and_state(tmp_path: Path) -> None:
             " from bronze.events"
         ).rows()
         assert meta == [("events", True, True)]
-        origins = _rows(lh, columns="_origin")
-        assert origins == [("batch1:0",), ("batch1:1",), ("batch2:0",)]
+        origins = _rows(lh, columns="_origin, _origin_row")
+        assert origins == [("batch1", 0), ("batch1", 1), ("batch2", 0)]
         assert lh.table("bronze.events").transaction_version("lakebed-ingest:events") == 2
         assert lh.source_state("events") == {"done": 2, "seen": {"b1": 2, "b2": 1}}
         (run,) = lh.runs(kind="ingest")
@@ -277,3 +278,20 @@ def test_an_unknown_source_names_the_declared_ones(tmp_path: Path) -> None:
     root = _project(tmp_path)
     with lakebed.open(root) as lh, pytest.raises(ConfigError, match="did you mean events"):
         lh.ingest("event")
+
+
+def test_row_origins_give_location_and_position_columns(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    with lakebed.open(root) as lh:
+        spec = lh.sources()["events"]
+        batch = Batch(
+            data=pa.table({"id": [1, 2]}),
+            origins=RowOrigins("data/a.csv", pa.array([2, 3])),
+            state_delta={},
+        )
+        location, position = batch.origin_columns()
+        assert location.to_pylist() == ["data/a.csv", "data/a.csv"]
+        assert position.to_pylist() == [2, 3]
+        legacy = Batch(pa.table({"id": [1]}), ["https://api/x?page=2:7"], {})
+        assert [c.to_pylist() for c in legacy.origin_columns()] == [["https://api/x?page=2"], [7]]
+        assert spec.app_id == "lakebed-ingest:events"

@@ -53,6 +53,17 @@ class Reject:
     origin: str
 
 
+@dataclass(frozen=True)
+class RowOrigins:
+    """Where each record came from, built cheaply for millions of rows: a location (a file,
+    a page URL, a table: one for the batch or one per row) and a position per row (the line
+    in the file, the index in the page, the row number). Bronze keeps them as the columns
+    `_origin` and `_origin_row`."""
+
+    location: str | pa.Array
+    position: pa.Array
+
+
 @dataclass
 class Batch:
     """Records read from a source, committed to bronze as one Delta commit.
@@ -63,7 +74,8 @@ class Batch:
     """
 
     data: pa.Table
-    origins: list[str]
+    # One "<location>:<position>" string per record, or the cheaper RowOrigins.
+    origins: list[str] | RowOrigins
     state_delta: dict[str, Any]
     rejects: list[Reject] = field(default_factory=list)
     bytes_read: int = 0
@@ -71,10 +83,33 @@ class Batch:
     replace_predicate: str | None = None
 
     def __post_init__(self) -> None:
-        if len(self.origins) != self.data.num_rows:
-            raise ValueError(
-                f"batch {self.label!r}: {len(self.origins)} origins for {self.data.num_rows} rows"
-            )
+        count = (
+            len(self.origins.position)
+            if isinstance(self.origins, RowOrigins)
+            else len(self.origins)
+        )
+        if count != self.data.num_rows:
+            raise ValueError(f"batch {self.label!r}: {count} origins for {self.data.num_rows} rows")
+
+    def origin_columns(self) -> tuple[pa.Array, pa.Array]:
+        """(location, position) per record as Arrow arrays (string, int64)."""
+        rows = self.data.num_rows
+        if isinstance(self.origins, RowOrigins):
+            location = self.origins.location
+            if isinstance(location, str):
+                location = pa.repeat(pa.scalar(location, pa.string()), rows)
+            return location.cast(pa.string()), self.origins.position.cast(pa.int64())
+        locations: list[str] = []
+        positions: list[int | None] = []
+        for text in self.origins:
+            where, _, at = text.rpartition(":")
+            if where and at.isdigit():
+                locations.append(where)
+                positions.append(int(at))
+            else:
+                locations.append(text)
+                positions.append(None)
+        return pa.array(locations, pa.string()), pa.array(positions, pa.int64())
 
 
 class IngestProgress:

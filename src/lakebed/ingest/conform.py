@@ -22,8 +22,15 @@ METADATA_COLUMNS = ("_ingested_at", "_source", "_load_id", "_origin")
 @dataclass
 class Conformed:
     data: pa.Table
-    origins: list[str]
+    location: pa.Array
+    position: pa.Array
     rejects: list[Reject] = field(default_factory=list)
+
+
+def origin_text(location: pa.Array, position: pa.Array, index: int) -> str:
+    where = location[index].as_py()
+    at = position[index].as_py()
+    return str(where) if at is None else f"{where}:{at}"
 
 
 def _castable(value: object, target: pa.DataType) -> bool:
@@ -43,7 +50,8 @@ def _record_text(data: pa.Table, index: int) -> str:
 def conform(
     source: str,
     data: pa.Table,
-    origins: list[str],
+    location: pa.Array,
+    position: pa.Array,
     table_schema: pa.Schema | None,
     policy: SchemaPolicy,
 ) -> Conformed:
@@ -55,7 +63,7 @@ def conform(
     if untyped:
         data = data.drop_columns(untyped)
     if table_schema is None:
-        return Conformed(data, origins)
+        return Conformed(data, location, position)
     original = data
     bad = np.zeros(data.num_rows, dtype=bool)
     reasons: dict[int, str] = {}
@@ -92,18 +100,22 @@ def conform(
     for name, column in columns.items():
         data = data.set_column(data.column_names.index(name), name, column)
     if not bad.any():
-        return Conformed(data, origins)
+        return Conformed(data, location, position)
     if policy == "freeze":
         first = int(np.flatnonzero(bad)[0])
         raise SchemaContractError(
             f"{int(bad.sum())} records break the frozen schema; first: {reasons[first]}",
             source=source,
-            origin=origins[first],
+            origin=origin_text(location, position, first),
             hint="change `schema:` to evolve or discard_row, or fix the source",
         )
     rejects = [
-        Reject(raw=_record_text(original, int(i)), error=reasons[int(i)], origin=origins[int(i)])
+        Reject(
+            raw=_record_text(original, int(i)),
+            error=reasons[int(i)],
+            origin=origin_text(location, position, int(i)),
+        )
         for i in np.flatnonzero(bad)
     ]
-    keep = np.flatnonzero(~bad)
-    return Conformed(data.take(pa.array(keep)), [origins[int(i)] for i in keep], rejects)
+    keep = pa.array(np.flatnonzero(~bad))
+    return Conformed(data.take(keep), location.take(keep), position.take(keep), rejects)

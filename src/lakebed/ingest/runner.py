@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from lakebed.errors import DuplicateTransactionError, IngestError
 from lakebed.ingest.base import Batch, IngestProgress, Reject, SourceContext, deep_merge
-from lakebed.ingest.conform import conform
+from lakebed.ingest.conform import Conformed, conform
 from lakebed.ingest.sources import SourceSpec
 from lakebed.metastore import Metastore
 from lakebed.storage import DeltaStore, Table, TableName
@@ -119,15 +119,16 @@ def recover_state(catalog: Catalog, spec: SourceSpec) -> tuple[int, dict[str, An
     return committed, state
 
 
-def _with_metadata(
-    data: pa.Table, origins: list[str], source: str, load_id: str, at: datetime
-) -> pa.Table:
+def _with_metadata(fitted: Conformed, source: str, load_id: str, at: datetime) -> pa.Table:
+    """The records plus lakebed's columns: when, from which source and load, and where."""
+    data = fitted.data
     rows = data.num_rows
     columns = {
-        "_ingested_at": pa.array([at] * rows, pa.timestamp("us", tz="UTC")),
-        "_source": pa.array([source] * rows, pa.string()),
-        "_load_id": pa.array([load_id] * rows, pa.string()),
-        "_origin": pa.array(origins, pa.string()),
+        "_ingested_at": pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), rows),
+        "_source": pa.repeat(pa.scalar(source, pa.string()), rows),
+        "_load_id": pa.repeat(pa.scalar(load_id, pa.string()), rows),
+        "_origin": fitted.location,
+        "_origin_row": fitted.position,
     }
     for name, column in columns.items():
         if name in data.column_names:
@@ -250,11 +251,17 @@ class IngestRun:
                 table_schema = None
                 if self.catalog.storage.exists(spec.target):
                     table_schema = self.catalog.table(spec.target).schema()
+                location, position = batch.origin_columns()
                 fitted = conform(
-                    spec.name, batch.data, batch.origins, table_schema, spec.config.schema_policy
+                    spec.name,
+                    batch.data,
+                    location,
+                    position,
+                    table_schema,
+                    spec.config.schema_policy,
                 )
                 rejects = batch.rejects + fitted.rejects
-                data = _with_metadata(fitted.data, fitted.origins, spec.name, load_id, at)
+                data = _with_metadata(fitted, spec.name, load_id, at)
                 txn += 1
                 if rejects:
                     self._write_quarantine(_quarantine_rows(rejects, spec.name, load_id, at), txn)
