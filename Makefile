@@ -36,8 +36,16 @@ unit: install services
 
 test: lint typecheck unit
 
-bench: install
+# The peers measured against (dlt) live in their own environment: their pins are not ours.
+PEERS := .venv-peers
+$(PEERS)/.installed:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet --upgrade pip
+	$(PEERS)/bin/pip install --quiet "dlt[deltalake]==1.31.0" pandas sqlalchemy psycopg2-binary
+	touch $@
+
+bench: install services $(PEERS)/.installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) demo-shop bench/.data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) demo-shop bench/.data .pytest_cache .mypy_cache .ruff_cache

@@ -13,11 +13,12 @@ import argparse
 import sys
 import time
 
+import ingest
 import merge
 import scan
 from common import DEFAULT_ROWS, Figure, Settings, emit, log, measure
 
-FIGURES: dict[str, Figure] = {**scan.FIGURES, **merge.FIGURES}
+FIGURES: dict[str, Figure] = {**scan.FIGURES, **merge.FIGURES, **ingest.FIGURES}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
