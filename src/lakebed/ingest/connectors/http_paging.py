@@ -1,5 +1,7 @@
-"""Pagination of JSON REST APIs for the `http` connector: one options model per style (the
-`paginate:` key of a source) that, given the page just read, says which request comes next.
+"""How the `http` connector gets its pages: one options model per pagination style (the
+`paginate:` key of a source) that, given the page just read, says which request comes next;
+and `PageFetcher`, which GETs each page with retries (`max_retries`, `backoff:`) and a
+client-side `rate_limit:`.
 
     page_number   ?page=1, 2, 3 ...       stops at an empty page or at `total_pages_path`
     offset        ?offset=0, 100, 200 ... stops at a short or empty page or at `total_path`
@@ -11,29 +13,44 @@
 
 from __future__ import annotations
 
+import email.utils
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lakebed.errors import IngestError
+from lakebed.errors import IngestError, SourceUnavailableError
 
 __all__ = [
     "MISSING",
+    "BackoffOptions",
+    "Credentials",
     "CursorPaging",
     "LinkHeaderPaging",
     "NextLinkPaging",
     "NoPaging",
     "OffsetPaging",
     "Page",
+    "PageFetcher",
     "PageNumberPaging",
     "PageRequest",
     "Paging",
+    "QueryValue",
+    "RateLimitOptions",
+    "json_kind",
     "lookup",
+    "retry_after",
+    "snippet",
 ]
 
 QueryValue = str | int | float | bool | list[str | int | float]
+_SNIPPET = 200
 
 
 class _Missing:
@@ -66,11 +83,10 @@ def lookup(body: Any, path: str) -> Any:
 @dataclass(frozen=True)
 class PageRequest:
     """One GET: `params` are merged into the query of `url`. A request that follows a link
-    from the API takes the link as it is (it already carries the query)."""
+    from the API has no params: the link carries its query."""
 
     url: httpx.URL
     params: dict[str, QueryValue] = field(default_factory=dict)
-    follows_link: bool = False
 
     def key(self) -> str:
         """The request as one string, to notice a paginator that goes round in circles."""
@@ -184,7 +200,7 @@ class CursorPaging(_Strict):
             return None
         if not isinstance(cursor, str | int | float) or isinstance(cursor, bool):
             raise IngestError(
-                f"the next cursor at {self.next_cursor_path!r} is {_kind(cursor)}, "
+                f"the next cursor at {self.next_cursor_path!r} is {json_kind(cursor)}, "
                 "not a string or number",
                 source=page.source,
                 origin=page.where,
@@ -209,7 +225,7 @@ class NextLinkPaging(_Strict):
             return None
         if not isinstance(link, str):
             raise IngestError(
-                f"the next link at {self.next_url_path!r} is {_kind(link)}, not a URL",
+                f"the next link at {self.next_url_path!r} is {json_kind(link)}, not a URL",
                 source=page.source,
                 origin=page.where,
                 hint="point paginate.next_url_path at the next page's URL in the body",
@@ -237,6 +253,140 @@ Paging = Annotated[
 ]
 
 
+class BackoffOptions(_Strict):
+    """Seconds between retries: `initial`, doubling up to `max`, with jitter. A `Retry-After`
+    longer than `max_retry_after` fails the run instead of waiting."""
+
+    initial: float = Field(default=0.5, gt=0)
+    max: float = Field(default=30.0, gt=0)
+    max_retry_after: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> BackoffOptions:
+        if self.max < self.initial:
+            raise ValueError(f"backoff.max ({self.max}) is below backoff.initial ({self.initial})")
+        return self
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (0-based), jittered to [d/2, d]."""
+        ceiling = min(self.max, self.initial * 2.0 ** min(attempt, 62))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class RateLimitOptions(_Strict):
+    """A client-side limit on requests per second (None: no limit)."""
+
+    requests_per_second: float | None = Field(default=None, gt=0)
+
+
+Credentials = Callable[[httpx.URL], tuple[dict[str, QueryValue], dict[str, str], httpx.Auth | None]]
+"""What to add to a GET of a URL: query parameters, headers, httpx auth."""
+
+
+class PageFetcher:
+    """GETs pages with retries (exponential backoff with jitter on timeouts, connection
+    errors and 5xx; `Retry-After` on 429), a client-side rate limit and credentials."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        max_retries: int,
+        backoff: BackoffOptions,
+        rate_limit: RateLimitOptions,
+        credentials: Credentials,
+        auth_hint: str,
+    ) -> None:
+        self.source = source
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.credentials = credentials
+        self.auth_hint = auth_hint
+        self.client = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True)
+        rate = rate_limit.requests_per_second
+        self.interval = 0.0 if rate is None else 1.0 / rate
+        self.next_slot = 0.0
+
+    def __enter__(self) -> PageFetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def get(self, request: PageRequest, where: str) -> httpx.Response:
+        """The 2xx response to `request`, after retries; raises `IngestError` otherwise."""
+        params, headers, auth = self.credentials(request.url)
+        # Merged here: httpx replaces the URL's query with `params=` instead of adding to it.
+        url = request.url.copy_merge_params({**request.params, **params})
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            self._throttle()
+            try:
+                response = self.client.get(url, headers=headers, auth=auth)
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                raise IngestError(f"cannot GET: {exc}", source=self.source, origin=where) from exc
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc or 'no detail'}"
+                wait = self.backoff.delay(attempt)
+            except httpx.HTTPError as exc:
+                raise IngestError(f"GET failed: {exc}", source=self.source, origin=where) from exc
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response
+                if status != 429 and status < 500:
+                    raise self._refused(response, where)
+                last = f"HTTP {status} {response.reason_phrase}".rstrip()
+                asked = retry_after(response)
+                wait = self.backoff.delay(attempt) if asked is None else asked
+                if asked is not None and asked > self.backoff.max_retry_after:
+                    raise SourceUnavailableError(
+                        f"GET {where} answered {last} and asks to wait {asked:.0f} s",
+                        source=self.source,
+                        origin=where,
+                        hint="run again later, or raise backoff.max_retry_after "
+                        f"({self.backoff.max_retry_after:g} s)",
+                    )
+            if attempt < self.max_retries:
+                time.sleep(wait)
+        raise SourceUnavailableError(
+            f"GET {where} failed {self.max_retries + 1} times; the last answer was {last}",
+            source=self.source,
+            origin=where,
+            hint="the API is down, overloaded or slow; run again later, or raise "
+            f"max_retries ({self.max_retries}) or timeout ({self.timeout:g} s)",
+        )
+
+    def _refused(self, response: httpx.Response, where: str) -> IngestError:
+        status = response.status_code
+        source = f"sources.{self.source}"
+        if status in (401, 403):
+            hint = self.auth_hint
+        elif status == 404:
+            hint = f"check {source}.url"
+        elif status < 400:
+            hint = "the API answered with a redirect the client could not follow"
+        else:
+            hint = f"the API rejected the request: check {source}.params, headers and paginate"
+        return IngestError(
+            f"GET {where} answered HTTP {status} {response.reason_phrase}: {snippet(response)!r}",
+            source=self.source,
+            origin=where,
+            hint=hint,
+        )
+
+    def _throttle(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        if now < self.next_slot:
+            time.sleep(self.next_slot - now)
+        self.next_slot = max(now, self.next_slot) + self.interval
+
+
 def _with_param(request: PageRequest, name: str, value: QueryValue) -> PageRequest:
     return PageRequest(request.url, {**request.params, name: value})
 
@@ -256,7 +406,7 @@ def _follow(page: Page, link: str) -> PageRequest:
             source=page.source,
             origin=page.where,
         )
-    return PageRequest(url, follows_link=True)
+    return PageRequest(url)
 
 
 def _count_at(page: Page, path: str, option: str) -> int | None:
@@ -283,6 +433,41 @@ def _number(request: PageRequest, name: str) -> int:
     return value
 
 
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", bool: "a boolean"}
-    return names.get(type(value), repr(value))
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in words: "an object", "a list", "a number"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    names: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+    return names.get(type(value), type(value).__name__)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait by the `Retry-After` header (seconds or an HTTP date), if it has one."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def snippet(response: httpx.Response) -> str:
+    """The start of the body on one line, for error messages."""
+    try:
+        text = response.text
+    except (UnicodeDecodeError, LookupError):
+        text = response.content.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
