@@ -1,9 +1,13 @@
-"""The shop demo: deterministic data, clean silver, bad rows in quarantine, gold that adds up."""
+"""The shop demo: sources written into the project and loaded through the connectors,
+deterministic data, malformed records and bad rows in quarantine, gold that adds up."""
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,8 +16,18 @@ import pytest
 
 import lakebed
 from lakebed.config import load_config
-from lakebed.demo import SAMPLE_QUERY, DemoSummary, build_shop, examples_dir
+from lakebed.demo import (
+    CUSTOMERS_FILE,
+    SAMPLE_QUERY,
+    SHOP_DB,
+    SOURCES,
+    DemoSummary,
+    build_shop,
+    examples_dir,
+    orders_file,
+)
 from lakebed.errors import ConfigError
+from lakebed.ingest import load_sources
 
 ORDERS = 20_000
 REASONS = {
@@ -33,12 +47,24 @@ EXPECTED_TABLES = [
     "gold.daily_revenue",
     "gold.product_sales",
     "quarantine.orders",
+    "quarantine.shop_customers",
+    "quarantine.shop_orders",
 ]
+# When and in which run a record was loaded differ from build to build; the rest does not.
+RUN_COLUMNS = "exclude (_ingested_at, _load_id)"
 # Every table's full content, in a fixed order, to compare two builds.
 SNAPSHOT_QUERIES = {
-    "bronze.orders": "select * from bronze.orders order by all",
+    "bronze.orders": f"select * {RUN_COLUMNS} from bronze.orders order by all",
+    "bronze.customers": f"select * {RUN_COLUMNS} from bronze.customers order by all",
+    "bronze.products": f"select * {RUN_COLUMNS} from bronze.products order by all",
     "silver.orders": "select * from silver.orders order by order_id",
-    "quarantine.orders": "select * from quarantine.orders order by all",
+    "silver.customers": "select * from silver.customers order by customer_id",
+    "silver.products": "select * from silver.products order by product_id",
+    "quarantine.orders": f"select * {RUN_COLUMNS} from quarantine.orders order by all",
+    "quarantine.shop_orders": f"select * {RUN_COLUMNS} from quarantine.shop_orders order by all",
+    "quarantine.shop_customers": (
+        f"select * {RUN_COLUMNS} from quarantine.shop_customers order by all"
+    ),
     "gold.daily_revenue": "select * from gold.daily_revenue order by all",
     "gold.customer_lifetime_value": "select * from gold.customer_lifetime_value order by all",
     "gold.product_sales": "select * from gold.product_sales order by all",
@@ -60,6 +86,33 @@ def scalar(root: Path, sql: str) -> object:
         return lh.sql(sql).scalar()
 
 
+def order_lines(root: Path) -> dict[tuple[str, int], str]:
+    """Every record line of the quarterly orders exports, by (file, line number)."""
+    lines = {}
+    for quarter in range(1, 5):
+        key = orders_file(quarter).as_posix()
+        text = (root / key).read_text(encoding="utf-8")
+        for number, line in enumerate(text.splitlines(), 1):
+            if number > 1:  # the header
+                lines[key, number] = line
+    return lines
+
+
+def origin(text: str) -> tuple[str, int]:
+    """A quarantined record's origin, `<file>:<line>`, as (file, line)."""
+    where, _, line = text.rpartition(":")
+    return where, int(line)
+
+
+def source_digests(root: Path) -> dict[str, str]:
+    files = [orders_file(q) for q in range(1, 5)] + [CUSTOMERS_FILE]
+    digests = {f.as_posix(): hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files}
+    with closing(sqlite3.connect(root / SHOP_DB)) as db:
+        rows = db.execute("select * from products order by product_id").fetchall()
+    digests[SHOP_DB.as_posix()] = hashlib.sha256(repr(rows).encode()).hexdigest()
+    return digests
+
+
 def test_builds_every_layer_and_reports_rows_and_files(shop: DemoSummary) -> None:
     assert [t.name for t in shop.tables] == EXPECTED_TABLES
     rows = {t.name: t.rows for t in shop.tables}
@@ -71,8 +124,35 @@ def test_builds_every_layer_and_reports_rows_and_files(shop: DemoSummary) -> Non
     assert shop.sample_query == SAMPLE_QUERY
 
 
+def test_writes_the_shops_exports_into_the_project_as_sources(shop: DemoSummary) -> None:
+    root = shop.root
+    assert sorted(p.name for p in (root / "sources" / "orders").iterdir()) == [
+        f"orders-2025-Q{q}.csv" for q in range(1, 5)
+    ]
+    header = (root / orders_file(1)).read_text(encoding="utf-8").splitlines()[0]
+    assert header == "order_id,customer_id,product_id,quantity,unit_price,status,ordered_at,country"
+    customers = (root / CUSTOMERS_FILE).read_text(encoding="utf-8").splitlines()
+    assert len(customers) == 10_001  # the last one is cut off
+    with closing(sqlite3.connect(root / SHOP_DB)) as db:
+        assert db.execute("select count(*) from products").fetchone() == (500,)
+    with lakebed.open(root) as lh:
+        sources = lh.sources()
+        assert list(sources) == list(SOURCES)
+        assert {name: str(spec.target) for name, spec in sources.items()} == {
+            "shop_customers": "bronze.customers",
+            "shop_products": "bronze.products",
+            "shop_orders": "bronze.orders",
+        }
+        assert {name: spec.config.kind for name, spec in sources.items()} == {
+            "shop_customers": "files",
+            "shop_products": "sql",
+            "shop_orders": "files",
+        }
+
+
 def test_same_seed_gives_the_same_tables(shop: DemoSummary, tmp_path: Path) -> None:
     again = build_shop(tmp_path / "again", orders=ORDERS, seed=7)
+    assert source_digests(again.root) == source_digests(shop.root)
     for name, sql in SNAPSHOT_QUERIES.items():
         assert query(again.root, sql).equals(query(shop.root, sql)), name
     assert query(again.root, SAMPLE_QUERY).equals(query(shop.root, SAMPLE_QUERY))
@@ -95,8 +175,110 @@ def test_bronze_orders_hold_duplicates_and_bad_rows(shop: DemoSummary) -> None:
     assert counts["duplicates"] == ORDERS // 500
     assert counts["no_customer"] > 0
     assert counts["bad_quantity"] > 0
-    loads = scalar(shop.root, "select count(distinct _ingested_at) from bronze.orders")
-    assert loads == 4  # one append per quarter
+    files = query(
+        shop.root, "select distinct _origin, _source from bronze.orders order by all"
+    ).to_pylist()
+    assert files == [
+        {"_origin": orders_file(q).as_posix(), "_source": "shop_orders"} for q in range(1, 5)
+    ]
+
+
+def test_malformed_records_are_in_the_ingestion_quarantine_with_error_and_origin(
+    shop: DemoSummary,
+) -> None:
+    lines = order_lines(shop.root)
+    rejects = query(
+        shop.root, "select _source, _origin, error, raw from quarantine.shop_orders"
+    ).to_pylist()
+    assert {r["_source"] for r in rejects} == {"shop_orders"}
+    expected = {  # what the error says → the export it is in
+        "CSV parse error: Expected 8 columns, got 7": 2,
+        "CSV parse error: Expected 8 columns, got 9": 2,
+        "CSV parse error: the quoted field opened here is not closed properly": 2,
+        "column quantity: 'three' is not a int64": 3,
+    }
+    assert len(rejects) == len(expected)
+    for fragment, quarter in expected.items():
+        (reject,) = [r for r in rejects if fragment in r["error"]]
+        where, number = origin(reject["_origin"])
+        assert where == orders_file(quarter).as_posix()
+        line = lines[where, number]
+        if "three" in fragment:
+            # Parsed, then rejected by type: the raw record is the parsed row.
+            assert line.split(",")[3] == "three"
+            assert '"quantity": "three"' in reject["raw"]
+            assert reject["raw"].startswith(f'{{"order_id": {line.split(",")[0]},')
+        else:
+            assert reject["raw"].rstrip("\n") == line  # the line as it is in the file
+
+    (customer,) = query(
+        shop.root, "select _source, _origin, error, raw from quarantine.shop_customers"
+    ).to_pylist()
+    last = (shop.root / CUSTOMERS_FILE).read_text(encoding="utf-8").splitlines()[-1]
+    assert customer["_source"] == "shop_customers"
+    assert customer["_origin"] == f"{CUSTOMERS_FILE.as_posix()}:10001"
+    assert customer["error"].startswith("invalid JSON")
+    assert customer["raw"] == last
+    assert {(load.source, load.quarantined) for load in shop.loads} == {
+        ("shop_customers", 1),
+        ("shop_products", 0),
+        ("shop_orders", 4),
+    }
+
+
+def test_bronze_holds_every_other_record_exactly_once(shop: DemoSummary) -> None:
+    lines = order_lines(shop.root)
+    rejected = {
+        origin(text)
+        for text in query(shop.root, "select _origin from quarantine.shop_orders")
+        .column(0)
+        .to_pylist()
+    }
+    bronze = query(shop.root, "select _origin, _origin_row, order_id from bronze.orders")
+    files, rows = bronze.column("_origin").to_pylist(), bronze.column("_origin_row").to_pylist()
+    loaded = list(zip(files, rows, strict=True))
+    assert len(set(loaded)) == len(loaded)  # no line twice
+    assert not rejected & set(loaded)
+    assert rejected | set(loaded) == set(lines)  # and none lost
+    assert len(loaded) == len(lines) - len(rejected)
+    # Each bronze row is the record on its line.
+    ids = bronze.column("order_id").to_pylist()
+    assert all(lines[at].split(",", 1)[0] == str(i) for at, i in zip(loaded, ids, strict=True))
+
+    customers = query(
+        shop.root,
+        "select count(*) as n, count(distinct customer_id) as ids, "
+        "count(distinct _origin_row) as lines, max(_origin_row) as last from bronze.customers",
+    ).to_pylist()[0]
+    assert customers == {"n": 10_000, "ids": 10_000, "lines": 10_000, "last": 10_000}
+    with closing(sqlite3.connect(shop.root / SHOP_DB)) as db:
+        (products,) = db.execute("select count(*) from products").fetchone()
+    assert scalar(shop.root, "select count(distinct product_id) from bronze.products") == products
+    assert scalar(shop.root, "select count(*) from bronze.products") == products
+    assert {load.source: load.rows for load in shop.loads} == {
+        "shop_customers": 10_000,
+        "shop_products": products,
+        "shop_orders": len(loaded),
+    }
+
+
+def test_rerunning_ingestion_loads_nothing_new(tmp_path: Path) -> None:
+    built = build_shop(tmp_path / "shop", orders=2_000)
+    tables = [
+        "bronze.customers",
+        "bronze.products",
+        "bronze.orders",
+        "quarantine.shop_customers",
+        "quarantine.shop_orders",
+    ]
+    with lakebed.open(built.root) as lh:
+        before = {name: lh.table(name).version() for name in tables}
+        again = [lh.ingest(source) for source in SOURCES]
+        after = {name: lh.table(name).version() for name in tables}
+    assert [(s.source, s.rows, s.quarantined, s.batches) for s in again] == [
+        (source, 0, 0, 0) for source in SOURCES
+    ]
+    assert after == before
 
 
 def test_silver_orders_have_unique_order_ids_and_no_bad_rows(shop: DemoSummary) -> None:
@@ -200,7 +382,11 @@ def test_catalog_records_domains_owners_and_descriptions(shop: DemoSummary) -> N
     assert records["silver.orders"].domain == "sales"
     assert records["silver.orders"].owner == "sales-data@shop.example"
     assert records["gold.product_sales"].owner == "catalog-team@shop.example"
-    assert "pii" in records["silver.customers"].tags
+    assert records["bronze.orders"].owner == "sales-data@shop.example"
+    assert records["bronze.products"].owner == "catalog-team@shop.example"
+    assert records["quarantine.shop_orders"].domain == "sales"
+    for name in ("bronze.customers", "quarantine.shop_customers", "silver.customers"):
+        assert "pii" in records[name].tags
     assert all(record.description for record in records.values())
 
 
@@ -212,6 +398,7 @@ def test_progress_reports_each_step_in_order(tmp_path: Path) -> None:
     assert done[0] == 0
     assert seen[-1][1] == seen[-1][2]  # ends with everything done
     assert any("silver.orders" in step[0] for step in seen)
+    assert any(step[0].startswith("ingesting shop_orders (4/4 files") for step in seen)
 
 
 def test_refuses_a_folder_that_holds_a_project(shop: DemoSummary) -> None:
@@ -226,6 +413,9 @@ def test_examples_ship_a_valid_shop_config() -> None:
     assert set(config.domains) == {"sales", "catalog"}
     assert config.domains["sales"].owner == "sales-data@shop.example"
     assert (folder / "README.md").is_file()
+    sources = load_sources(config.sources, folder)
+    assert list(sources) == list(SOURCES)
+    assert all(spec.config.description and spec.config.owner for spec in sources.values())
 
 
 @pytest.mark.slow
@@ -242,5 +432,8 @@ def test_full_demo_through_the_cli(tmp_path: Path) -> None:
         orders = lh.sql("select count(*) from silver.orders").scalar()
         quarantined = lh.sql("select count(*) from quarantine.orders").scalar()
         bronze = lh.sql("select count(*) from bronze.orders").scalar()
+        rejected = lh.sql("select count(*) from quarantine.shop_orders").scalar()
     assert orders > 990_000
     assert bronze == orders + quarantined
+    assert rejected == 4
+    assert bronze + rejected == len(order_lines(target))

@@ -1,28 +1,40 @@
 """The shop demo: a year of a small online shop's orders through bronze, silver and gold.
 
 `build_shop` writes a project folder (the `examples/shop` config) and builds it with the
-public API only: generated data is written to bronze, `lh.sql(...)` types, deduplicates and
-checks it into silver (bad rows to quarantine, with the reason), and aggregates gold marts.
-The data comes from numpy's `default_rng(seed)`, so a seed always gives the same tables.
+public API only. First it writes the shop's raw data into the folder's `sources/` as the
+shop delivers it: the orders as one CSV export per quarter, the customers as NDJSON and the
+product catalog in a SQLite database, with the odd malformed record real exports have.
+`lh.ingest(...)` loads each source declared in lakebed.yml into bronze through the `files`
+and `sql` connectors (records that cannot be parsed or typed go to `quarantine.<source>`);
+`lh.sql(...)` then types, deduplicates and checks bronze into silver (rows that break a
+business rule go to `quarantine.orders`, with the reason) and aggregates gold marts.
+The data comes from numpy's `default_rng(seed)`, so a seed always gives the same sources
+and the same tables.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 import lakebed
 from lakebed.config import CONFIG_FILE, STATE_DIR
 from lakebed.errors import ConfigError
+from lakebed.ingest import IngestSummary
 from lakebed.lakehouse import Lakehouse
-from lakebed.storage import LAYERS
+from lakebed.storage import LAYERS, TableName
 
 __all__ = [
     "SAMPLE_QUERY",
@@ -101,13 +113,15 @@ class BuiltTable:
 
 @dataclass(frozen=True)
 class DemoSummary:
-    """What `build_shop` made: the project folder, its tables and a query to try."""
+    """What `build_shop` made: the project folder, its tables, a query to try and what each
+    source's ingestion loaded and quarantined."""
 
     root: Path
     tables: list[BuiltTable]
     sample_query: str
     orders: int
     seed: int
+    loads: list[IngestSummary] = field(default_factory=list)
 
 
 def examples_dir() -> Path:
@@ -239,28 +253,182 @@ def _orders(
     return table.take(pa.array(order[np.argsort(order, kind="stable")]))
 
 
-def _quarters(orders: pa.Table) -> list[tuple[pa.Table, datetime]]:
-    """Split orders into quarterly loads, each stamped with when it was ingested."""
+# -- the shop's exports (the raw sources in the project folder) -------------------------------
+
+# Where each export lands, relative to the project folder (lakebed.yml names the same paths).
+ORDERS_DIR = Path("sources/orders")
+CUSTOMERS_FILE = Path("sources/customers.ndjson")
+SHOP_DB = Path("sources/shop.db")
+# The sources lakebed.yml declares, in the order the demo loads them.
+SOURCES = ("shop_customers", "shop_products", "shop_orders")
+ORDER_COLUMNS = (
+    "order_id",
+    "customer_id",
+    "product_id",
+    "quantity",
+    "unit_price",
+    "status",
+    "ordered_at",
+    "country",
+)
+_STATUS, _QUANTITY = ORDER_COLUMNS.index("status"), ORDER_COLUMNS.index("quantity")
+
+
+def orders_file(quarter: int) -> Path:
+    """The export of one quarter's orders (1-4), relative to the project folder."""
+    return ORDERS_DIR / f"orders-2025-Q{quarter}.csv"
+
+
+def _deliver(path: Path, data: bytes, delivered: datetime) -> None:
+    """Write one export, dated when the shop delivered it (its modification time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (delivered.timestamp(), delivered.timestamp()))
+
+
+def _single_rows(lines: list[bytes], rng: np.random.Generator, count: int) -> list[int]:
+    """Up to `count` data lines (indexes into `lines`, header at 0) of orders sent once."""
+    last = len(lines) - 1
+    if last < 1:
+        return []
+    candidates = rng.permutation(np.arange(1, last + 1))[: 8 * count]
+    picked: list[int] = []
+    for index in sorted(int(i) for i in candidates):
+        key = lines[index].split(b",", 1)[0]
+        before = lines[index - 1].split(b",", 1)[0]
+        after = lines[index + 1].split(b",", 1)[0] if index < last else b""
+        if key not in (before, after) and all(abs(index - p) > 1 for p in picked):
+            picked.append(index)
+    return sorted(picked[:count])
+
+
+def _garble(data: bytes, quarter: int, rng: np.random.Generator) -> bytes:
+    """One quarter's CSV export with the faults the shop's exporter makes now and then.
+
+    Q2 has a row that lost its last field, a row with an unquoted comma in the status (one
+    field too many) and a row whose status opens a quote it never closes: the files
+    connector rejects each of them. Q3 has a quantity spelled out ("three"): the file
+    parses, but the value does not fit the integer column bronze has from Q1 (the first
+    file loaded), so the runner rejects it.
+    """
+    if quarter not in (2, 3):
+        return data
+    lines = data.rstrip(b"\n").split(b"\n")
+    if quarter == 2:
+        rows = _single_rows(lines, rng, 3)
+        faults = [_drop_last_field, _unquoted_comma, _unclosed_quote][: len(rows)]
+    else:
+        rows = _single_rows(lines, rng, 1)
+        faults = [_spelled_quantity][: len(rows)]
+    for index, fault in zip(rows, faults, strict=True):
+        lines[index] = fault(lines[index])
+    return b"\n".join(lines) + b"\n"
+
+
+def _drop_last_field(line: bytes) -> bytes:
+    return line.rsplit(b",", 1)[0]
+
+
+def _unquoted_comma(line: bytes) -> bytes:
+    fields = line.split(b",")
+    fields[_STATUS] += b", left with neighbour"
+    return b",".join(fields)
+
+
+def _unclosed_quote(line: bytes) -> bytes:
+    fields = line.split(b",")
+    fields[_STATUS] = b'"' + fields[_STATUS]
+    return b",".join(fields)
+
+
+def _spelled_quantity(line: bytes) -> bytes:
+    fields = line.split(b",")
+    fields[_QUANTITY] = b"three"
+    return b",".join(fields)
+
+
+def _write_orders(root: Path, orders: pa.Table, rng: np.random.Generator) -> None:
+    """The orders as the shop exports them: a CSV file per quarter, the morning after it."""
     months = pc.cast(pc.utf8_slice_codeunits(orders.column("ordered_at"), 5, 7), pa.int32())
-    batches = []
-    for quarter in range(QUARTERS):
-        mask = pc.and_(pc.greater(months, quarter * 3), pc.less_equal(months, (quarter + 1) * 3))
-        # Each quarter is loaded on the morning after it ends.
-        if quarter < QUARTERS - 1:
-            loaded_at = datetime(2025, 4 + quarter * 3, 1, 6, tzinfo=UTC)
+    header = ",".join(ORDER_COLUMNS).encode() + b"\n"
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    typed = False  # whether an earlier file has rows, so bronze has typed columns
+    for quarter in range(1, QUARTERS + 1):
+        in_quarter = pc.and_(
+            pc.greater(months, (quarter - 1) * 3), pc.less_equal(months, quarter * 3)
+        )
+        rows = orders.filter(in_quarter).select(list(ORDER_COLUMNS))
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(rows, sink, options)
+        data = header + sink.getvalue().to_pybytes()
+        if typed:
+            data = _garble(data, quarter, rng)
+        typed = typed or rows.num_rows > 0
+        if quarter < QUARTERS:
+            delivered = datetime(2025, 1 + quarter * 3, 1, 6, tzinfo=UTC)
         else:
-            loaded_at = datetime(2026, 1, 1, 6, tzinfo=UTC)
-        batches.append((orders.filter(mask), loaded_at))
-    return batches
+            delivered = datetime(2026, 1, 1, 6, tzinfo=UTC)
+        _deliver(root / orders_file(quarter), data, delivered)
 
 
-def _lineage(table: pa.Table, source: str, loaded_at: datetime) -> pa.Table:
-    table = table.append_column("_source", pa.array([source] * table.num_rows, pa.string()))
-    stamp = pa.array([loaded_at] * table.num_rows, pa.timestamp("us", tz="UTC"))
-    return table.append_column("_ingested_at", stamp)
+def _write_customers(root: Path, customers: pa.Table) -> None:
+    """The customers as NDJSON, one object per line. The export was cut off while it wrote
+    its last record (a customer who signed up as it ran): that line is not valid JSON."""
+    lines = [json.dumps(row, ensure_ascii=False) for row in customers.to_pylist()]
+    last = {
+        "customer_id": customers.num_rows + 1,
+        "name": "Zoe Young",
+        "email": f"zoe.young{customers.num_rows + 1}@example.com",
+        "country": "NL",
+        "signup_date": "2025-12-31",
+    }
+    cut = json.dumps(last)
+    lines.append(cut[: len(cut) // 2])
+    text = "\n".join(lines)
+    _deliver(root / CUSTOMERS_FILE, text.encode(), datetime(2026, 1, 1, 5, tzinfo=UTC))
+
+
+def _write_products(root: Path, products: pa.Table, rng: np.random.Generator) -> None:
+    """The product catalog as the shop's SQLite database holds it."""
+    seconds = rng.integers(0, 365 * 86_400, products.num_rows)
+    base = np.datetime64("2024-01-01T00:00:00", "s")
+    # SQLAlchemy's own text form for SQLite timestamps: the connector's cursor compares
+    # stored values with a bound parameter written the same way.
+    updated = [
+        f"{stamp.replace('T', ' ')}.000000"
+        for stamp in np.datetime_as_string(base + seconds.astype("timedelta64[s]"), unit="s")
+    ]
+    path = root / SHOP_DB
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    rows = zip(
+        products.column("product_id").to_pylist(),
+        products.column("name").to_pylist(),
+        products.column("category").to_pylist(),
+        products.column("price").to_pylist(),
+        updated,
+        strict=True,
+    )
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(
+            """create table products (
+                   product_id integer primary key,
+                   name text not null,
+                   category text not null,
+                   price text not null,  -- SQLite has no decimal type: prices as text
+                   updated_at timestamp not null
+               )"""
+        )
+        db.executemany("insert into products values (?, ?, ?, ?, ?)", rows)
+        db.commit()
 
 
 # -- transformations (SQL over the lakehouse) ------------------------------------------------
+
+# The bronze tables hold the columns as the connectors typed them: from the CSV and NDJSON
+# files integers, a double unit_price and a UTC ordered_at; from SQLite the declared types
+# (the price is text there). Each also has the ingestion columns `_ingested_at`, `_source`,
+# `_load_id` and the record's origin, `_origin` (file or table) and `_origin_row` (line).
 
 SILVER_CUSTOMERS = """\
 select customer_id,
@@ -288,7 +456,8 @@ with checked as (
                when o.quantity <= 0 then 'non-positive quantity'
                when p.product_id is null then 'unknown product_id'
                when row_number() over (
-                   partition by o.order_id order by o._ingested_at
+                   partition by o.order_id
+                   order by o._ingested_at, o._origin, o._origin_row
                ) > 1 then 'duplicate order_id'
            end as reason
     from bronze.orders o
@@ -316,7 +485,7 @@ QUARANTINE_ORDERS = f"""\
 select * exclude (reason), reason, 'bronze.orders' as source_table
 from checked
 where reason is not null
-order by order_id, _ingested_at"""
+order by order_id, _ingested_at, _origin, _origin_row"""
 
 GOLD_DAILY_REVENUE = f"""\
 select cast(ordered_at as date) as order_date,
@@ -424,7 +593,23 @@ def _prepare(target: Path) -> None:
     source = examples_dir() / "shop"
     for item in ("lakebed.yml", "README.md"):
         shutil.copy2(source / item, target / item)
-    (target / ".gitignore").write_text(f"{STATE_DIR}/\nlakehouse/\n", encoding="utf-8")
+    # The sources are generated: `lakebed demo` writes them again.
+    ignored = f"{STATE_DIR}/\nlakehouse/\nsources/\n"
+    (target / ".gitignore").write_text(ignored, encoding="utf-8")
+
+
+def _write_sources(root: Path, orders: int, seed: int) -> None:
+    """Generate the shop's data and write its exports into `root/sources`."""
+    rng = np.random.default_rng(seed)
+    customers = _customers(rng)
+    products, price_cents = _products(rng)
+    raw_orders = _orders(rng, orders, customers.column("country").combine_chunks(), price_cents)
+    # A stream of its own for how the data is delivered (catalog dates, export faults), so
+    # those never shift the business data a seed gives.
+    delivery = np.random.default_rng([seed, 1])
+    _write_customers(root, customers)
+    _write_products(root, products, delivery)
+    _write_orders(root, raw_orders, delivery)
 
 
 def build_shop(
@@ -434,8 +619,12 @@ def build_shop(
     seed: int = 7,
     progress: Progress | None = None,
 ) -> DemoSummary:
-    """Build the shop lakehouse in `target` (a new folder) and return what it holds."""
-    steps = 3 + QUARTERS + len(TRANSFORMS)
+    """Build the shop lakehouse in `target` (a new folder) and return what it holds.
+
+    Writes the sources into `target/sources`, ingests them into bronze through the
+    connectors lakebed.yml declares, then builds silver, quarantine and gold with SQL.
+    """
+    steps = 1 + len(SOURCES) + len(TRANSFORMS)
     done = 0
 
     def step(message: str) -> None:
@@ -444,40 +633,36 @@ def build_shop(
             progress(message, done, steps)
         done += 1
 
+    def reporter(source: str) -> Callable[[str, int, int | None], None]:
+        """Passes the connector's progress (files, rows) on as the current step's message."""
+        current = done - 1
+        read: dict[str, str] = {}
+
+        def report(unit: str, count: int, total: int | None) -> None:
+            if progress is None or unit not in ("files", "rows"):
+                return
+            read[unit] = f"{count:,}/{total:,} {unit}" if total is not None else f"{count:,} {unit}"
+            progress(f"ingesting {source} ({', '.join(read.values())})", current, steps)
+
+        return report
+
     target = Path(target).expanduser().resolve()
     _prepare(target)
-    step(f"generating {orders:,} orders")
-    rng = np.random.default_rng(seed)
-    customers = _customers(rng)
-    products, price_cents = _products(rng)
-    raw_orders = _orders(rng, orders, customers.column("country").combine_chunks(), price_cents)
+    step(f"generating {orders:,} orders into sources/")
+    _write_sources(target, orders, seed)
 
     with Lakehouse(target) as lh, lh.track_run("demo", "shop", orders=orders, seed=seed) as run:
-        dump = datetime(2025, 1, 1, 5, tzinfo=UTC)
-        step("bronze.customers")
-        lh.write(
-            "bronze.customers",
-            _lineage(customers, "shop-db.customers", dump),
-            description="Customers as extracted from the shop database.",
-            domain="sales",
-            tags=["pii"],
-        )
-        step("bronze.products")
-        lh.write(
-            "bronze.products",
-            _lineage(products, "shop-db.products", dump),
-            description="Products as extracted from the shop database.",
-            domain="catalog",
-        )
-        for quarter, (batch, loaded_at) in enumerate(_quarters(raw_orders), start=1):
-            step(f"bronze.orders (Q{quarter} load)")
-            lh.write(
-                "bronze.orders",
-                _lineage(batch, "shop-db.orders", loaded_at),
-                description="Orders as delivered by the shop database, one load per quarter.",
-                domain="sales",
-            )
-        del raw_orders  # bronze holds them now; keep the peak memory of the build down
+        loads: list[IngestSummary] = []
+        for source in SOURCES:
+            step(f"ingesting {source}")
+            loads.append(lh.ingest(source, report=reporter(source)))
+        # Sources declare no tags: mark the tables that hold personal data here.
+        for name in ("bronze.customers", "quarantine.shop_customers"):
+            if lh.storage.exists(TableName.parse(name)):
+                table = lh.table(name)
+                lh.metastore.upsert_table(
+                    name, layer=table.name.layer, path=table.path, tags=["pii"]
+                )
         for transform in TRANSFORMS:
             step(transform.table)
             result = lh.sql(transform.query)
@@ -504,4 +689,4 @@ def build_shop(
         ]
         run.rows = sum(table.rows for table in built)
         run.bytes = sum(table.size_bytes for table in built)
-    return DemoSummary(target, built, SAMPLE_QUERY, orders, seed)
+    return DemoSummary(target, built, SAMPLE_QUERY, orders, seed, loads)
