@@ -33,12 +33,29 @@ def origin_text(location: pa.Array, position: pa.Array, index: int) -> str:
     return str(where) if at is None else f"{where}:{at}"
 
 
-def _castable(value: object, target: pa.DataType) -> bool:
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def _casts(values: pa.Array, target: pa.DataType) -> bool:
     try:
-        pa.array([value]).cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        values.cast(target)
+    except _CAST_ERRORS:
         return False
     return True
+
+
+def _failing(values: pa.Array, target: pa.DataType, offset: int = 0) -> list[int]:
+    """Indices of the values that cannot be cast: halve the failing range until it is small,
+    so one bad value among millions costs a few whole-column casts, not millions of tiny
+    ones."""
+    if _casts(values, target):
+        return []
+    if len(values) <= 64:
+        return [offset + i for i in range(len(values)) if not _casts(values.slice(i, 1), target)]
+    half = len(values) // 2
+    return _failing(values.slice(0, half), target, offset) + _failing(
+        values.slice(half), target, offset + half
+    )
 
 
 def _record_text(data: pa.Table, index: int) -> str:
@@ -80,12 +97,12 @@ def conform(
             continue
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             pass
-        values = column.to_pylist()
-        failing = [i for i, v in enumerate(values) if v is not None and not _castable(v, target)]
+        failing = _failing(column.combine_chunks(), target)
         for index in failing:
             bad[index] = True
-            reasons.setdefault(index, f"column {name}: {values[index]!r} is not a {target}")
-        mask = np.zeros(len(values), dtype=bool)
+            value = column[index].as_py()
+            reasons.setdefault(index, f"column {name}: {value!r} is not a {target}")
+        mask = np.zeros(len(column), dtype=bool)
         mask[failing] = True
         cleaned = pc.if_else(pa.array(mask), pa.scalar(None, column.type), column)
         columns[name] = cleaned.cast(target)

@@ -231,12 +231,17 @@ class SqlConnector(Connector):
 
         values = table.column(name)
         top = pc.max(values)
-        state_delta = {
-            "cursor": _cursor_to_state(top.as_py()),
-            "boundary": sorted(
-                _row_hash(row) for row in table.filter(pc.equal(values, top)).to_pylist()
-            ),
-        }
+        boundary_now = {_row_hash(row) for row in table.filter(pc.equal(values, top)).to_pylist()}
+        if last is not None and _before(top.as_py(), last):
+            # The cursor never moves back: that would load rows at later values again.
+            state_delta = {"cursor": _cursor_to_state(last), "boundary": sorted(boundary)}
+        else:
+            if last is not None and top.as_py() == last:
+                boundary_now |= boundary
+            state_delta = {
+                "cursor": _cursor_to_state(top.as_py()),
+                "boundary": sorted(boundary_now),
+            }
         if last is not None and boundary:
             table = _drop_loaded(table, name, last, boundary)
         if table.num_rows == 0:
@@ -441,6 +446,13 @@ def _origins(table_name: str, values: pa.ChunkedArray | None, rows: int) -> RowO
         suffix = "Z"
     text = pc.cast(values, pa.string()).combine_chunks()
     return RowOrigins(pc.binary_join_element_wise(f"{table_name}:", text, suffix, ""), numbers)
+
+
+def _before(value: Any, last: Any) -> bool:
+    try:
+        return bool(value < last)
+    except TypeError:  # naive vs aware times, or mixed types: cannot tell, keep going
+        return False
 
 
 def _cursor_to_state(value: Any) -> Any:

@@ -88,6 +88,7 @@ class ReadPlan:
     cursor: PlannedColumn | None
     chunk_size: int
     postgres: bool
+    sqlite: bool = False
 
     @property
     def schema(self) -> pa.Schema | None:
@@ -107,7 +108,17 @@ class ReadPlan:
         sql = f"SELECT {', '.join(items)} FROM {self.source_sql}"
         if incremental and self.cursor is not None:
             quoted = self.cursor.quoted
-            sql += f" WHERE {quoted} >= {_CURSOR_SLOT} ORDER BY {quoted}"
+            kind = self.cursor.arrow_type
+            slot = _CURSOR_SLOT
+            if (
+                self.sqlite
+                and kind is not None
+                and (pa.types.is_timestamp(kind) or pa.types.is_date(kind))
+            ):
+                # SQLite keeps times as text in whatever format was written ('T' or ' '):
+                # compare them as instants, not as strings.
+                quoted, slot = f"julianday({quoted})", f"julianday({_CURSOR_SLOT})"
+            sql += f" WHERE {quoted} >= {slot} ORDER BY {quoted}"
         return sql
 
 
@@ -159,7 +170,8 @@ def resolve_plan(
                 f"cursor column {cursor} is not an integer, timestamp or date column",
                 hint="pick a column whose values only grow, such as updated_at or an id",
             )
-    return ReadPlan(source_sql, tuple(found), planned_cursor, chunk_size, postgres)
+    sqlite = conn.dialect.name == "sqlite"
+    return ReadPlan(source_sql, tuple(found), planned_cursor, chunk_size, postgres, sqlite)
 
 
 def _is_cursor_type(kind: pa.DataType) -> bool:
