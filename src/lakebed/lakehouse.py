@@ -16,7 +16,14 @@ import pyarrow as pa
 
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
 from lakebed.errors import ConfigError, StorageError, TableNotFoundError
-from lakebed.ingest import IngestRun, IngestSummary, SourceSpec, load_sources, source_state
+from lakebed.ingest import (
+    IngestRun,
+    IngestSummary,
+    SourceSpec,
+    load_sources,
+    rewind_state,
+    source_state,
+)
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.storage import (
@@ -116,6 +123,10 @@ class Lakehouse:
             self._snapshots[table.name] = snapshot
         if self.metastore.get_table(str(table.name)) is None:
             self._register(table)
+        if result.operation == "RESTORE" and "restored_version" in result.metrics:
+            for spec in self.sources().values() if self.config.sources else ():
+                if spec.target == table.name:
+                    rewind_state(self, spec, int(result.metrics["restored_version"]))
         self.metastore.record_write(
             str(table.name),
             version=snapshot.version,

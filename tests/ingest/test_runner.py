@@ -295,3 +295,32 @@ def test_row_origins_give_location_and_position_columns(tmp_path: Path) -> None:
         legacy = Batch(pa.table({"id": [1]}), ["https://api/x?page=2:7"], {})
         assert [c.to_pylist() for c in legacy.origin_columns()] == [["https://api/x?page=2"], [7]]
         assert spec.app_id == "lakebed-ingest:events"
+
+
+def test_restoring_bronze_rewinds_the_source_so_the_lost_rows_load_again(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    _batches(root, {"rows": [{"id": 1, "v": "a"}]}, {"rows": [{"id": 2, "v": "b"}]})
+    with lakebed.open(root) as lh:
+        lh.ingest("events")
+        table = lh.table("bronze.events")
+        first_batch_version = next(
+            h["version"]
+            for h in table.history()
+            if h["operation"] == "WRITE" and '"txn": 1' in str(h.get("lakebed.ingest"))
+        )
+        table.restore(first_batch_version)
+        assert _rows(lh) == [(1, "a")]
+        assert lh.source_state("events")["done"] == 1
+        summary = lh.ingest("events")
+        assert summary.rows == 1
+        assert _rows(lh) == [(1, "a"), (2, "b")]
+
+
+def test_an_empty_first_batch_does_not_define_the_table(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    _batches(root, {"rows": []}, {"rows": [{"id": 1, "v": "a"}]})
+    with lakebed.open(root) as lh:
+        lh.ingest("events")
+        names = lh.table("bronze.events").schema().names
+        assert names[:2] == ["id", "v"]  # the data's columns come first, then lakebed's
+        assert lh.source_state("events")["done"] == 2

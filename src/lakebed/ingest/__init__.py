@@ -13,7 +13,13 @@ from lakebed.ingest.base import (
     deep_merge,
     register_connector,
 )
-from lakebed.ingest.runner import IngestRun, IngestSummary, recover_state, source_state
+from lakebed.ingest.runner import (
+    IngestRun,
+    IngestSummary,
+    recover_state,
+    rewind_state,
+    source_state,
+)
 from lakebed.ingest.sources import SourceSpec, load_sources
 
 __all__ = [
@@ -33,5 +39,6 @@ __all__ = [
     "load_sources",
     "recover_state",
     "register_connector",
+    "rewind_state",
     "source_state",
 ]

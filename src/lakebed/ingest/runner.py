@@ -119,6 +119,31 @@ def recover_state(catalog: Catalog, spec: SourceSpec) -> tuple[int, dict[str, An
     return committed, state
 
 
+def rewind_state(catalog: Catalog, spec: SourceSpec, restored_version: int) -> None:
+    """After the bronze table was restored to an earlier version, make the source's state
+    what was committed up to that version, so the next run loads the rest again.
+
+    The table keeps its highest transaction number (a restore does not undo application
+    transactions), so the rewound state is stored under it and the next batch goes on
+    from there.
+    """
+    table = catalog.table(spec.target)
+    committed = table.transaction_version(spec.app_id) or 0
+    state: dict[str, Any] = {}
+    entries = [e for e in table.history() if int(e.get("version", -1)) <= restored_version]
+    for entry in sorted(entries, key=lambda e: int(e["version"])):
+        raw = entry.get(STATE_KEY)
+        if raw is None:
+            continue
+        record = json.loads(raw) if isinstance(raw, str) else raw
+        if record.get("source") == spec.name:
+            state = deep_merge(state, record.get("delta") or {})
+    catalog.metastore.clear_source_state(spec.name)
+    catalog.metastore.set_source_state(
+        spec.name, target=str(spec.target), txn_version=committed, state=state
+    )
+
+
 def _with_metadata(fitted: Conformed, source: str, load_id: str, at: datetime) -> pa.Table:
     """The records plus lakebed's columns: when, from which source and load, and where."""
     data = fitted.data
@@ -261,6 +286,14 @@ class IngestRun:
                     spec.config.schema_policy,
                 )
                 rejects = batch.rejects + fitted.rejects
+                if table_schema is None and fitted.data.num_columns == 0 and not rejects:
+                    # Nothing to define the table with yet (an empty file): remember the
+                    # file only; reading it again after a crash would add nothing.
+                    state = deep_merge(state, batch.state_delta)
+                    self.catalog.metastore.set_source_state(
+                        spec.name, target=str(spec.target), txn_version=txn, state=state
+                    )
+                    continue
                 data = _with_metadata(fitted, spec.name, load_id, at)
                 txn += 1
                 if rejects:

@@ -530,7 +530,7 @@ class Table:
             )
         with self._errors("restore"):
             metrics = dt.restore(as_of)
-        return self._latest("RESTORE", metrics)
+        return self._latest("RESTORE", {**metrics, "restored_version": as_of})
 
     def optimize(
         self, *, zorder_by: list[str] | None = None, target_size: int | None = None
