@@ -143,6 +143,9 @@ def register(app: typer.Typer) -> None:
         Example: [bold]lakebed ingest orders customers[/bold]
         """
         with open_project(ctx, project) as lh:
+            if not lh.sources():
+                stdout().print("no sources declared; add them under `sources:` in lakebed.yml")
+                return
             summaries = ingest_sources(lh, names or [], stdout(), stderr())
         if any(s.status != "success" for s in summaries):
             raise typer.Exit(1)
