@@ -13,6 +13,7 @@
     ├── MetastoreError               the catalog / run log database failed
     ├── IngestError                  a source could not be read into bronze
     │   ├── SourceUnavailableError   the source did not answer, after retries (Retryable)
+    │   ├── SourceAuthError          the source refused the credentials
     │   └── SchemaContractError      records break a source's `schema: freeze` contract
     └── QueryError                   a SQL query failed
         └── SqlSyntaxError           the SQL does not parse
@@ -167,3 +168,7 @@ class SourceUnavailableError(IngestError, Retryable):
 
 class SchemaContractError(IngestError, Terminal):
     """Raised when records break a `schema: freeze` contract (new or mistyped fields)."""
+
+
+class SourceAuthError(IngestError, Terminal):
+    """Raised when a source refuses the credentials: retrying cannot help until they change."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lakebed.errors import IngestError, SourceUnavailableError
+from lakebed.errors import IngestError, SourceAuthError, SourceUnavailableError
 from lakebed.ingest.connectors import file_systems
 from services.s3 import S3Server
 from services.sshd import SshdServer
@@ -130,7 +130,7 @@ def test_sftp_wrong_password_fails_at_once_as_authentication(
         "sftp": {"password": "not-the-password", "known_hosts": str(sftp_server.known_hosts)},
     }
     started = time.monotonic()
-    with pytest.raises(SourceUnavailableError, match="authentication failed") as error:
+    with pytest.raises(SourceAuthError, match="authentication failed") as error:
         run_files(options)
     assert time.monotonic() - started < slow_retries[0]  # no retry
     assert f"127.0.0.1:{sftp_server.port}" in str(error.value)
@@ -146,7 +146,7 @@ def test_sftp_unauthorized_key_fails_as_authentication(
     options = _sftp_options(
         sftp_server, f"{served}/*.csv", private_key_file=str(sftp_server.other_key)
     )
-    with pytest.raises(SourceUnavailableError, match="authentication failed"):
+    with pytest.raises(SourceAuthError, match="authentication failed"):
         run_files(options)
 
 
@@ -256,7 +256,7 @@ def test_s3_wrong_secret_fails_at_once_as_authentication(
         "s3": s3_server.options(secret_access_key="wrong-secret"),
     }
     started = time.monotonic()
-    with pytest.raises(SourceUnavailableError, match="authentication failed") as error:
+    with pytest.raises(SourceAuthError, match="authentication failed") as error:
         run_files(options)
     assert time.monotonic() - started < slow_retries[0]
     assert "SignatureDoesNotMatch" in str(error.value)

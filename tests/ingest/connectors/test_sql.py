@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from lakebed.errors import IngestError, SourceUnavailableError
+from lakebed.errors import IngestError, SourceAuthError, SourceUnavailableError
 from lakebed.ingest.base import (
     Batch,
     IngestProgress,
@@ -633,7 +633,7 @@ def test_postgres_wrong_password_fails_at_once_without_showing_it(
     monkeypatch.setattr(sql_module.time, "sleep", sleeps.append)
     wrong_password = "Wrong-Pw-0815"
     wrong = right.replace(password, wrong_password)
-    with pytest.raises(SourceUnavailableError, match="password authentication failed") as caught:
+    with pytest.raises(SourceAuthError, match="password authentication failed") as caught:
         run(tmp_path, url=wrong, table="shop.orders", reader=reader)
     assert sleeps == [], "a refused login is not retried"
     shown = [str(caught.value), repr(caught.value)]

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from lakebed.errors import IngestError, SourceUnavailableError
+from lakebed.errors import IngestError, SourceAuthError, SourceUnavailableError
 from lakebed.ingest.base import secret
 
 __all__ = [
@@ -272,7 +272,7 @@ class _RemoteFiles(FileSystem):
             try:
                 return action()
             except _AuthFailedError as exc:
-                raise SourceUnavailableError(
+                raise SourceAuthError(
                     f"authentication failed at {self.where} ({doing} {target}): {exc}",
                     source=self.source,
                     hint=self._auth_hint(),

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from lakebed.errors import IngestError, SourceUnavailableError
+from lakebed.errors import IngestError, SourceAuthError, SourceUnavailableError
 from lakebed.ingest.base import (
     Batch,
     Connector,
@@ -329,7 +329,7 @@ class SqlConnector(Connector):
         source = self.context.name
         lowered = message.lower()
         if _AUTH_FAILURE.search(lowered):
-            return SourceUnavailableError(
+            return SourceAuthError(
                 f"cannot log in to {self._masked}: {message}",
                 source=source,
                 hint="check the user and password in `url`",
