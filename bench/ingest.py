@@ -189,7 +189,12 @@ def ingest_postgres_1m(settings: Settings) -> Contest:
     return Contest(
         lakebed=_lakebed(scratch_dir("ingest-pg-lakebed"), sources, "orders"),
         limit=_write_limit(scratch_dir("ingest-pg-limit"), read_adbc),
-        peer=_dlt("sql", url, scratch_dir("ingest-pg-dlt")),
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; dlt's env has psycopg2.
+        peer=_dlt(
+            "sql",
+            url.replace("postgresql://", "postgresql+psycopg2://"),
+            scratch_dir("ingest-pg-dlt"),
+        ),
         check=_rows_check(rows),
         repeat=3,
         cleanup=cleanup,
