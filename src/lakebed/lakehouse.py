@@ -351,13 +351,14 @@ class Lakehouse:
         *,
         as_of: AsOf | None = None,
         params: list[Any] | None = None,
+        relations: Mapping[str, pa.Table] | None = None,
     ) -> QueryResult:
         """Run a read-only SQL query (DuckDB dialect) over one snapshot of each table.
 
         Tables are named `layer.name`. `as_of` (a version or timestamp) reads every table
         as it was then.
         """
-        return self.engine.sql(query, as_of=as_of, params=params)
+        return self.engine.sql(query, as_of=as_of, params=params, relations=relations)
 
 
 def open(path: str | os.PathLike[str] | None = None) -> Lakehouse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from difflib import get_close_matches
 from functools import lru_cache
 from typing import Any
@@ -184,47 +184,65 @@ class DuckDBEngine:
     # -- running ----------------------------------------------------------------------------
 
     def sql(
-        self, query: str, *, as_of: AsOf | None = None, params: Sequence[Any] | None = None
+        self,
+        query: str,
+        *,
+        as_of: AsOf | None = None,
+        params: Sequence[Any] | None = None,
+        relations: Mapping[str, pa.Table] | None = None,
     ) -> QueryResult:
-        """Run a read-only query against one snapshot of each table it references."""
+        """Run a read-only query against one snapshot of each table it references.
+
+        `relations` are extra Arrow tables the query may name (e.g. the changed rows an
+        incremental model reads instead of a whole table); they exist for this query only.
+        """
         with self._lock:
-            self._pinned: dict[TableName, Snapshot] = {}
-            self._as_of = as_of
-            tree = self._parse(query)
-            refs = self._referenced(tree, query)
-            scanned: dict[str, int] = {}
-            total: dict[str, int] = {}
-            for name, table_refs in refs.items():
-                full = self._pinned[name]
-                pruned = prune(full, table_refs)
-                scanned[str(name)] = pruned.num_files
-                total[str(name)] = full.num_files
-                try:
-                    self._create_view(name, pruned, full)
-                except duckdb.IOException as exc:
-                    raise StorageError(
-                        f"cannot read the files of {name} version {full.version}: {exc}",
-                        table=str(name),
-                        hint="vacuum removes the files of old versions; read a newer version",
-                    ) from exc
-                except duckdb.Error as exc:
-                    raise QueryError(f"cannot scan {name}: {exc}", query=query) from exc
+            for relation_name, relation in (relations or {}).items():
+                self._con.register(relation_name, relation)
             try:
-                relation = self._con.sql(query, params=params)
-                table = relation.to_arrow_table() if relation is not None else pa.table({})
-            except duckdb.ParserException as exc:
-                raise SqlSyntaxError(str(exc), query=query) from exc
-            except duckdb.CatalogException as exc:
-                raise self._catalog_error(exc, query) from exc
+                return self._sql(query, as_of, params)
+            finally:
+                for relation_name in relations or {}:
+                    self._con.unregister(relation_name)
+
+    def _sql(self, query: str, as_of: AsOf | None, params: Sequence[Any] | None) -> QueryResult:
+        self._pinned: dict[TableName, Snapshot] = {}
+        self._as_of = as_of
+        tree = self._parse(query)
+        refs = self._referenced(tree, query)
+        scanned: dict[str, int] = {}
+        total: dict[str, int] = {}
+        for name, table_refs in refs.items():
+            full = self._pinned[name]
+            pruned = prune(full, table_refs)
+            scanned[str(name)] = pruned.num_files
+            total[str(name)] = full.num_files
+            try:
+                self._create_view(name, pruned, full)
             except duckdb.IOException as exc:
                 raise StorageError(
-                    f"cannot read a data file: {exc}",
+                    f"cannot read the files of {name} version {full.version}: {exc}",
+                    table=str(name),
                     hint="vacuum removes the files of old versions; read a newer version",
                 ) from exc
             except duckdb.Error as exc:
-                raise QueryError(str(exc), query=query) from exc
-            versions = {str(n): s.version for n, s in self._pinned.items()}
-            return QueryResult(table, query, versions, scanned, total)
+                raise QueryError(f"cannot scan {name}: {exc}", query=query) from exc
+        try:
+            relation = self._con.sql(query, params=params)
+            table = relation.to_arrow_table() if relation is not None else pa.table({})
+        except duckdb.ParserException as exc:
+            raise SqlSyntaxError(str(exc), query=query) from exc
+        except duckdb.CatalogException as exc:
+            raise self._catalog_error(exc, query) from exc
+        except duckdb.IOException as exc:
+            raise StorageError(
+                f"cannot read a data file: {exc}",
+                hint="vacuum removes the files of old versions; read a newer version",
+            ) from exc
+        except duckdb.Error as exc:
+            raise QueryError(str(exc), query=query) from exc
+        versions = {str(n): s.version for n, s in self._pinned.items()}
+        return QueryResult(table, query, versions, scanned, total)
 
     def _catalog_error(self, exc: duckdb.CatalogException, query: str) -> Exception:
         match = re.search(r"Table with name (\S+) does not exist", str(exc))

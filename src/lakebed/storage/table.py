@@ -100,6 +100,15 @@ def _parse_as_of(as_of: AsOf) -> int | datetime:
 CommitHook = Callable[["Table", "WriteResult"], None]
 
 
+def _key_strings(table: pa.Table, keys: list[str]) -> pa.Array:
+    """One comparable string per row for a (possibly composite) key."""
+    parts = [pc.cast(table.column(k), pa.string()).fill_null("\x00") for k in keys]
+    if len(parts) == 1:
+        return parts[0].combine_chunks()
+    joined = pc.binary_join_element_wise(*parts, "\x1f")
+    return joined.combine_chunks()
+
+
 class Table:
     """A handle on one Delta table; every method reads or commits the latest version."""
 
@@ -436,13 +445,15 @@ class Table:
         when_not_matched: Literal["insert", "ignore"] = "insert",
         delete_unmatched_target: bool = False,
         allow_missing_columns: bool = False,
+        delete_keys: pa.Table | None = None,
         app_transaction: tuple[str, int] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> WriteResult:
         """Upsert by key columns: matched rows are updated, new keys inserted.
 
         `delete_unmatched_target` also deletes target rows whose key is absent from `data`
-        (a full sync). Duplicate keys in `data` are an error: which row would win is undefined.
+        (a full sync); `delete_keys` (key columns only) deletes those keys in the same commit.
+        Duplicate keys in `data` are an error: which row would win is undefined.
         """
         key_list = [keys] if isinstance(keys, str) else list(keys)
         dt = self.delta()
@@ -475,6 +486,10 @@ class Table:
         merge_schema = self._evolve(source, fitted.new_columns)
         dt = self.delta()
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
+        if delete_keys is not None and delete_keys.num_rows:
+            return self._merge_with_deletes(
+                source, key_list, delete_keys, predicate, app_transaction, metadata
+            )
         with self._errors("merge"):
             merger = dt.merge(
                 source,
@@ -495,6 +510,104 @@ class Table:
                 merger = merger.when_not_matched_by_source_delete()
             metrics = merger.execute()
         return self._latest("MERGE", metrics)
+
+    def _merge_with_deletes(
+        self,
+        source: pa.Table,
+        keys: list[str],
+        delete_keys: pa.Table,
+        predicate: str,
+        app_transaction: tuple[str, int] | None,
+        metadata: dict[str, Any] | None,
+    ) -> WriteResult:
+        # One commit for both: deletions ride in the merge source behind a marker column.
+        marker = "__lakebed_delete"
+        upserts = source.append_column(marker, pa.repeat(pa.scalar(False), source.num_rows))
+        doomed = delete_keys.select(keys).cast(source.select(keys).schema)
+        doomed = doomed.group_by(keys).aggregate([]).select(keys)
+        doomed = doomed.filter(
+            pc.invert(pc.is_in(_key_strings(doomed, keys), _key_strings(source, keys)))
+        )
+        columns = {
+            name: doomed.column(name)
+            if name in keys
+            else pa.nulls(doomed.num_rows, source.schema.field(name).type)
+            for name in source.column_names
+        }
+        columns[marker] = pa.repeat(pa.scalar(True), doomed.num_rows)
+        merged = pa.concat_tables([upserts, pa.table(columns, schema=upserts.schema)])
+        assign = {f'"{c}"': f's."{c}"' for c in source.column_names}
+        with self._errors("merge"):
+            metrics = (
+                self.delta()
+                .merge(
+                    merged,
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    writer_properties=WRITER_PROPERTIES,
+                    commit_properties=self._commit_properties(app_transaction, metadata),
+                )
+                .when_matched_delete(predicate=f's."{marker}"')
+                .when_matched_update(updates=assign, predicate=f'NOT s."{marker}"')
+                .when_not_matched_insert(updates=assign, predicate=f'NOT s."{marker}"')
+                .execute()
+            )
+        return self._latest("MERGE", metrics)
+
+    def changes(self, from_version: int, to_version: int) -> pa.Table | None:
+        """Rows changed in versions `from_version`..`to_version` from the change data feed
+        (`_change_type`, `_commit_version` columns), or None when the table does not record
+        one for that whole range."""
+        dt = self.delta()
+        if self.properties().get("delta.enableChangeDataFeed") != "true":
+            return None
+        try:
+            reader = dt.load_cdf(starting_version=from_version, ending_version=to_version)
+            return pa.table(reader.read_all())
+        except (DeltaError, OSError, ValueError):
+            return None
+
+    def appended_rows(self, from_version: int, to_version: int) -> pa.Table | None:
+        """Rows added by versions `from_version`..`to_version` when every one of them was a
+        plain append (so no row was changed or removed); None otherwise."""
+        for entry in self.history():
+            version = int(entry.get("version", -1))
+            if from_version <= version <= to_version:
+                mode = (entry.get("operationParameters") or {}).get("mode")
+                if entry.get("operation") not in ("WRITE", "CREATE TABLE") or mode not in (
+                    "Append",
+                    "ErrorIfExists",
+                    None,
+                ):
+                    return None
+        before = set(self.snapshot(from_version - 1).paths) if from_version > 0 else set()
+        after = self.snapshot(to_version)
+        added = [p for p in after.paths if p not in before]
+        return self._read_paths(added, after)
+
+    def _read_paths(self, paths: list[str], snapshot: Snapshot) -> pa.Table:
+        schema = snapshot.schema
+        if not paths:
+            return schema.empty_table()
+        read_schema = pa.schema(
+            [f.with_type(pa.string()) if f.name in snapshot.partition_by else f for f in schema]
+        )
+        partitioning = None
+        if snapshot.partition_by:
+            partitioning = pa_dataset.HivePartitioning(
+                pa.schema([read_schema.field(c) for c in snapshot.partition_by]),
+                null_fallback="__HIVE_DEFAULT_PARTITION__",
+                segment_encoding="uri",
+            )
+        dataset = pa_dataset.dataset(
+            paths,
+            schema=read_schema,
+            format="parquet",
+            partitioning=partitioning,
+            partition_base_dir=self.path,
+        )
+        return dataset.to_table().cast(schema)
 
     def delete(self, predicate: str | None = None) -> WriteResult:
         """Delete the rows matching a SQL predicate (all rows when None)."""
