@@ -15,8 +15,14 @@
     │   ├── SourceUnavailableError   the source did not answer, after retries (Retryable)
     │   ├── SourceAuthError          the source refused the credentials
     │   └── SchemaContractError      records break a source's `schema: freeze` contract
-    └── QueryError                   a SQL query failed
-        └── SqlSyntaxError           the SQL does not parse
+    ├── QueryError                   a SQL query failed
+    │   └── SqlSyntaxError           the SQL does not parse
+    ├── TransformError               models cannot be loaded, selected or built
+    │   └── ModelError               a model file or its settings are invalid
+    │       └── CycleError           models depend on each other in a cycle
+    └── QualityError                 data quality checks are misconfigured or failed
+        ├── CheckConfigError         a check's settings are invalid
+        └── CheckFailedError         a `fail` check failed on new data: nothing was published
 
 `Retryable` and `Terminal` are markers: the orchestrator retries a `Retryable` error and
 never retries a `Terminal` one.
@@ -172,3 +178,102 @@ class SchemaContractError(IngestError, Terminal):
 
 class SourceAuthError(IngestError, Terminal):
     """Raised when a source refuses the credentials: retrying cannot help until they change."""
+
+
+class TransformError(LakebedError):
+    """Raised when models cannot be loaded, selected or built (e.g. an unknown selector)."""
+
+
+class ModelError(TransformError, Terminal):
+    """Raised when a model file or its settings are invalid; names the file, line and fix."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        model: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.model = model
+        where = ""
+        if file is not None:
+            where = file if line is None else f"{file}:{line}"
+            where += ": "
+        if key is not None:
+            where += f"`{key}`: "
+        super().__init__(f"{where}{message}", hint=hint)
+
+
+class CycleError(ModelError):
+    """Raised when models depend on each other in a cycle; the message prints the cycle."""
+
+    def __init__(
+        self, cycle: Sequence[str], *, file: str | None = None, line: int | None = None
+    ) -> None:
+        self.cycle = list(cycle)
+        super().__init__(
+            "models depend on each other in a cycle: " + " → ".join(self.cycle),
+            file=file,
+            line=line,
+            model=self.cycle[0] if self.cycle else None,
+            hint="remove one of the references in the cycle",
+        )
+
+
+class QualityError(LakebedError):
+    """Raised when data quality checks cannot be configured or fail; names the table."""
+
+    def __init__(self, message: str, *, table: str | None = None, hint: str | None = None):
+        self.table = table
+        super().__init__(message, hint=hint)
+
+
+class CheckConfigError(QualityError, Terminal):
+    """Raised when a check's settings are invalid; names the file, table and check."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str,
+        check: str,
+        file: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.check = check
+        self.file = file
+        where = f"{file}: " if file is not None else ""
+        super().__init__(f"{where}check {check} on {table}: {message}", table=table, hint=hint)
+
+
+class CheckFailedError(QualityError, Terminal):
+    """Raised when a check of severity `fail` fails: none of the new data is published."""
+
+    def __init__(
+        self, table: str, failures: dict[str, int], *, reasons: dict[str, str] | None = None
+    ) -> None:
+        self.failures = dict(failures)  # check name -> failing rows
+        reasons = reasons or {}
+        detail = "; ".join(
+            f"{name}: {reasons.get(name) or f'{rows:,} failing rows'}"
+            for name, rows in self.failures.items()
+        )
+        count = len(self.failures)
+        super().__init__(
+            f"{count} check{'s' if count != 1 else ''} failed on {table}, "
+            f"nothing was published: {detail}",
+            table=table,
+            hint="fix the data or the model, or lower the check's severity to warn or drop; "
+            "`lakebed checks` shows the latest results",
+        )
+
+    @property
+    def checks(self) -> list[str]:
+        """The names of the failed checks, in check order."""
+        return list(self.failures)

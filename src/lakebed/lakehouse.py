@@ -25,6 +25,8 @@ from lakebed.ingest import (
     source_state,
 )
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
+from lakebed.orchestrate import NodeResult, RunSummary
+from lakebed.orchestrate import run as run_graph
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.storage import (
     LAYERS,
@@ -37,6 +39,7 @@ from lakebed.storage import (
     columns_of,
     to_arrow,
 )
+from lakebed.transform import Model, ModelGraph, load_models
 
 PROJECT_ENV = "LAKEBED_PROJECT"
 
@@ -237,6 +240,37 @@ class Lakehouse:
     def source_state(self, name: str) -> Mapping[str, Any]:
         """What a source has loaded so far (manifest, cursor), as committed."""
         return source_state(self, self.sources()[name])
+
+    # -- models -----------------------------------------------------------------------------
+
+    def models(self) -> dict[TableName, Model]:
+        """The models of models/<layer>/, validated (SQL parsed, settings checked)."""
+        return load_models(self.root)
+
+    def graph(self) -> ModelGraph:
+        """The model dependency graph; catalog tables and ingestion targets are its roots."""
+        sources = {TableName.parse(record.name) for record in self.tables()}
+        targets = {name: spec.target for name, spec in self.sources().items()}
+        sources |= set(targets.values())
+        return ModelGraph(self.models(), sources=sources, source_targets=targets)
+
+    def run(
+        self,
+        select: str | None = None,
+        *,
+        full_refresh: bool = False,
+        workers: int = 2,
+        report: Callable[[str, NodeResult | None], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> RunSummary:
+        """Build the selected models (all by default) in dependency order, checks first."""
+        graph = self.graph()
+        selected = graph.select(select) if select else graph.order()
+        if on_total is not None:
+            on_total(len(selected))
+        return run_graph(
+            self, graph, selected, full_refresh=full_refresh, workers=workers, report=report
+        )
 
     # -- tables -----------------------------------------------------------------------------
 

@@ -141,11 +141,51 @@ def _v2_source_state(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_check_results(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "lakebed_check_results",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", String(32)),
+        Column("table_name", String(255), nullable=False),
+        Column("check_name", Text, nullable=False),
+        Column("kind", String(64), nullable=False),
+        Column("severity", String(16), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("failing_rows", BigInteger, nullable=False),
+        Column("total_rows", BigInteger, nullable=False),
+        Column("message", Text, nullable=False),
+        Column("checked_at", UtcDateTime, nullable=False),
+        Index("ix_lakebed_check_results_table", "table_name", "checked_at"),
+    )
+    md.create_all(conn)
+
+
+def _v4_lineage(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "lakebed_lineage",
+        md,
+        Column("downstream_table", String(255), primary_key=True),
+        Column("downstream_column", String(255), primary_key=True),
+        Column("upstream_table", String(255), primary_key=True),
+        Column("upstream_column", String(255), primary_key=True),
+        Column("transform", String(32), nullable=False),
+        Column("recorded_at", UtcDateTime, nullable=False),
+        Index("ix_lakebed_lineage_downstream", "downstream_table"),
+        Index("ix_lakebed_lineage_upstream", "upstream_table"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "catalog tables, schema history and run log", _v1_catalog),
     Migration(
         2, "ingestion progress per source (a cache of what bronze commits hold)", _v2_source_state
     ),
+    Migration(3, "quality check results", _v3_check_results),
+    Migration(4, "column lineage edges", _v4_lineage),
 ]
 
 

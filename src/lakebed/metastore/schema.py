@@ -33,6 +33,8 @@ __all__ = [
     "SchemaVersion",
     "TableRecord",
     "UtcDateTime",
+    "check_results",
+    "lineage",
     "metadata",
     "run_record",
     "runs",
@@ -157,6 +159,38 @@ runs = Table(
     Index("ix_lakebed_runs_started", "started_at"),
     Index("ix_lakebed_runs_kind", "kind", "started_at"),
     Index("ix_lakebed_runs_target", "target", "started_at"),
+)
+
+# Column lineage: `downstream_table.downstream_column` is computed from an upstream column.
+lineage = Table(
+    "lakebed_lineage",
+    metadata,
+    Column("downstream_table", String(255), primary_key=True),
+    Column("downstream_column", String(255), primary_key=True),
+    Column("upstream_table", String(255), primary_key=True),
+    Column("upstream_column", String(255), primary_key=True),
+    Column("transform", String(32), nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Index("ix_lakebed_lineage_downstream", "downstream_table"),
+    Index("ix_lakebed_lineage_upstream", "upstream_table"),
+)
+
+# One row per check per audit: what the quality checks found in the new data of a write.
+check_results = Table(
+    "lakebed_check_results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32)),
+    Column("table_name", String(255), nullable=False),
+    Column("check_name", Text, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("failing_rows", BigInteger, nullable=False),
+    Column("total_rows", BigInteger, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("checked_at", UtcDateTime, nullable=False),
+    Index("ix_lakebed_check_results_table", "table_name", "checked_at"),
 )
 
 

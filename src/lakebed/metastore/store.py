@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from lakebed.errors import MetastoreError
-from lakebed.metastore import migrations
+from lakebed.metastore import checks as quality
+from lakebed.metastore import lineage_store, migrations
+from lakebed.metastore.checks import CheckResult
+from lakebed.metastore.lineage_store import LineageEdge
 from lakebed.metastore.schema import (
     RunRecord,
     SchemaVersion,
@@ -339,6 +342,34 @@ class Metastore:
             query = query.where(runs_t.c.target == target)
         with self._guard("runs"), self._begin() as conn:
             return [run_record(row) for row in conn.execute(query.limit(limit)).mappings()]
+
+    # -- lineage ---------------------------------------------------------------------------
+
+    def replace_lineage(self, table: str, edges: Iterable[LineageEdge | Mapping[str, Any]]) -> None:
+        """Make `edges` the column lineage of `table` (every edge's downstream), atomically."""
+        given = list(edges)  # the write may be retried: read the edges once
+        self._write_retrying(
+            "replace_lineage", lambda conn: lineage_store.replace_lineage(conn, table, given)
+        )
+
+    def lineage_edges(
+        self, *, downstream: str | None = None, upstream: str | None = None
+    ) -> list[LineageEdge]:
+        """Lineage edges into `downstream` and/or out of `upstream` (all if neither), sorted."""
+        with self._guard("lineage_edges"), self._begin() as conn:
+            return lineage_store.lineage_edges(conn, downstream=downstream, upstream=upstream)
+
+    # -- quality checks --------------------------------------------------------------------
+
+    def record_check_results(self, results: list[CheckResult], *, run_id: str | None) -> None:
+        """Store what one audit's checks found (in the run `run_id`, if any)."""
+        with self._guard("record_check_results"), self._begin(write=True) as conn:
+            quality.record(conn, results, run_id)
+
+    def latest_check_results(self, table: str | None = None) -> list[CheckResult]:
+        """The latest result of each check, of one table or of all, by table then check."""
+        with self._guard("latest_check_results"), self._begin() as conn:
+            return quality.latest(conn, table)
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -564,9 +564,17 @@ class Table:
             return None
         try:
             reader = dt.load_cdf(starting_version=from_version, ending_version=to_version)
-            return pa.table(reader.read_all())
+            table = pa.table(reader.read_all())
         except (DeltaError, OSError, ValueError):
             return None
+        # The feed comes with view types (string_view); the rest of lakebed uses plain ones.
+        fields = [
+            f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema
+        ]
+        fields = [
+            f.with_type(pa.binary()) if pa.types.is_binary_view(f.type) else f for f in fields
+        ]
+        return table.cast(pa.schema(fields))
 
     def appended_rows(self, from_version: int, to_version: int) -> pa.Table | None:
         """Rows added by versions `from_version`..`to_version` when every one of them was a

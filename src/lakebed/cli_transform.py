@@ -1,0 +1,184 @@
+"""`lakebed run`, `runs`, `checks` and `lineage`: the model graph from the terminal."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from lakebed import cli_render as render
+from lakebed.cli_common import ProjectOption, TableArgument, open_project, stderr, stdout
+from lakebed.orchestrate import NodeResult, RunSummary
+
+_STYLE = {"success": "green", "up_to_date": "dim", "failed": "red", "skipped": "yellow"}
+
+
+def _summary_view(summary: RunSummary) -> RichTable:
+    view = RichTable(title=f"run {summary.run_id[:12]}", title_justify="left", header_style="bold")
+    for column in ("model", "status", "mode", "rows", "quarantined", "checks", "seconds", "error"):
+        view.add_column(column, justify="right" if column in ("rows", "seconds") else "left")
+    for node in summary.nodes:
+        checks = ", ".join(f"{c.check}: {c.status}" for c in node.checks if c.status != "pass")
+        passed = sum(1 for c in node.checks if c.status == "pass")
+        if passed:
+            checks = f"{passed} passed" + (f"; {checks}" if checks else "")
+        view.add_row(
+            node.model,
+            Text(node.status.replace("_", " "), style=_STYLE.get(node.status, "")),
+            node.mode or "",
+            f"{node.rows:,}",
+            f"{node.quarantined:,}" if node.quarantined else "",
+            checks,
+            f"{node.seconds:.2f}",
+            Text(node.error or "", style="red"),
+        )
+    return view
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to the CLI."""
+
+    @app.command("run")
+    def run_command(
+        ctx: typer.Context,
+        select: Annotated[
+            str | None,
+            typer.Option(
+                "--select",
+                "-s",
+                help="Models to build: name, +name (with upstream), name+ (with downstream), "
+                "tag:x, layer:gold, source:x; several separated by spaces.",
+            ),
+        ] = None,
+        full_refresh: Annotated[
+            bool, typer.Option("--full-refresh", help="Rebuild incremental models in full.")
+        ] = False,
+        workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel builds.")] = 2,
+        project: ProjectOption = None,
+    ) -> None:
+        """Build the models of models/ in dependency order, checks before publishing.
+
+        Example: [bold]lakebed run --select +gold.daily_revenue[/bold]
+        """
+        with open_project(ctx, project) as lh:
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, TimeElapsedColumn(), console=stderr()) as progress:
+                task = progress.add_task("models", total=None)
+
+                def report(event: str, node: NodeResult | None) -> None:
+                    if node is None:
+                        return
+                    if event == "started":
+                        progress.update(task, description=f"building {node.model}")
+                    elif event in ("finished", "skipped"):
+                        progress.advance(task)
+
+                summary = lh.run(
+                    select,
+                    full_refresh=full_refresh,
+                    workers=workers,
+                    report=report,
+                    on_total=lambda n: progress.update(task, total=n),
+                )
+                progress.update(task, description="models")
+        stdout().print(_summary_view(summary))
+        if not summary.ok:
+            raise typer.Exit(1)
+
+    @app.command()
+    def runs(
+        ctx: typer.Context,
+        limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
+        kind: Annotated[str | None, typer.Option("--kind", help="run, model, ingest...")] = None,
+        project: ProjectOption = None,
+    ) -> None:
+        """The run history: what ran, when, how it ended.
+
+        Example: [bold]lakebed runs --kind model[/bold]
+        """
+        with open_project(ctx, project) as lh:
+            records = lh.runs(limit=limit, kind=kind)
+        view = RichTable(header_style="bold")
+        for column in ("started", "kind", "target", "status", "rows", "seconds", "error"):
+            view.add_column(column, justify="right" if column in ("rows", "seconds") else "left")
+        for r in records:
+            seconds = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
+            style = {"success": "green", "failed": "red"}.get(r.status, "yellow")
+            view.add_row(
+                render.iso_utc(r.started_at),
+                r.kind,
+                r.target or "",
+                Text(r.status, style=style),
+                "" if r.rows is None else f"{r.rows:,}",
+                "" if seconds is None else f"{seconds:.2f}",
+                Text((r.error or "")[:80], style="red"),
+            )
+        stdout().print(view)
+
+    @app.command()
+    def checks(
+        ctx: typer.Context,
+        table: Annotated[str | None, typer.Argument(metavar="[TABLE]")] = None,
+        project: ProjectOption = None,
+    ) -> None:
+        """The latest result of every quality check, per table.
+
+        Example: [bold]lakebed checks silver.orders[/bold]
+        """
+        with open_project(ctx, project) as lh:
+            results = lh.metastore.latest_check_results(table)
+        view = RichTable(header_style="bold")
+        for column in (
+            "table",
+            "check",
+            "severity",
+            "status",
+            "failing",
+            "rows",
+            "checked",
+            "message",
+        ):
+            view.add_column(column, justify="right" if column in ("failing", "rows") else "left")
+        for r in results:
+            style = {"pass": "green", "warn": "yellow"}.get(r.status, "red")
+            view.add_row(
+                r.table,
+                r.check,
+                r.severity,
+                Text(r.status, style=style),
+                f"{r.failing_rows:,}",
+                f"{r.total_rows:,}",
+                render.relative_time(r.checked_at),
+                Text(r.message or "", style="dim"),
+            )
+        stdout().print(
+            view if results else "no check results yet; declare checks and `lakebed run`"
+        )
+
+    @app.command()
+    def lineage(
+        ctx: typer.Context,
+        table: TableArgument,
+        column: Annotated[str | None, typer.Option("--column", "-c")] = None,
+        downstream: Annotated[
+            bool, typer.Option("--downstream", help="What uses it (default: where it comes from).")
+        ] = False,
+        upstream: Annotated[bool, typer.Option("--upstream", help="Where it comes from.")] = False,
+        project: ProjectOption = None,
+    ) -> None:
+        """Column lineage of a table, down to the source columns (or up to every use).
+
+        Example: [bold]lakebed lineage gold.daily_revenue --column revenue[/bold]
+        """
+        from lakebed.govern import lineage_tree
+
+        direction: Literal["upstream", "downstream"] = (
+            "downstream" if downstream and not upstream else "upstream"
+        )
+        with open_project(ctx, project) as lh:
+            name = str(lh.table(table).name)
+            edges = lh.metastore.lineage_edges()
+        stdout().print(lineage_tree(edges, name, column, direction))

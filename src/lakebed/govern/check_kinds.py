@@ -1,0 +1,542 @@
+"""The kinds of quality check: each is a `Check` subclass registered under its YAML key.
+
+A row-level kind (`RowCheck`) gives a SQL boolean over `this` (the new data) that is TRUE
+for failing rows, so its failures can be counted, warned about or dropped to quarantine. A
+table-level kind (`TableCheck`) judges the data as a whole and cannot drop rows. A new kind
+is one new class here with `@register`; it reads its options through `checks.Spec`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.errors import InvalidTableNameError
+from lakebed.storage import TableName
+
+if TYPE_CHECKING:
+    from lakebed.govern.checks import Spec
+
+__all__ = [
+    "CHECK_KINDS",
+    "KINDS",
+    "SEVERITIES",
+    "Check",
+    "Context",
+    "EvaluationError",
+    "Outcome",
+    "RowCheck",
+    "Severity",
+    "TableCheck",
+    "plural",
+    "quote_identifier",
+    "quote_literal",
+    "register",
+]
+
+Severity = Literal["warn", "drop", "fail"]
+SEVERITIES: tuple[Severity, ...] = ("warn", "drop", "fail")
+
+Scalar = str | int | float | bool
+Bound = int | float | str | date | datetime
+
+KINDS: dict[str, type[Check]] = {}
+_C = TypeVar("_C", bound="type[Check]")
+
+
+def register(cls: _C) -> _C:
+    """Make a `Check` subclass available under its `kind` in check configurations."""
+    KINDS[cls.kind] = cls
+    return cls
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: Bound | bool) -> str:
+    """A SQL literal for a configured value (YAML gives str, numbers, bools, dates)."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        kind = "TIMESTAMPTZ" if value.tzinfo is not None else "TIMESTAMP"
+        return f"{kind} '{value.isoformat()}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+class EvaluationError(Exception):
+    """A check could not be evaluated on this data; its result gets status `error`."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a table-level check found."""
+
+    failed: bool
+    failing_rows: int
+    message: str
+
+
+@dataclass
+class Context:
+    """What checks see while auditing: `this` in a private DuckDB connection, and more."""
+
+    con: duckdb.DuckDBPyConnection
+    data: pa.Table
+    table: str
+    now: datetime
+    lookup: Callable[[str], pa.Table] | None
+
+    def scalar(self, sql: str) -> Any:
+        row = self.con.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+    def column(self, name: str) -> str:
+        """The data's own spelling of a column (DuckDB matches names case-insensitively)."""
+        names: list[str] = self.data.column_names
+        for actual in names:
+            if actual.lower() == name.lower():
+                return actual
+        raise EvaluationError(
+            f"column {name!r} is not in the data of {self.table} "
+            f"(columns: {', '.join(names) or 'none'})"
+        )
+
+
+# Parse-time validation of user SQL and patterns; DuckDB connections are not thread-safe.
+_validator_lock = threading.Lock()
+_validator: duckdb.DuckDBPyConnection | None = None
+
+
+def _validate(work: Callable[[duckdb.DuckDBPyConnection], object]) -> None:
+    global _validator
+    with _validator_lock:
+        if _validator is None:
+            _validator = duckdb.connect(":memory:", config={"enable_external_access": False})
+        work(_validator)
+
+
+def _single_select(spec: Spec, sql: str, *, shown: str) -> None:
+    try:
+        statements: list[Any] = []
+        _validate(lambda con: statements.extend(con.extract_statements(sql)))
+    except duckdb.Error as exc:
+        raise spec.error(f"`sql` does not parse: {exc}") from exc
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise spec.error(
+            f"`sql` must be {shown}, got {len(statements)} statement(s)",
+            hint="checks only read; write one expression or one SELECT, without `;`",
+        )
+
+
+# -- the check kinds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One configured check on a table: a kind, a unique name and a severity."""
+
+    kind: ClassVar[str]
+    # The positional form's field: `- not_null: customer_id` means `column: customer_id`.
+    primary: ClassVar[str | None] = None
+    example: ClassVar[str]
+    options: ClassVar[tuple[str, ...]]  # the keys it takes besides name and severity
+    no_drop: ClassVar[str | None] = "a table-level check has no failing rows to drop"
+
+    name: str
+    severity: Severity = "fail"
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Check:
+        """Build the check from its options (`name` None: the kind's default name)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowCheck(Check):
+    """A check of each row: failing rows can be counted, warned about or dropped."""
+
+    no_drop: ClassVar[str | None] = None
+
+    def failing_sql(self) -> str:
+        """A SQL boolean over `this` that is TRUE for a failing row (NULL counts as passing)."""
+        raise NotImplementedError
+
+    def reason(self) -> str:
+        """Why a row fails, in words, for messages and quarantine's `_reason`."""
+        raise NotImplementedError
+
+    def relations(self, ctx: Context) -> dict[str, pa.Table]:
+        """Extra relations `failing_sql` reads, registered only while this check runs."""
+        return {}
+
+    def reads(self) -> tuple[str, ...]:
+        """The columns of `this` it needs (looked up first, for a clear error)."""
+        column = getattr(self, "column", None)
+        return (column,) if isinstance(column, str) else ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableCheck(Check):
+    """A check of the data as a whole."""
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        raise NotImplementedError
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class NotNull(RowCheck):
+    kind = "not_null"
+    options = ("column",)
+    primary = "column"
+    example = "- not_null: customer_id"
+    column: str
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> NotNull:
+        column = spec.column()
+        return cls(name=name or f"not_null({column})", severity=severity, column=column)
+
+    def failing_sql(self) -> str:
+        return f"{quote_identifier(self.column)} IS NULL"
+
+    def reason(self) -> str:
+        return f"{self.column} is null"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class AcceptedValues(RowCheck):
+    kind = "accepted_values"
+    options = ("column", "values")
+    example = "- accepted_values: {column: status, values: [placed, paid]}"
+    column: str
+    values: tuple[Scalar, ...]
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> AcceptedValues:
+        column, values = spec.column(), spec.values("values")
+        name = name or f"accepted_values({column})"
+        return cls(name=name, severity=severity, column=column, values=values)
+
+    def failing_sql(self) -> str:
+        listed = ", ".join(quote_literal(v) for v in self.values)
+        return f"{quote_identifier(self.column)} NOT IN ({listed})"
+
+    def reason(self) -> str:
+        return f"{self.column} is not one of {', '.join(map(str, self.values))}"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Range(RowCheck):
+    """`min <= column <= max` (either bound may be left out); NULL passes."""
+
+    kind = "range"
+    options = ("column", "min", "max")
+    example = "- range: {column: amount, min: 0, max: 10000}"
+    column: str
+    min: Bound | None = None
+    max: Bound | None = None
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Range:
+        column, low, high = spec.column(), spec.bound("min"), spec.bound("max")
+        if low is None and high is None:
+            raise spec.error("range needs `min`, `max` or both", hint=cls.example)
+        if low is not None and high is not None:
+            try:
+                inverted = low > high  # type: ignore[operator]
+            except TypeError as exc:
+                raise spec.error(f"`min` {low!r} and `max` {high!r} are not comparable") from exc
+            if inverted:
+                raise spec.error(f"`min` {low!r} is greater than `max` {high!r}")
+        name = name or f"range({column})"
+        return cls(name=name, severity=severity, column=column, min=low, max=high)
+
+    def failing_sql(self) -> str:
+        column = quote_identifier(self.column)
+        sides = []
+        if self.min is not None:
+            sides.append(f"{column} < {quote_literal(self.min)}")
+        if self.max is not None:
+            sides.append(f"{column} > {quote_literal(self.max)}")
+        return " OR ".join(sides)
+
+    def reason(self) -> str:
+        if self.max is None:
+            return f"{self.column} is below {self.min}"
+        if self.min is None:
+            return f"{self.column} is above {self.max}"
+        return f"{self.column} is outside [{self.min}, {self.max}]"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Regex(RowCheck):
+    """The value (as text) must contain a match; anchor the pattern with ^…$ for all of it."""
+
+    kind = "regex"
+    options = ("column", "pattern")
+    example = "- regex: {column: email, pattern: '^[^@]+@[^@]+$'}"
+    column: str
+    pattern: str
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Regex:
+        column, pattern = spec.column(), spec.get("pattern", True)
+        if not isinstance(pattern, str):
+            raise spec.error(f"`pattern` must be a string, got {pattern!r}")
+        try:
+            _validate(lambda con: con.execute("SELECT regexp_matches('', ?)", [pattern]))
+        except duckdb.Error as exc:
+            raise spec.error(
+                f"`pattern` is not a valid regular expression: {exc}",
+                hint="patterns use RE2 syntax (no look-around or back-references)",
+            ) from exc
+        name = name or f"regex({column})"
+        return cls(name=name, severity=severity, column=column, pattern=pattern)
+
+    def failing_sql(self) -> str:
+        value = f"CAST({quote_identifier(self.column)} AS VARCHAR)"
+        return f"NOT regexp_matches({value}, {quote_literal(self.pattern)})"
+
+    def reason(self) -> str:
+        return f"{self.column} does not match {self.pattern}"
+
+
+_REFERENCED = "__lakebed_referenced_keys"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Relationships(RowCheck):
+    """Each non-NULL `column` value must exist in `to`.`field` (foreign-key semantics)."""
+
+    kind = "relationships"
+    options = ("column", "to", "field")
+    example = "- relationships: {column: customer_id, to: silver.customers, field: customer_id}"
+    column: str
+    to: str
+    field: str
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Relationships:
+        column, target = spec.column(), spec.text("to")
+        assert target is not None
+        try:
+            to = str(TableName.parse(target))
+        except InvalidTableNameError as exc:
+            raise spec.error(f"`to`: {exc.message}", hint=exc.hint) from exc
+        field = spec.text("field", required=False) or column
+        name = name or f"relationships({column})"
+        return cls(name=name, severity=severity, column=column, to=to, field=field)
+
+    def relations(self, ctx: Context) -> dict[str, pa.Table]:
+        if ctx.lookup is None:
+            raise EvaluationError(f"cannot read {self.to}: the audit was given no lookup")
+        query = f"select distinct {quote_identifier(self.field)} from {self.to}"
+        try:
+            keys = ctx.lookup(query)
+        except Exception as exc:  # whatever the lookup raises, the check reports it
+            raise EvaluationError(f"cannot read {self.to}.{self.field}: {exc}") from exc
+        if keys.num_columns != 1:
+            raise EvaluationError(f"the lookup of {self.to}.{self.field} gave no single column")
+        return {_REFERENCED: keys.rename_columns(["key"])}
+
+    def failing_sql(self) -> str:
+        column = quote_identifier(self.column)
+        keys = f"SELECT key FROM {_REFERENCED} WHERE key IS NOT NULL"
+        return f"{column} IS NOT NULL AND {column} NOT IN ({keys})"
+
+    def reason(self) -> str:
+        return f"{self.column} has no match in {self.to}.{self.field}"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Expression(RowCheck):
+    """A SQL boolean over the row's columns; a row where it is not TRUE (FALSE or NULL) fails."""
+
+    kind = "expression"
+    options = ("sql",)
+    primary = "sql"
+    example = "- expression: {sql: 'quantity > 0', name: positive_quantity}"
+    sql: str
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Expression:
+        sql = spec.text("sql")
+        assert sql is not None
+        _single_select(spec, f"SELECT ({sql}) FROM this", shown="one SQL expression")
+        return cls(name=name or f"expression({' '.join(sql.split())})", severity=severity, sql=sql)
+
+    def failing_sql(self) -> str:
+        return f"({self.sql}) IS NOT TRUE"
+
+    def reason(self) -> str:
+        return f"{' '.join(self.sql.split())} is not true"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Unique(TableCheck):
+    """No two rows share the value(s) of `column`/`columns`; rows with a NULL key pass."""
+
+    kind = "unique"
+    options = ("column", "columns")
+    primary = "column"
+    example = "- unique: order_id"
+    no_drop = (
+        "unique cannot drop rows: which duplicate to keep is the model's decision "
+        "(deduplicate in SQL, e.g. QUALIFY row_number() OVER (PARTITION BY key ORDER BY ...) = 1)"
+    )
+    columns: tuple[str, ...]
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Unique:
+        columns = spec.columns()
+        return cls(name=name or f"unique({', '.join(columns)})", severity=severity, columns=columns)
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        columns = [quote_identifier(ctx.column(c)) for c in self.columns]
+        keys = ", ".join(columns)
+        present = " AND ".join(f"{c} IS NOT NULL" for c in columns)
+        row = ctx.con.execute(
+            f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM this "
+            f"WHERE {present} GROUP BY {keys} HAVING count(*) > 1)"
+        ).fetchone()
+        groups, rows = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        shown = ", ".join(self.columns)
+        if not groups:
+            return Outcome(False, 0, f"{shown} is unique across {ctx.data.num_rows:,} rows")
+        duplicated = plural(groups, "duplicated value")
+        return Outcome(True, rows, f"{plural(rows, 'row')} share {duplicated} of {shown}")
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class RowCount(TableCheck):
+    """The number of new rows lies within [min, max]."""
+
+    kind = "row_count"
+    options = ("min", "max")
+    example = "- row_count: {min: 1, max: 10000000}"
+    min: int | None = None
+    max: int | None = None
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> RowCount:
+        low, high = spec.count("min"), spec.count("max")
+        if low is None and high is None:
+            raise spec.error("row_count needs `min`, `max` or both", hint=cls.example)
+        if low is not None and high is not None and low > high:
+            raise spec.error(f"`min` {low} is greater than `max` {high}")
+        return cls(name=name or "row_count", severity=severity, min=low, max=high)
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        rows = ctx.data.num_rows
+        if self.min is not None and rows < self.min:
+            return Outcome(True, 0, f"{plural(rows, 'row')}, fewer than the minimum {self.min:,}")
+        if self.max is not None and rows > self.max:
+            return Outcome(True, 0, f"{plural(rows, 'row')}, more than the maximum {self.max:,}")
+        return Outcome(False, 0, f"{plural(rows, 'row')}, within bounds")
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Freshness(TableCheck):
+    """The newest value of a timestamp or date column is at most `max_age` old."""
+
+    kind = "freshness"
+    options = ("column", "max_age")
+    example = "- freshness: {column: ordered_at, max_age: 2 days}"
+    column: str
+    max_age: timedelta
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Freshness:
+        column, max_age = spec.column(), spec.duration("max_age")
+        name = name or f"freshness({column})"
+        return cls(name=name, severity=severity, column=column, max_age=max_age)
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        column = ctx.data.column(ctx.column(self.column))
+        newest = _newest(column, self.column)
+        if newest is None:
+            return Outcome(True, 0, f"no {self.column} values to judge freshness by")
+        age = ctx.now - newest
+        shown = f"newest {self.column} {newest.isoformat()} is {_words(age)} old"
+        if age > self.max_age:
+            return Outcome(True, 0, f"{shown}, older than {_words(self.max_age)}")
+        return Outcome(False, 0, f"{shown}, within {_words(self.max_age)}")
+
+
+def _newest(column: pa.ChunkedArray, name: str) -> datetime | None:
+    """The latest value as an aware UTC time (naive timestamps mean UTC, dates midnight)."""
+    kind = column.type
+    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        raise EvaluationError(f"freshness needs a timestamp or date column; {name} is {kind}")
+    newest = pc.max(column)
+    if not newest.is_valid:
+        return None
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    if pa.types.is_date(kind):
+        days = newest.cast(pa.date32()).value
+        return epoch + timedelta(days=days)
+    micros = newest.cast(pa.timestamp("us", tz=kind.tz), safe=False).value
+    return epoch + timedelta(microseconds=micros)
+
+
+def _words(age: timedelta) -> str:
+    seconds = age.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if abs(seconds) >= 2 * size:  # "36 hours" reads better than "1.5 days"
+            amount = seconds / size
+            return f"{amount:.3g} {unit}{'' if amount == 1 else 's'}"
+    return f"{seconds:.3g} seconds"
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Query(TableCheck):
+    """A SELECT over `this` (the new data); every row it returns is a failure."""
+
+    kind = "query"
+    options = ("sql",)
+    primary = "sql"
+    example = "- query: {sql: 'select * from this where amount < 0', name: no_negative}"
+    sql: str
+
+    @classmethod
+    def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Query:
+        sql = spec.text("sql")
+        assert sql is not None
+        sql = sql.rstrip().rstrip(";").rstrip()
+        _single_select(spec, sql, shown="one SELECT statement")
+        return cls(name=name or f"query({' '.join(sql.split())})", severity=severity, sql=sql)
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        rows = int(ctx.scalar(f"SELECT count(*) FROM ({self.sql}) AS failing") or 0)
+        if rows:
+            return Outcome(True, rows, f"the query returned {plural(rows, 'failing row')}")
+        return Outcome(False, 0, "the query returned no rows")
+
+
+CHECK_KINDS: tuple[str, ...] = tuple(KINDS)

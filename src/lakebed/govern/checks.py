@@ -1,0 +1,518 @@
+"""Write-audit-publish quality checks: parse a table's checks, audit new data before it commits.
+
+`parse_checks` reads the checks of a model's settings (compact `- not_null: customer_id`
+or full `- range: {column: amount, min: 0, severity: drop}` forms). `audit` runs them
+over the new data in a private DuckDB connection where the data is the table `this`:
+
+- `warn`: failures are recorded and everything is published;
+- `drop`: failing rows go to quarantine with `_check` and `_reason`; the rest publish;
+- `fail`: a failure (or a check that cannot be evaluated) means nothing may be published.
+
+Example::
+
+    checks = parse_checks([{"not_null": "customer_id"}], table="silver.orders")
+    result = audit(new_rows, checks, table="silver.orders")
+    result.raise_if_failed()
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from difflib import get_close_matches
+from typing import Any, TypeAlias
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.errors import CheckConfigError, CheckFailedError
+from lakebed.govern.check_kinds import (
+    CHECK_KINDS,
+    KINDS,
+    SEVERITIES,
+    Bound,
+    Check,
+    Context,
+    EvaluationError,
+    RowCheck,
+    Scalar,
+    Severity,
+    TableCheck,
+)
+from lakebed.metastore.checks import CheckResult, CheckStatus
+
+__all__ = ["CHECK_KINDS", "Audit", "Check", "CheckResult", "Spec", "audit", "parse_checks"]
+
+CHECK_COLUMN = "_check"
+REASON_COLUMN = "_reason"
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def parse_checks(raw: list[dict[str, Any]], *, table: str, file: str | None = None) -> list[Check]:
+    """The checks of `table` from their configuration; `CheckConfigError` says what is wrong."""
+    if not isinstance(raw, list):
+        raise CheckConfigError(
+            f"`checks` must be a list, got {type(raw).__name__}",
+            table=table,
+            check="checks",
+            file=file,
+            hint="write one check per item: `checks: [{not_null: customer_id}]`",
+        )
+    checks: list[Check] = []
+    seen: set[str] = set()
+    for position, entry in enumerate(raw, 1):
+        check = _parse_one(entry, position, table=table, file=file)
+        if check.name in seen:
+            raise CheckConfigError(
+                "two checks have this name",
+                table=table,
+                check=check.name,
+                file=file,
+                hint="give one of them a distinct `name:`",
+            )
+        seen.add(check.name)
+        checks.append(check)
+    return checks
+
+
+def _parse_one(entry: Any, position: int, *, table: str, file: str | None) -> Check:
+    def error(label: str, message: str, hint: str | None = None) -> CheckConfigError:
+        return CheckConfigError(message, table=table, check=label, file=file, hint=hint)
+
+    label = f"#{position}"
+    if not isinstance(entry, dict) or not entry:
+        raise error(label, f"expected a mapping such as `- not_null: customer_id`, got {entry!r}")
+    kinds = [key for key in entry if key in KINDS]
+    if len(kinds) != 1:
+        if kinds:
+            raise error(label, f"names {len(kinds)} kinds ({', '.join(kinds)}); write one each")
+        unknown = ", ".join(str(key) for key in entry)
+        close = {m for key in entry for m in get_close_matches(str(key), CHECK_KINDS, n=1)}
+        guess = f"did you mean {', '.join(sorted(close))}? " if close else ""
+        raise error(
+            label,
+            f"unknown check kind {unknown}",
+            hint=f"{guess}kinds are {', '.join(CHECK_KINDS)}",
+        )
+    kind = kinds[0]
+    cls = KINDS[kind]
+    value = entry[kind]
+    rest = {key: v for key, v in entry.items() if key != kind}
+    if isinstance(value, dict):
+        both = sorted(set(value) & set(rest))
+        if both:
+            raise error(f"{kind} {label}", f"sets {', '.join(both)} twice")
+        options: dict[str, Any] = {**value, **rest}
+    elif value is None:
+        options = rest
+    elif cls.primary is None:
+        raise error(
+            f"{kind} {label}",
+            f"{kind} takes options, not a single value ({value!r})",
+            hint=cls.example,
+        )
+    else:
+        key = "columns" if isinstance(value, list) and "columns" in cls.options else cls.primary
+        options = {key: value, **rest}
+
+    name = options.pop("name", None)
+    column = options.get("column")
+    label = name if isinstance(name, str) else f"{kind}({column})" if column else kind
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise error(label, f"`name` must be a non-empty string, got {name!r}")
+    severity = options.pop("severity", "fail")
+    if severity not in SEVERITIES:
+        raise error(
+            label,
+            f"`severity` must be warn, drop or fail, got {severity!r}",
+            hint="warn: record and publish; drop: quarantine failing rows; fail: publish nothing",
+        )
+    if severity == "drop" and cls.no_drop is not None:
+        raise error(label, f"severity drop is not allowed: {cls.no_drop}", "use warn or fail")
+    spec = Spec(options, kind=kind, table=table, label=label, file=file)
+    return cls.read(spec, name=name.strip() if name else None, severity=severity)
+
+
+# -- reading one check's options ------------------------------------------------------------
+
+
+class Spec:
+    """One check's options as written, read key by key; errors name the table and check."""
+
+    def __init__(
+        self,
+        options: dict[str, Any],
+        *,
+        kind: str,
+        table: str,
+        label: str,
+        file: str | None,
+    ) -> None:
+        self.kind = kind
+        self.table = table
+        self.label = label
+        self.file = file
+        self._options = dict(options)
+        taken = KINDS[kind].options
+        unknown = sorted(set(self._options) - set(taken))
+        if unknown:
+            guesses = {m for k in unknown for m in get_close_matches(k, taken, n=1)}
+            guess = f"did you mean {', '.join(sorted(guesses))}? " if guesses else ""
+            raise self.error(
+                f"{kind} does not take {', '.join(f'`{k}`' for k in unknown)}",
+                hint=f"{guess}{kind} takes {', '.join(taken)}, name and severity",
+            )
+
+    def error(self, message: str, hint: str | None = None) -> CheckConfigError:
+        return CheckConfigError(
+            message, table=self.table, check=self.label, file=self.file, hint=hint
+        )
+
+    def get(self, key: str, required: bool) -> Any:
+        """The option as written (None when absent and not `required`)."""
+        value = self._options.get(key)
+        if value is None and required:
+            raise self.error(f"{self.kind} needs `{key}`", hint=KINDS[self.kind].example)
+        return value
+
+    def text(self, key: str, *, required: bool = True) -> str | None:
+        value = self.get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(f"`{key}` must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def column(self, key: str = "column") -> str:
+        value = self.text(key)
+        assert value is not None
+        return value
+
+    def columns(self) -> tuple[str, ...]:
+        """`column: a` or `columns: [a, b]` (one of them)."""
+        one, many = self.get("column", False), self.get("columns", False)
+        if (one is None) == (many is None):
+            raise self.error(
+                f"{self.kind} needs `column` or `columns` (one of them)",
+                hint=KINDS[self.kind].example,
+            )
+        names = [one] if one is not None else many
+        if not isinstance(names, list) or not names:
+            raise self.error(f"`columns` must be a non-empty list of names, got {many!r}")
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise self.error(f"column names must be non-empty strings, got {name!r}")
+        if len({n.strip().lower() for n in names}) != len(names):
+            raise self.error(f"`columns` names a column twice: {names!r}")
+        return tuple(n.strip() for n in names)
+
+    def bound(self, key: str) -> Bound | None:
+        value = self.get(key, False)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | str | date):
+            raise self.error(f"`{key}` must be a number, date or time, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(f"`{key}` must be a finite number, got {value!r}")
+        return value
+
+    def count(self, key: str) -> int | None:
+        value = self.get(key, False)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.error(f"`{key}` must be a whole number ≥ 0, got {value!r}")
+        return value
+
+    def values(self, key: str) -> tuple[Scalar, ...]:
+        value = self.get(key, True)
+        if not isinstance(value, list) or not value:
+            raise self.error(f"`{key}` must be a non-empty list, got {value!r}")
+        for item in value:
+            if item is None:
+                raise self.error(
+                    f"`{key}` cannot hold null: NULL never equals a value",
+                    hint="NULLs pass accepted_values; add a not_null check to reject them",
+                )
+            if not isinstance(item, str | int | float | bool):
+                raise self.error(f"`{key}` items must be strings, numbers or booleans: {item!r}")
+        return tuple(value)
+
+    def duration(self, key: str) -> timedelta:
+        value = self.get(key, True)
+        parsed = parse_duration(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise self.error(
+                f"`{key}` must be a duration such as `2 days`, `36 hours` or `90 minutes`, "
+                f"got {value!r}"
+            )
+        return parsed
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+_UNITS = {
+    "second": timedelta(seconds=1),
+    "minute": timedelta(minutes=1),
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+    "week": timedelta(weeks=1),
+}
+_UNIT_ALIASES = {"s": "second", "sec": "second", "m": "minute", "min": "minute"}
+_UNIT_ALIASES |= {"h": "hour", "hr": "hour", "d": "day", "w": "week"}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """`2 days`, `36 hours`, `90 minutes`, `1.5h`... as a timedelta; None if unreadable."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        return None
+    amount, unit = float(match.group(1)), match.group(2)
+    unit = _UNIT_ALIASES.get(unit, unit.removesuffix("s"))
+    step = _UNITS.get(unit)
+    return None if step is None or amount <= 0 else amount * step
+
+
+# -- auditing -----------------------------------------------------------------------------
+
+
+@dataclass
+class Audit:
+    """What the checks made of new data: what to publish, what to quarantine, the results."""
+
+    passed: pa.Table
+    quarantined: pa.Table
+    results: list[CheckResult]
+
+    @property
+    def failed(self) -> bool:
+        """A check of severity fail failed (or could not run): nothing may be published."""
+        return bool(self.failures)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        """The results that block publishing."""
+        return [r for r in self.results if r.severity == "fail" and r.status in ("fail", "error")]
+
+    def raise_if_failed(self) -> None:
+        """Raise `CheckFailedError` naming the blocking checks, their counts and messages."""
+        failures = self.failures
+        if failures:
+            raise CheckFailedError(
+                failures[0].table,
+                {r.check: r.failing_rows for r in failures},
+                reasons={r.check: r.message for r in failures},
+            )
+
+
+def audit(
+    data: pa.Table,
+    checks: list[Check],
+    *,
+    table: str,
+    lookup: Callable[[str], pa.Table] | None = None,
+    now: datetime | None = None,
+) -> Audit:
+    """Run `checks` over `data` (the new rows of `table`) before it is published.
+
+    `lookup` runs SQL over the lakehouse (relationships read the referenced keys with it);
+    `now` (aware) is the time freshness is judged against and results are stamped with.
+    """
+    if now is not None and now.tzinfo is None:
+        raise ValueError(f"now={now!r} has no timezone; pass an aware datetime")
+    at = (now or datetime.now(UTC)).astimezone(UTC)
+    names = [check.name for check in checks]
+    for name in names:
+        if names.count(name) > 1:
+            raise CheckConfigError(
+                "two checks have this name", table=table, check=name, hint="rename one of them"
+            )
+    with _private_connection(data) as con:
+        ctx = Context(con=con, data=data, table=table, now=at, lookup=lookup)
+        row_checks = [c for c in checks if isinstance(c, RowCheck)]
+        failing = _failing_rows(ctx, row_checks)
+        results = []
+        for check in checks:
+            if isinstance(check, RowCheck):
+                results.append(_row_result(ctx, check, failing[check.name]))
+            elif isinstance(check, TableCheck):
+                results.append(_table_result(ctx, check))
+            else:
+                raise TypeError(f"{check!r} is neither a RowCheck nor a TableCheck")
+    drops = [
+        (check, rows)
+        for check in row_checks
+        if check.severity == "drop" and isinstance(rows := failing[check.name], np.ndarray)
+    ]
+    passed, quarantined = _split(data, drops)
+    return Audit(passed=passed, quarantined=quarantined, results=results)
+
+
+# Row checks read `this` with each row's position, because DuckDB does not keep row order
+# through joins and window functions.
+_INDEXED = "__lakebed_indexed"
+_ROW = "__lakebed_row"
+
+
+@contextmanager
+def _private_connection(data: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+    # User SQL (expression, query) sees the new data and nothing else: no files, network,
+    # extensions, settings or Python variables.
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "python_enable_replacements": False,
+        },
+    )
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("this", data)
+        positions = pa.array(np.arange(data.num_rows, dtype=np.int64))
+        con.register(_INDEXED, data.append_column(_ROW, positions))
+        con.execute("SET lock_configuration = true")
+        yield con
+    finally:
+        con.close()
+
+
+# The positions of a check's failing rows, or why they could not be found.
+Failing: TypeAlias = "np.ndarray[Any, np.dtype[np.int64]] | str"
+
+
+def _failing_rows(ctx: Context, checks: list[RowCheck]) -> dict[str, Failing]:
+    """Each row check's failing rows: plain checks in one pass, the others one at a time."""
+    failing: dict[str, Failing] = {}
+    together: list[RowCheck] = []
+    for check in checks:
+        try:
+            for column in check.reads():
+                ctx.column(column)
+            relations = check.relations(ctx)
+        except EvaluationError as exc:
+            failing[check.name] = str(exc)
+            continue
+        if relations:
+            failing[check.name] = _alone(ctx, check, relations)
+        else:
+            together.append(check)
+    if together:
+        try:
+            failing.update(_failing_query(ctx, together))
+        except duckdb.Error:
+            # One check's SQL is broken: evaluate each alone to tell which.
+            for check in together:
+                failing[check.name] = _alone(ctx, check, {})
+    return failing
+
+
+def _alone(ctx: Context, check: RowCheck, relations: dict[str, pa.Table]) -> Failing:
+    for name, relation in relations.items():
+        ctx.con.register(name, relation)
+    try:
+        return _failing_query(ctx, [check])[check.name]
+    except duckdb.Error as exc:
+        return " ".join(str(exc).split())
+    finally:
+        for name in relations:
+            ctx.con.unregister(name)
+
+
+def _failing_query(ctx: Context, checks: list[RowCheck]) -> dict[str, Failing]:
+    """One scan of `this` that returns the position and failed checks of each failing row."""
+    flags = [f'coalesce(({c.failing_sql()}), false) AS "f{i}"' for i, c in enumerate(checks)]
+    any_flag = " OR ".join(f'"f{i}"' for i in range(len(checks)))
+    found = ctx.con.sql(
+        f"SELECT * FROM (SELECT {_ROW}, {', '.join(flags)} FROM {_INDEXED} AS this) "
+        f"WHERE {any_flag}"
+    ).to_arrow_table()
+    rows = found.column(0).to_numpy()
+    return {
+        check.name: rows[found.column(i + 1).to_numpy(zero_copy_only=False)]
+        for i, check in enumerate(checks)
+    }
+
+
+def _row_result(ctx: Context, check: RowCheck, rows: Failing) -> CheckResult:
+    total = ctx.data.num_rows
+    if isinstance(rows, str):
+        return _result(ctx, check, "error", 0, f"could not evaluate: {rows}")
+    if not len(rows):
+        message = f"all {total:,} rows pass" if total else "no rows to check"
+        return _result(ctx, check, "pass", 0, message)
+    message = f"{len(rows):,} of {total:,} rows fail: {check.reason()}"
+    if check.severity == "drop":
+        message += " (dropped to quarantine)"
+    return _result(ctx, check, _failed_status(check.severity), len(rows), message)
+
+
+def _table_result(ctx: Context, check: TableCheck) -> CheckResult:
+    try:
+        outcome = check.evaluate(ctx)
+    except EvaluationError as exc:
+        return _result(ctx, check, "error", 0, f"could not evaluate: {exc}")
+    except duckdb.Error as exc:
+        message = " ".join(str(exc).split())
+        return _result(ctx, check, "error", 0, f"could not evaluate: {message}")
+    status = _failed_status(check.severity) if outcome.failed else "pass"
+    return _result(ctx, check, status, outcome.failing_rows, outcome.message)
+
+
+def _failed_status(severity: Severity) -> CheckStatus:
+    return "fail" if severity == "fail" else "warn"
+
+
+def _result(
+    ctx: Context, check: Check, status: CheckStatus, failing: int, message: str
+) -> CheckResult:
+    return CheckResult(
+        table=ctx.table,
+        check=check.name,
+        kind=check.kind,
+        severity=check.severity,
+        status=status,
+        failing_rows=failing,
+        total_rows=ctx.data.num_rows,
+        message=message,
+        checked_at=ctx.now,
+    )
+
+
+def _split(data: pa.Table, drops: list[tuple[RowCheck, Any]]) -> tuple[pa.Table, pa.Table]:
+    """(rows to publish, dropped rows with `_check` and `_reason`): each row once, in order."""
+    dropped = np.zeros(data.num_rows, dtype=bool)
+    hits = []
+    for _, rows in drops:
+        hit = np.zeros(data.num_rows, dtype=bool)
+        hit[rows] = True
+        dropped |= hit
+        hits.append(hit)
+    quarantined = data.filter(pa.array(dropped))
+    names, reasons = [], []
+    none = pa.scalar(None, pa.string())
+    for (check, _), hit in zip(drops, hits, strict=True):
+        here = pa.array(hit[dropped])
+        names.append(pc.if_else(here, pa.scalar(check.name), none))
+        reasons.append(pc.if_else(here, pa.scalar(check.reason()), none))
+    passed = data.filter(pa.array(~dropped)) if dropped.any() else data
+    return passed, _with_reasons(quarantined, names, reasons)
+
+
+def _with_reasons(rows: pa.Table, names: list[Any], reasons: list[Any]) -> pa.Table:
+    def joined(parts: list[Any], separator: str) -> pa.Array:
+        if not parts:
+            return pa.array([], pa.string())
+        return pc.binary_join_element_wise(*parts, separator, null_handling="skip")
+
+    # Columns of those names in the data itself would be ambiguous in quarantine.
+    rows = rows.drop_columns([c for c in (CHECK_COLUMN, REASON_COLUMN) if c in rows.column_names])
+    rows = rows.append_column(CHECK_COLUMN, joined(names, ", "))
+    return rows.append_column(REASON_COLUMN, joined(reasons, "; "))

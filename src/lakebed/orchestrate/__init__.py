@@ -1,0 +1,5 @@
+"""Runs of the model graph: dependency order, parallel builds, retries, run history."""
+
+from lakebed.orchestrate.run import NodeResult, RunSummary, build_model, run, run_models
+
+__all__ = ["NodeResult", "RunSummary", "build_model", "run", "run_models"]

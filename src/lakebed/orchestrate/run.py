@@ -1,0 +1,214 @@
+"""Run a selection of the model graph: independent models in parallel, each computed,
+audited (write-audit-publish) and published; a failure skips only what depends on it."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import pyarrow as pa
+
+from lakebed.errors import CheckFailedError, LakebedError, Retryable
+from lakebed.govern import CheckResult, audit, column_lineage, parse_checks
+from lakebed.metastore import Metastore
+from lakebed.storage import TableName
+from lakebed.transform import Model, ModelGraph
+from lakebed.transform.materialize import Workspace, compute, publish
+
+NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
+
+
+class RunContext(Workspace, Protocol):
+    """What a run needs of the lakehouse beyond building one model."""
+
+    metastore: Metastore
+
+    def track_run(self, kind: str, target: str | None = None, **params: Any) -> Any: ...
+
+
+@dataclass
+class NodeResult:
+    """How one model fared in a run."""
+
+    model: str
+    status: NodeStatus
+    mode: str | None = None
+    rows: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    attempts: int = 0
+    error: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    nodes: list[NodeResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(n.status in ("success", "up_to_date") for n in self.nodes)
+
+
+Report = Callable[[str, NodeResult | None], None]
+
+
+def _quarantine(ctx: RunContext, model: Model, rows: pa.Table) -> None:
+    name = TableName("quarantine", model.name.name)
+    if not ctx.storage.exists(name):
+        ctx.create_table(
+            name,
+            rows.schema,
+            description=f"Rows of {model.name} dropped by its checks, with the reason",
+            owner=model.config.owner,
+            domain=model.config.domain,
+        )
+    ctx.table(name).append(rows, allow_missing_columns=True)
+
+
+def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
+    assert model.sql is not None
+    schemas = {name: ctx.table(name).schema().names for name in model.inputs}
+    try:
+        edges = column_lineage(model.sql, model.name, schemas, output_columns=columns)
+    except LakebedError:
+        return  # lineage is best effort: it never fails a build that published its data
+    ctx.metastore.replace_lineage(str(model.name), edges)
+
+
+def build_model(
+    ctx: RunContext, model: Model, *, run_id: str, full_refresh: bool = False
+) -> NodeResult:
+    """Compute, audit and publish one model; raises on failure (the caller records it)."""
+    started = time.perf_counter()
+    computed = compute(ctx, model, full_refresh=full_refresh)
+    result = NodeResult(str(model.name), "success", computed.mode)
+    if computed.mode == "up_to_date":
+        result.status = "up_to_date"
+        result.seconds = time.perf_counter() - started
+        return result
+    data = computed.data
+    if model.config.checks:
+        checks = parse_checks(
+            model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
+        )
+        outcome = audit(data, checks, table=str(model.name), lookup=lambda q: ctx.sql(q).arrow())
+        ctx.metastore.record_check_results(outcome.results, run_id=run_id)
+        result.checks = outcome.results
+        if outcome.failed:
+            failed = outcome.failures
+            raise CheckFailedError(
+                str(model.name),
+                {r.check: r.failing_rows for r in failed},
+                reasons={r.check: r.message for r in failed if r.status == "error"},
+            )
+        if outcome.quarantined.num_rows:
+            _quarantine(ctx, model, outcome.quarantined)
+            result.quarantined = outcome.quarantined.num_rows
+        data = outcome.passed
+    publish(ctx, computed, data)
+    if model.kind == "sql" and model.sql is not None:
+        _record_lineage(ctx, model, data.schema.names)
+    result.rows = data.num_rows
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_models(
+    ctx: RunContext,
+    graph: ModelGraph,
+    selected: Iterable[TableName],
+    *,
+    full_refresh: bool = False,
+    workers: int = 2,
+    retries: int = 2,
+    report: Report | None = None,
+) -> RunSummary:
+    """Build the selected models in dependency order, `workers` at a time."""
+    chosen = list(dict.fromkeys(selected))
+    wanted = set(chosen)
+    deps = {n: [u for u in graph.upstream(n, transitive=False) if u in wanted] for n in chosen}
+    results: dict[TableName, NodeResult] = {}
+    lock = threading.Lock()
+    with ctx.track_run("run", None, models=[str(n) for n in chosen]) as run:
+        run_id = str(run.run_id)
+
+        def attempt(name: TableName) -> NodeResult:
+            model = graph.models[name]
+            tries = 0
+            while True:
+                tries += 1
+                try:
+                    with ctx.track_run("model", str(name), run=run_id) as record:
+                        node = build_model(ctx, model, run_id=run_id, full_refresh=full_refresh)
+                        record.rows = node.rows
+                    node.attempts = tries
+                    return node
+                except LakebedError as exc:
+                    if isinstance(exc, Retryable) and tries <= retries:
+                        time.sleep(min(5.0, 0.2 * 2**tries) * (0.5 + random.random()))
+                        continue
+                    return NodeResult(str(name), "failed", attempts=tries, error=exc.message)
+
+        pending = set(chosen)
+        running: dict[Future[NodeResult], TableName] = {}
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            while pending or running:
+                for name in sorted(pending):
+                    states = [results.get(d) for d in deps[name]]
+                    if any(s is not None and s.status in ("failed", "skipped") for s in states):
+                        skipped = NodeResult(str(name), "skipped", error="an upstream model failed")
+                        with lock:
+                            results[name] = skipped
+                        pending.discard(name)
+                        if report:
+                            report("skipped", skipped)
+                    elif all(s is not None for s in states) and len(running) < workers:
+                        pending.discard(name)
+                        if report:
+                            report("started", NodeResult(str(name), "success"))
+                        running[pool.submit(attempt, name)] = name
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    node = future.result()
+                    with lock:
+                        results[name] = node
+                    if report:
+                        report("finished", node)
+        nodes = [results[n] for n in chosen]
+        run.rows = sum(n.rows for n in nodes)
+        if any(n.status == "failed" for n in nodes):
+            failed = ", ".join(n.model for n in nodes if n.status == "failed")
+            summary = RunSummary(run_id, nodes)
+            raise _RunFailedError(summary, f"models failed: {failed}")
+    return RunSummary(run_id, nodes)
+
+
+class _RunFailedError(LakebedError):
+    """Marks the run record failed while handing the summary back to `run`."""
+
+    def __init__(self, summary: RunSummary, message: str) -> None:
+        self.summary = summary
+        super().__init__(message)
+
+
+def run(
+    ctx: RunContext,
+    graph: ModelGraph,
+    selected: Iterable[TableName],
+    **options: Any,
+) -> RunSummary:
+    """`run_models`, returning the summary whether or not some models failed."""
+    try:
+        return run_models(ctx, graph, selected, **options)
+    except _RunFailedError as failed:
+        return failed.summary

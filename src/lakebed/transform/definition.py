@@ -1,0 +1,67 @@
+"""What a model is: a SQL SELECT or a Python function that builds one lakehouse table.
+
+Models live in `models/<layer>/<name>.sql` or `.py`; optional settings sit beside them in
+`<name>.yml`. The output table is `layer.name`; inputs are read from the SQL (sqlglot) or
+declared in the Python decorator, never twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lakebed.storage import TableName
+
+Materialization = Literal["view", "table", "incremental", "scd2"]
+FrameKind = Literal["arrow", "polars", "pandas"]
+
+
+class ModelConfig(BaseModel):
+    """The settings of one model (its `<name>.yml`, or the Python decorator's arguments)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    materialized: Materialization = "table"
+    unique_key: list[str] = Field(default_factory=list)
+    incremental_strategy: Literal["append", "merge"] = "append"
+    partition_by: list[str] = Field(default_factory=list)
+    schedule: str | None = Field(default=None, description="cron expression")
+    # Each check is validated by lakebed.govern.checks (kinds register there).
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+    owner: str | None = None
+    domain: str | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    columns: dict[str, str] = Field(default_factory=dict, description="column descriptions")
+
+    @model_validator(mode="after")
+    def _keys_for_merge(self) -> ModelConfig:
+        needs_key = self.materialized == "scd2" or (
+            self.materialized == "incremental" and self.incremental_strategy == "merge"
+        )
+        if needs_key and not self.unique_key:
+            raise ValueError(f"materialized {self.materialized} needs a unique_key")
+        return self
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model of the project, ready to build."""
+
+    name: TableName
+    path: Path
+    kind: Literal["sql", "python"]
+    inputs: tuple[TableName, ...]
+    config: ModelConfig
+    sql: str | None = None  # the SELECT of a SQL model, as written
+    function: Callable[..., Any] | None = None  # the function of a Python model
+    frame: FrameKind = "arrow"  # how a Python model receives its inputs
+    # 1-based line of each input reference in the file (for error messages).
+    input_lines: dict[TableName, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return str(self.name)

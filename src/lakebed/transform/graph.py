@@ -1,0 +1,307 @@
+"""The dependency graph of a project's models: build order, parallel layers and selectors.
+
+Roots are source tables: tables that already exist in the catalog and the targets of the
+ingestion sources in `lakebed.yml`. Every model input must be a model or a source table.
+
+Selectors (several separated by spaces select their union):
+
+    name | layer.name      one model (a bare name must be unique across layers)
+    +name                  the model and everything upstream of it
+    name+                  the model and everything downstream of it
+    +name+                 both
+    tag:x                  models tagged x
+    layer:gold             models of a layer
+    source:x               models downstream of the table ingestion source x writes
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from difflib import SequenceMatcher
+from typing import NoReturn
+
+from lakebed.errors import CycleError, InvalidTableNameError, ModelError, TransformError
+from lakebed.storage import TableName
+from lakebed.transform.definition import Model
+from lakebed.transform.discover import MODEL_LAYERS
+
+SELECTOR_METHODS = ("tag", "layer", "source")
+
+
+class ModelGraph:
+    """Models and the tables they read; raises `ModelError` / `CycleError` when built from
+    models whose inputs are unknown or that depend on each other in a cycle."""
+
+    def __init__(
+        self,
+        models: Mapping[TableName, Model],
+        sources: Iterable[TableName] = (),
+        *,
+        source_targets: Mapping[str, TableName] | None = None,
+    ) -> None:
+        """`sources`: tables that exist in the catalog; `source_targets`: each ingestion
+        source's name and the table it writes (also a root of the graph)."""
+        self.models: dict[TableName, Model] = {}
+        for name, model in sorted(models.items()):
+            if model.name != name:
+                raise TransformError(f"model {model.name} is registered under {name}")
+            self.models[name] = model
+        self.source_targets: dict[str, TableName] = dict(sorted((source_targets or {}).items()))
+        self.sources: frozenset[TableName] = (
+            frozenset(sources) | frozenset(self.source_targets.values())
+        ) - frozenset(self.models)
+        self._downstream: dict[TableName, list[TableName]] = {}
+        for name, model in self.models.items():
+            for table in model.inputs:
+                self._downstream.setdefault(table, []).append(name)
+        self._check()
+        self._order = self._topological(set(self.models))
+        self._position = {name: index for index, name in enumerate(self._order)}
+
+    # -- validation -----------------------------------------------------------------------
+
+    def _check(self) -> None:
+        written_by = {target: source for source, target in self.source_targets.items()}
+        for name, model in self.models.items():
+            if name in written_by:
+                raise ModelError(
+                    f"{name} is both a model and the target of ingestion source "
+                    f"{written_by[name]!r}",
+                    file=str(model.path),
+                    model=str(name),
+                    hint="rename the model, or point the source at another table",
+                )
+        known = sorted(str(t) for t in set(self.models) | self.sources)
+        for name, model in self.models.items():
+            for table in model.inputs:
+                if table in self.models or table in self.sources:
+                    continue
+                matches = close_matches(str(table), known)
+                raise ModelError(
+                    f"{name} reads {table}, which is neither a model nor a source table",
+                    file=str(model.path),
+                    line=model.input_lines.get(table),
+                    model=str(name),
+                    hint=f"did you mean {', '.join(matches)}?"
+                    if matches
+                    else "add a model or an ingestion source for it, or fix the name",
+                )
+
+    def _raise_cycle(self, remaining: set[TableName]) -> NoReturn:
+        """Every model left after a topological sort has an input left too: walking inputs
+        from the smallest one must come back to a model already seen."""
+        path = [min(remaining)]
+        while True:
+            current = path[-1]
+            upstream = min(t for t in self.models[current].inputs if t in remaining)
+            if upstream in path:
+                loop = path[path.index(upstream) :]
+                break
+            path.append(upstream)
+        # `loop` follows inputs (reader → read); print it the way data flows, from the smallest.
+        flow = list(reversed(loop))
+        start = flow.index(min(flow))
+        flow = flow[start:] + flow[:start]
+        first, reads = flow[0], flow[-1]
+        model = self.models[first]
+        raise CycleError(
+            [str(t) for t in [*flow, first]],
+            file=str(model.path),
+            line=model.input_lines.get(reads),
+        )
+
+    # -- order ----------------------------------------------------------------------------
+
+    def _topological(self, among: set[TableName]) -> list[TableName]:
+        """Kahn's algorithm over `among`; ties are broken by name so the order is stable.
+        Models left over depend on each other in a cycle: a CycleError."""
+        waiting = {name: {t for t in self.models[name].inputs if t in among} for name in among}
+        ready = [name for name, inputs in waiting.items() if not inputs]
+        heapq.heapify(ready)
+        order: list[TableName] = []
+        while ready:
+            name = heapq.heappop(ready)
+            order.append(name)
+            for reader in self._downstream.get(name, []):
+                if reader in waiting and name in waiting[reader]:
+                    waiting[reader].discard(name)
+                    if not waiting[reader]:
+                        heapq.heappush(ready, reader)
+        if len(order) < len(among):
+            self._raise_cycle(among - set(order))
+        return order
+
+    def order(self, among: Iterable[TableName | str] | None = None) -> list[TableName]:
+        """Models in build order (inputs first, ties by name); only `among` if given."""
+        if among is None:
+            return list(self._order)
+        return self._sorted(self._models_of(among))
+
+    def layers(self, among: Iterable[TableName | str] | None = None) -> list[list[TableName]]:
+        """Models grouped into steps: each step's models read only earlier steps' tables, so
+        they can build in parallel. With `among`, inputs outside it count as built."""
+        selected = set(self._order) if among is None else self._models_of(among)
+        level: dict[TableName, int] = {}
+        for name in self._sorted(selected):
+            inputs = [level[t] for t in self.models[name].inputs if t in selected]
+            level[name] = 1 + max(inputs) if inputs else 0
+        steps: list[list[TableName]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for name in sorted(level):
+            steps[level[name]].append(name)
+        return steps
+
+    def upstream(self, name: TableName | str, *, transitive: bool = True) -> list[TableName]:
+        """The models `name` reads (all the way up unless `transitive=False`), in build order."""
+        node = self._node(name)
+        found: set[TableName] = set()
+        pending = [node]
+        while pending:
+            current = pending.pop()
+            model = self.models.get(current)
+            for table in model.inputs if model is not None else ():
+                if table in self.models and table not in found:
+                    found.add(table)
+                    if transitive:
+                        pending.append(table)
+        return self._sorted(found)
+
+    def downstream(self, name: TableName | str, *, transitive: bool = True) -> list[TableName]:
+        """The models that read `name` (all the way down unless `transitive=False`), in
+        build order; `name` may be a model or a source table."""
+        node = self._node(name)
+        found: set[TableName] = set()
+        pending = [node]
+        while pending:
+            for reader in self._downstream.get(pending.pop(), []):
+                if reader not in found:
+                    found.add(reader)
+                    if transitive:
+                        pending.append(reader)
+        return self._sorted(found)
+
+    def _sorted(self, names: Iterable[TableName]) -> list[TableName]:
+        return sorted(names, key=self._position.__getitem__)
+
+    def _models_of(self, among: Iterable[TableName | str]) -> set[TableName]:
+        return {node for node in map(self._node, among) if node in self.models}
+
+    def _node(self, name: TableName | str) -> TableName:
+        """A model or source table by `layer.name`, or a TransformError with close matches."""
+        try:
+            table = TableName.parse(name)
+        except InvalidTableNameError as exc:
+            raise TransformError(exc.message, hint=exc.hint) from exc
+        if table in self.models or table in self.sources:
+            return table
+        raise self._unknown(f"{table} is neither a model nor a source table", str(table))
+
+    # -- selectors ------------------------------------------------------------------------
+
+    def select(self, expression: str) -> list[TableName]:
+        """The models a selector expression picks, in build order (see the module docstring)."""
+        selectors = expression.split()
+        if not selectors:
+            raise TransformError(
+                "empty selector", hint="for example `gold.revenue`, `+gold.revenue`, `tag:daily`"
+            )
+        chosen: set[TableName] = set()
+        for selector in selectors:
+            chosen |= self._select_one(selector)
+        return self._sorted(chosen)
+
+    def _select_one(self, selector: str) -> set[TableName]:
+        body = selector.strip("+")
+        with_upstream = selector.startswith("+")
+        with_downstream = selector.endswith("+")
+        if not body:
+            raise TransformError(f"selector {selector!r} names nothing", hint=_SELECTOR_HINT)
+        if ":" in body:
+            seeds = self._by_method(selector, *body.split(":", 1))
+        else:
+            seeds = {self._by_name(body)}
+            if not (seeds & set(self.models)) and not with_downstream:
+                raise TransformError(
+                    f"{body} is a source table, not a model",
+                    hint=f"select the models that read it with `{body}+`",
+                )
+        chosen = seeds & set(self.models)
+        for seed in seeds:
+            if with_upstream:
+                chosen.update(self.upstream(seed))
+            if with_downstream:
+                chosen.update(self.downstream(seed))
+        return chosen
+
+    def _by_method(self, selector: str, method: str, value: str) -> set[TableName]:
+        if method == "tag":
+            tags = {tag for model in self.models.values() for tag in model.config.tags}
+            if value not in tags:
+                raise self._unknown(f"no model has tag {value!r}", value, sorted(tags), "tag:")
+            return {name for name, model in self.models.items() if value in model.config.tags}
+        if method == "layer":
+            if value not in MODEL_LAYERS:
+                raise self._unknown(f"unknown layer {value!r}", value, list(MODEL_LAYERS), "layer:")
+            return {name for name in self.models if name.layer == value}
+        if method == "source":
+            target = self.source_targets.get(value)
+            if target is None:
+                raise self._unknown(
+                    f"unknown ingestion source {value!r}",
+                    value,
+                    list(self.source_targets),
+                    "source:",
+                )
+            return set(self.downstream(target))
+        raise TransformError(
+            f"unknown selector method {method!r} in {selector!r}",
+            hint=f"methods are {', '.join(m + ':' for m in SELECTOR_METHODS)}; {_SELECTOR_HINT}",
+        )
+
+    def _by_name(self, text: str) -> TableName:
+        if "." in text:
+            return self._node(text)
+        for pool in (self.models, sorted(self.sources)):
+            candidates = [name for name in pool if name.name == text.lower()]
+            if len(candidates) > 1:
+                raise TransformError(
+                    f"{text} is ambiguous: {', '.join(map(str, candidates))}",
+                    hint="write it as layer.name",
+                )
+            if candidates:
+                return candidates[0]
+        raise self._unknown(f"no model or source table is called {text}", text)
+
+    def _unknown(
+        self, message: str, text: str, known: list[str] | None = None, prefix: str = ""
+    ) -> TransformError:
+        if known is None:
+            tables = set(self.models) | self.sources
+            known = sorted({str(t) if "." in text else t.name for t in tables})
+        matches = close_matches(text, known)
+        if matches:
+            hint = f"did you mean {', '.join(prefix + m for m in matches)}?"
+        elif known and prefix:
+            hint = f"known: {', '.join(prefix + k for k in known[:10])}"
+        else:
+            hint = _SELECTOR_HINT
+        return TransformError(message, hint=hint)
+
+
+def close_matches(text: str, known: Iterable[str]) -> list[str]:
+    """Up to three known names close to `text`, only those nearly as close as the best one
+    (so `silver.order` suggests silver.orders, not every other silver table)."""
+    scored = sorted(
+        ((SequenceMatcher(None, text, name).ratio(), name) for name in set(known)),
+        key=lambda item: (-item[0], item[1]),
+    )
+    if not scored or scored[0][0] < 0.6:
+        return []
+    floor = max(0.6, scored[0][0] - 0.1)
+    return [name for ratio, name in scored[:3] if ratio >= floor]
+
+
+_SELECTOR_HINT = (
+    "selectors are name, layer.name, +name (with upstream), name+ (with downstream), "
+    "tag:x, layer:x and source:x, separated by spaces"
+)

@@ -1,0 +1,262 @@
+"""Compute a model's rows and publish them as its table: full rebuilds and increments.
+
+`compute` reads one snapshot of every input; an incremental model reads only the rows its
+inputs changed since the versions its table last processed (recorded in the table's own
+commits), through the change data feed or, for append-only inputs, the files they added.
+`publish` commits the result with those input versions in the same Delta commit, so a
+crash never processes an input change twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from lakebed.errors import TransformError
+from lakebed.process import QueryResult
+from lakebed.process.pruning import table_name_of
+from lakebed.storage import DeltaStore, Table, TableName, WriteResult, to_arrow
+from lakebed.transform.definition import Model
+
+STATE_KEY = "lakebed.model"
+_UPSERT = ("insert", "update_postimage")
+# Order of change kinds within one commit: the last one per key is its net effect.
+_RANK = {"update_preimage": 0, "delete": 1, "insert": 2, "update_postimage": 3}
+
+
+class Workspace(Protocol):
+    """What building a model needs of the lakehouse (transform sits below it)."""
+
+    storage: DeltaStore
+
+    def sql(
+        self,
+        query: str,
+        *,
+        as_of: Any = None,
+        params: list[Any] | None = None,
+        relations: Mapping[str, pa.Table] | None = None,
+    ) -> QueryResult: ...
+
+    def table(self, name: str | TableName) -> Table: ...
+
+    def create_table(
+        self,
+        name: str | TableName,
+        schema: pa.Schema,
+        *,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+        properties: dict[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> Table: ...
+
+
+@dataclass
+class Computed:
+    """A model's new rows, ready for checks and publishing."""
+
+    model: Model
+    mode: Literal["full", "incremental", "up_to_date"]
+    data: pa.Table
+    inputs: dict[str, int]  # the input versions these rows reflect
+    deleted_keys: pa.Table | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def app_id(model: Model) -> str:
+    return f"lakebed-model:{model.name}"
+
+
+def processed_versions(table: Table) -> dict[str, int] | None:
+    """The input versions the model's table last processed, from its newest model commit."""
+    for entry in table.history():
+        raw = entry.get(STATE_KEY)
+        if raw is not None:
+            record = json.loads(raw) if isinstance(raw, str) else raw
+            return {str(k): int(v) for k, v in record.get("inputs", {}).items()}
+    return None
+
+
+def _input_versions(ws: Workspace, model: Model) -> dict[str, int]:
+    return {str(name): ws.table(name).version() for name in model.inputs}
+
+
+def _run_python(ws: Workspace, model: Model, frames: dict[TableName, pa.Table]) -> pa.Table:
+    assert model.function is not None
+    args: list[Any] = []
+    for name in model.inputs:
+        frame: Any = frames[name]
+        if model.frame == "polars":
+            import polars
+
+            frame = polars.from_arrow(frame)
+        elif model.frame == "pandas":
+            frame = frame.to_pandas()
+        args.append(frame)
+    try:
+        result = model.function(*args)
+    except Exception as exc:
+        raise TransformError(f"model {model.name} ({model.path}) raised {exc!r}") from exc
+    if result is None:
+        raise TransformError(f"model {model.name} ({model.path}) returned nothing")
+    return to_arrow(result)
+
+
+def _full(ws: Workspace, model: Model) -> Computed:
+    if model.kind == "sql":
+        assert model.sql is not None
+        result = ws.sql(model.sql)
+        versions = dict(result.versions)
+        return Computed(model, "full", result.arrow(), versions)
+    versions = _input_versions(ws, model)
+    frames = {name: ws.sql(f"select * from {name}", as_of=None).arrow() for name in model.inputs}
+    return Computed(model, "full", _run_python(ws, model, frames), versions)
+
+
+def _rewrite(sql: str, target: TableName, relation: str) -> str:
+    """The model's SQL with every reference to `target` reading `relation` instead."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    for node in list(tree.find_all(exp.Table)):
+        if table_name_of(node) == target:
+            alias = node.alias or target.name
+            node.replace(exp.to_table(relation).as_(alias))
+    return tree.sql(dialect="duckdb")
+
+
+@dataclass
+class _Delta:
+    upserts: pa.Table
+    removed: pa.Table | None  # rows whose key may have to go (deletes, update pre-images)
+
+
+def _input_delta(table: Table, since: int, until: int, keys: list[str]) -> _Delta | None:
+    """What changed in an input between two versions, or None when it cannot be known."""
+    changes = table.changes(since + 1, until)
+    if changes is not None:
+        data_columns = [c for c in changes.column_names if not c.startswith("_commit")]
+        data_columns = [c for c in data_columns if c != "_change_type"]
+        kinds = changes.column("_change_type")
+        only_inserts = pc.all(pc.equal(kinds, "insert")).as_py() in (True, None)
+        if only_inserts:
+            return _Delta(changes.select(data_columns), None)
+        if not keys or not all(k in data_columns for k in keys):
+            return None  # updates or deletes without the key: only a rebuild is exact
+        ranked = changes.append_column(
+            "__rank",
+            pa.array([_RANK.get(k, 2) for k in kinds.to_pylist()], pa.int8()),
+        )
+        ranked = ranked.sort_by([("_commit_version", "ascending"), ("__rank", "ascending")])
+        indexed = ranked.append_column("__row", pa.array(range(ranked.num_rows), pa.int64()))
+        last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
+        net = ranked.take(pc.take(last, pc.sort_indices(last)))
+        is_upsert = pc.is_in(net.column("_change_type"), pa.array(_UPSERT))
+        inserted = pc.is_in(ranked.column("_change_type"), pa.array(["insert"]))
+        touched = ranked.filter(pc.invert(inserted)).select(keys)
+        return _Delta(net.filter(is_upsert).select(data_columns), touched)
+    appended = table.appended_rows(since + 1, until)
+    if appended is None:
+        return None
+    return _Delta(appended, None)
+
+
+def compute(ws: Workspace, model: Model, *, full_refresh: bool = False) -> Computed:
+    """The model's new rows: everything for a table, or what changed for an increment."""
+    if model.config.materialized != "incremental" or full_refresh:
+        return _full(ws, model)
+    if not ws.storage.exists(model.name):
+        return _full(ws, model)
+    last = processed_versions(ws.table(model.name))
+    now = _input_versions(ws, model)
+    if last is None or set(last) != set(now):
+        return _full(ws, model)
+    changed = [TableName.parse(n) for n, v in now.items() if v != last[n]]
+    if not changed:
+        return Computed(model, "up_to_date", pa.table({}), now)
+    if any(now[str(n)] < last[str(n)] for n in changed):
+        return _full(ws, model)  # an input was restored to an older version
+    keys = list(model.config.unique_key)
+    merge = model.config.incremental_strategy == "merge"
+    deltas: dict[TableName, _Delta] = {}
+    for name in changed:
+        delta = _input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
+        if delta is None or (delta.removed is not None and not merge):
+            return _full(ws, model)
+        deltas[name] = delta
+    outputs: list[pa.Table] = []
+    removed: list[pa.Table] = []
+    for name, delta in deltas.items():
+        relation = f"__lakebed_changes_{name.layer}_{name.name}"
+        if model.kind == "sql":
+            assert model.sql is not None
+            sql = _rewrite(model.sql, name, relation)
+            outputs.append(ws.sql(sql, relations={relation: delta.upserts}).arrow())
+        else:
+            frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
+            frames[name] = delta.upserts
+            outputs.append(_run_python(ws, model, frames))
+        if delta.removed is not None:
+            removed.append(delta.removed)
+    data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
+    deleted = pa.concat_tables(removed) if removed else None
+    if merge and data.num_rows and keys:
+        data = _last_per_key(data, keys)
+    return Computed(model, "incremental", data, now, deleted_keys=deleted)
+
+
+def _last_per_key(data: pa.Table, keys: list[str]) -> pa.Table:
+    indexed = data.append_column("__row", pa.array(range(data.num_rows), pa.int64()))
+    last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
+    if len(last) == data.num_rows:
+        return data
+    return data.take(pc.take(last, pc.sort_indices(last)))
+
+
+def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | None:
+    """Commit the (audited) rows with the input versions they reflect, atomically."""
+    model = computed.model
+    if computed.mode == "up_to_date":
+        return None
+    config = model.config
+    metadata = {STATE_KEY: json.dumps({"inputs": computed.inputs})}
+    if not ws.storage.exists(model.name):
+        table = ws.create_table(
+            model.name,
+            data.schema,
+            partition_by=config.partition_by or None,
+            description=config.description,
+            owner=config.owner,
+            domain=config.domain,
+            tags=config.tags or None,
+        )
+    else:
+        table = ws.table(model.name)
+    txn = (app_id(model), (table.transaction_version(app_id(model)) or 0) + 1)
+    if computed.mode == "full":
+        return table.overwrite(
+            data,
+            schema_mode="overwrite",
+            partition_by=config.partition_by,
+            app_transaction=txn,
+            metadata=metadata,
+        )
+    if config.incremental_strategy == "merge":
+        return table.merge(
+            data,
+            config.unique_key,
+            allow_missing_columns=True,
+            delete_keys=computed.deleted_keys,
+            app_transaction=txn,
+            metadata=metadata,
+        )
+    return table.append(data, allow_missing_columns=True, app_transaction=txn, metadata=metadata)

@@ -1,0 +1,157 @@
+"""Model runs end to end: tables, incremental models, Python models, checks, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import lakebed
+from lakebed import Lakehouse
+
+
+def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
+    layer, table = name.split(".")
+    folder = root / "models" / layer
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{table}.sql").write_text(sql)
+    if yml is not None:
+        (folder / f"{table}.yml").write_text(yml)
+
+
+@pytest.fixture
+def lh(tmp_path: Path) -> Lakehouse:
+    root = lakebed.init_project(tmp_path / "p")
+    lake = lakebed.open(root)
+    lake.write(
+        "silver.orders",
+        {"id": [1, 2, 3, 4], "customer": [10, 10, 20, None], "amount": [5.0, 7.5, 1.0, 3.0]},
+    )
+    lake.write("silver.customers", {"customer": [10, 20], "country": ["DE", "FR"]})
+    return lake
+
+
+def _rows(lh: Lakehouse, table: str) -> list[tuple]:
+    return lh.sql(f"select * from {table} order by all").rows()
+
+
+def test_table_models_build_in_dependency_order(lh: Lakehouse) -> None:
+    _model(
+        lh.root,
+        "gold.by_country",
+        "select c.country, sum(o.amount) as revenue\n"
+        "from silver.enriched o join silver.customers c using (customer) group by all",
+    )
+    _model(lh.root, "silver.enriched", "select * from silver.orders where customer is not null")
+    summary = lh.run()
+    assert summary.ok
+    assert [n.model for n in summary.nodes] == ["silver.enriched", "gold.by_country"]
+    assert _rows(lh, "gold.by_country") == [("DE", 12.5), ("FR", 1.0)]
+    assert lh.run().ok  # a second full build replaces the tables
+    assert _rows(lh, "gold.by_country") == [("DE", 12.5), ("FR", 1.0)]
+
+
+def test_a_failing_check_publishes_nothing_and_skips_downstream(lh: Lakehouse) -> None:
+    _model(
+        lh.root,
+        "silver.enriched",
+        "select * from silver.orders",
+        "checks:\n  - not_null: customer\n",
+    )
+    _model(lh.root, "gold.total", "select sum(amount) as total from silver.enriched")
+    summary = lh.run()
+    assert not summary.ok
+    status = {n.model: n.status for n in summary.nodes}
+    assert status == {"silver.enriched": "failed", "gold.total": "skipped"}
+    assert not lh.storage.exists(lakebed.lakehouse.TableName.parse("silver.enriched"))
+    (result,) = lh.metastore.latest_check_results("silver.enriched")
+    assert result.failing_rows == 1
+
+
+def test_drop_checks_quarantine_failing_rows_and_publish_the_rest(lh: Lakehouse) -> None:
+    _model(
+        lh.root,
+        "silver.enriched",
+        "select * from silver.orders",
+        "checks:\n  - not_null: {column: customer, severity: drop}\n",
+    )
+    summary = lh.run()
+    assert summary.ok
+    assert summary.nodes[0].quarantined == 1
+    assert [r[0] for r in _rows(lh, "silver.enriched")] == [1, 2, 3]
+    assert lh.sql("select id from quarantine.enriched").rows() == [(4,)]
+
+
+def test_incremental_merge_equals_a_full_rebuild_after_inserts_updates_deletes(
+    lh: Lakehouse,
+) -> None:
+    _model(
+        lh.root,
+        "gold.big_orders",
+        "select id, customer, amount * 2 as doubled from silver.orders where amount > 2",
+        "materialized: incremental\nincremental_strategy: merge\nunique_key: [id]\n",
+    )
+    assert lh.run().nodes[0].mode == "full"
+    orders = lh.table("silver.orders")
+    orders.append({"id": [5, 6], "customer": [20, 20], "amount": [9.0, 0.5]})
+    orders.update({"amount": "1.0"}, predicate="id = 2")  # drops out of the model's WHERE
+    orders.delete("id = 1")
+    node = lh.run().nodes[0]
+    assert node.mode == "incremental"
+    incremental = _rows(lh, "gold.big_orders")
+    expected = lh.sql(
+        "select id, customer, amount * 2 as doubled from silver.orders where amount > 2"
+        " order by all"
+    ).rows()
+    assert incremental == expected
+    assert lh.run().nodes[0].status == "up_to_date"
+
+
+def test_incremental_append_reads_only_new_rows_of_an_append_only_input(lh: Lakehouse) -> None:
+    lh.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"]})
+    _model(
+        lh.root,
+        "silver.events",
+        "select id, upper(kind) as kind from bronze.events",
+        "materialized: incremental\n",
+    )
+    lh.run()
+    lh.table("bronze.events").append({"id": [3], "kind": ["c"]})
+    node = lh.run().nodes[0]
+    assert (node.mode, node.rows) == ("incremental", 1)
+    assert _rows(lh, "silver.events") == [(1, "A"), (2, "B"), (3, "C")]
+
+
+def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
+    folder = lh.root / "models" / "gold"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "order_count.py").write_text(
+        "import pyarrow as pa\n"
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders'])\n"
+        "def order_count(orders: pa.Table) -> pa.Table:\n"
+        "    return pa.table({'orders': [orders.num_rows]})\n"
+    )
+    assert lh.run().ok
+    assert _rows(lh, "gold.order_count") == [(4,)]
+
+
+def test_run_history_records_the_run_and_each_model(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    lh.run()
+    kinds = [r.kind for r in lh.runs()]
+    assert "run" in kinds
+    assert "model" in kinds
+    model_run = next(r for r in lh.runs(kind="model"))
+    assert (model_run.target, model_run.status, model_run.rows) == ("silver.enriched", "success", 4)
+    assert pa.types.is_integer(lh.table("silver.enriched").schema().field("id").type)
+
+
+def test_a_run_records_column_lineage_down_to_the_inputs(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select id, amount * 2 as doubled from silver.orders")
+    lh.run()
+    edges = lh.metastore.lineage_edges(downstream="silver.enriched")
+    found = {(e.downstream_column, e.upstream_table, e.upstream_column) for e in edges}
+    assert ("doubled", "silver.orders", "amount") in found
+    assert ("id", "silver.orders", "id") in found
