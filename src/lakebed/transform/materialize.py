@@ -74,18 +74,43 @@ class Computed:
     notes: list[str] = field(default_factory=list)
 
 
+def fingerprint(model: Model) -> str:
+    """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
+    comments and keyword case do not count), or a Python model's source, plus its settings."""
+    import hashlib
+    import inspect
+
+    if model.kind == "sql" and model.sql is not None:
+        text = sqlglot.parse_one(model.sql, read="duckdb").sql(dialect="duckdb", normalize=True)
+    elif model.function is not None:
+        text = inspect.getsource(model.function)
+    else:
+        text = ""
+    settings = model.config.model_dump_json(exclude={"description", "columns", "owner", "tags"})
+    return hashlib.sha256(f"{text}\n{settings}".encode()).hexdigest()[:16]
+
+
 def app_id(model: Model) -> str:
     return f"lakebed-model:{model.name}"
 
 
-def processed_versions(table: Table) -> dict[str, int] | None:
-    """The input versions the model's table last processed, from its newest model commit."""
+def last_build(table: Table) -> dict[str, Any] | None:
+    """What the newest model commit of a table recorded: `inputs` (versions processed),
+    `fingerprint` and `columns`."""
     for entry in table.history():
         raw = entry.get(STATE_KEY)
         if raw is not None:
             record = json.loads(raw) if isinstance(raw, str) else raw
-            return {str(k): int(v) for k, v in record.get("inputs", {}).items()}
+            return dict(record)
     return None
+
+
+def processed_versions(table: Table) -> dict[str, int] | None:
+    """The input versions the model's table last processed, from its newest model commit."""
+    record = last_build(table)
+    if record is None:
+        return None
+    return {str(k): int(v) for k, v in record.get("inputs", {}).items()}
 
 
 def _input_versions(ws: Workspace, model: Model) -> dict[str, int]:
@@ -228,7 +253,12 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     if computed.mode == "up_to_date":
         return None
     config = model.config
-    metadata = {STATE_KEY: json.dumps({"inputs": computed.inputs})}
+    state = {
+        "inputs": computed.inputs,
+        "fingerprint": fingerprint(model),
+        "columns": data.schema.names,
+    }
+    metadata = {STATE_KEY: json.dumps(state)}
     if not ws.storage.exists(model.name):
         table = ws.create_table(
             model.name,
