@@ -155,3 +155,29 @@ def test_a_run_records_column_lineage_down_to_the_inputs(lh: Lakehouse) -> None:
     found = {(e.downstream_column, e.upstream_table, e.upstream_column) for e in edges}
     assert ("doubled", "silver.orders", "amount") in found
     assert ("id", "silver.orders", "id") in found
+
+
+def test_scd2_keeps_every_version_with_validity_and_current_flag(lh: Lakehouse) -> None:
+    _model(
+        lh.root,
+        "gold.customer_history",
+        "select customer, country from silver.customers",
+        "materialized: scd2\nunique_key: [customer]\n",
+    )
+    assert lh.run().ok
+    customers = lh.table("silver.customers")
+    customers.update({"country": "'AT'"}, predicate="customer = 10")
+    customers.delete("customer = 20")
+    customers.append({"customer": [30], "country": ["IT"]})
+    assert lh.run().ok
+    rows = lh.sql(
+        "select customer, country, is_current, valid_to is not null as closed"
+        " from gold.customer_history order by customer, valid_from"
+    ).rows()
+    assert rows == [
+        (10, "DE", False, True),
+        (10, "AT", True, False),
+        (20, "FR", False, True),
+        (30, "IT", True, False),
+    ]
+    assert lh.run().nodes[0].status == "up_to_date"

@@ -555,6 +555,53 @@ class Table:
             )
         return self._latest("MERGE", metrics)
 
+    def apply_history(
+        self,
+        changes: pa.Table,
+        keys: list[str],
+        *,
+        app_transaction: tuple[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Apply slowly-changing-dimension (type 2) changes in one commit.
+
+        `changes` holds rows with an `__action` column: `close` ends the current version of
+        a key (sets `valid_to`, clears `is_current`), `insert` adds a new current version.
+        """
+        action = "__action"
+        closing = pc.equal(changes.column(action), "close")
+        merge_key = [
+            pc.if_else(
+                closing, changes.column(k), pa.nulls(changes.num_rows, changes.column(k).type)
+            )
+            for k in keys
+        ]
+        source = changes
+        for key, column in zip(keys, merge_key, strict=True):
+            source = source.append_column(f"__key_{key}", column)
+        predicate = " AND ".join(f't."{k}" = s."__key_{k}"' for k in keys) + " AND t.is_current"
+        columns = [c for c in changes.column_names if c != action]
+        insert = {f'"{c}"': f's."{c}"' for c in columns}
+        with self._errors("merge"):
+            metrics = (
+                self.delta()
+                .merge(
+                    source,
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    writer_properties=WRITER_PROPERTIES,
+                    commit_properties=self._commit_properties(app_transaction, metadata),
+                )
+                .when_matched_update(
+                    updates={"valid_to": "s.valid_from", "is_current": "false"},
+                    predicate=f"s.\"{action}\" = 'close'",
+                )
+                .when_not_matched_insert(updates=insert, predicate=f"s.\"{action}\" = 'insert'")
+                .execute()
+            )
+        return self._latest("MERGE", metrics)
+
     def changes(self, from_version: int, to_version: int) -> pa.Table | None:
         """Rows changed in versions `from_version`..`to_version` from the change data feed
         (`_change_type`, `_commit_version` columns), or None when the table does not record

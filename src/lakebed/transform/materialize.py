@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
@@ -195,8 +196,82 @@ def _input_delta(table: Table, since: int, until: int, keys: list[str]) -> _Delt
     return _Delta(appended, None)
 
 
+SCD2_COLUMNS = ("valid_from", "valid_to", "is_current")
+
+
+def _scd2(ws: Workspace, model: Model) -> Computed:
+    """The history changes of a keyed snapshot: new versions to insert, old ones to close."""
+    snapshot = _full(ws, model)
+    now = datetime.now(UTC)
+    data = snapshot.data
+    keys = list(model.config.unique_key)
+    clash = [c for c in SCD2_COLUMNS if c in data.column_names]
+    if clash:
+        raise TransformError(
+            f"scd2 model {model.name} returns {', '.join(clash)}, which lakebed adds itself"
+        )
+    attributes = [c for c in data.column_names if c not in keys]
+
+    def quoted(names: list[str]) -> str:
+        return ", ".join(f'"{n}"' for n in names)
+
+    digest = f"md5(cast(row({quoted(attributes) or 'null'}) as varchar))"
+    if ws.storage.exists(model.name):
+        current = ws.sql(
+            f"select {quoted(keys)}, {digest} as __h from {model.name} where is_current"
+        ).arrow()
+    else:
+        empty = {k: data.column(k).slice(0, 0) for k in keys}
+        current = pa.table({**empty, "__h": pa.array([], pa.string())})
+    relations = {"__lakebed_new": data, "__lakebed_current": current}
+    on = " and ".join(f'n."{k}" is not distinct from c."{k}"' for k in keys)
+    fresh = f"(select *, {digest} as __h from __lakebed_new)"
+    inserts = ws.sql(
+        f"select n.* exclude (__h) from {fresh} n left join __lakebed_current c on {on} "
+        "where c.__h is null or c.__h <> n.__h",
+        relations=relations,
+    ).arrow()
+    key_list = ", ".join(f'c."{k}"' for k in keys)
+    closes = ws.sql(
+        f"select {key_list} from __lakebed_current c left join {fresh} n on {on} "
+        "where n.__h is null or n.__h <> c.__h",
+        relations=relations,
+    ).arrow()
+    stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
+    insert_rows = inserts.append_column("valid_from", pa.repeat(stamp, inserts.num_rows))
+    insert_rows = insert_rows.append_column(
+        "valid_to", pa.nulls(inserts.num_rows, pa.timestamp("us", tz="UTC"))
+    )
+    insert_rows = insert_rows.append_column(
+        "is_current", pa.repeat(pa.scalar(True), inserts.num_rows)
+    )
+    columns: dict[str, Any] = {}
+    for field_ in insert_rows.schema:
+        if field_.name in keys:
+            columns[field_.name] = closes.column(field_.name).cast(field_.type)
+        elif field_.name == "valid_from":
+            columns[field_.name] = pa.repeat(stamp, closes.num_rows)
+        else:
+            columns[field_.name] = pa.nulls(closes.num_rows, field_.type)
+    close_rows = pa.table(columns, schema=insert_rows.schema)
+    changes = pa.concat_tables(
+        [
+            insert_rows.append_column("__action", pa.repeat(pa.scalar("insert"), inserts.num_rows)),
+            close_rows.append_column("__action", pa.repeat(pa.scalar("close"), closes.num_rows)),
+        ]
+    )
+    mode: Literal["full", "incremental", "up_to_date"] = "incremental"
+    if not ws.storage.exists(model.name):
+        mode = "full"
+    elif changes.num_rows == 0:
+        mode = "up_to_date"
+    return Computed(model, mode, changes, snapshot.inputs)
+
+
 def compute(ws: Workspace, model: Model, *, full_refresh: bool = False) -> Computed:
     """The model's new rows: everything for a table, or what changed for an increment."""
+    if model.config.materialized == "scd2":
+        return _scd2(ws, model)
     if model.config.materialized != "incremental" or full_refresh:
         return _full(ws, model)
     if not ws.storage.exists(model.name):
@@ -256,13 +331,14 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     state = {
         "inputs": computed.inputs,
         "fingerprint": fingerprint(model),
-        "columns": data.schema.names,
+        "columns": [c for c in data.schema.names if c != "__action"],
     }
     metadata = {STATE_KEY: json.dumps(state)}
+    scd2 = config.materialized == "scd2"
     if not ws.storage.exists(model.name):
         table = ws.create_table(
             model.name,
-            data.schema,
+            data.drop_columns(["__action"]).schema if scd2 else data.schema,
             partition_by=config.partition_by or None,
             description=config.description,
             owner=config.owner,
@@ -272,6 +348,8 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     else:
         table = ws.table(model.name)
     txn = (app_id(model), (table.transaction_version(app_id(model)) or 0) + 1)
+    if scd2:
+        return table.apply_history(data, config.unique_key, app_transaction=txn, metadata=metadata)
     if computed.mode == "full":
         return table.overwrite(
             data,
