@@ -42,6 +42,8 @@ from lakebed.storage import (
 from lakebed.transform import Model, ModelGraph, load_models
 
 PROJECT_ENV = "LAKEBED_PROJECT"
+# Catalog property holding a view's SELECT.
+VIEW_PROPERTY = "lakebed.view"
 
 
 def project_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -90,7 +92,7 @@ class Lakehouse:
         self._handles: dict[TableName, Table] = {}
         self._snapshots: dict[TableName, Snapshot] = {}
         self._lock = threading.RLock()
-        self.engine = DuckDBEngine(self._snapshot, self._table_names)
+        self.engine = DuckDBEngine(self._snapshot, self._table_names, views=self.views)
         self._sources: dict[str, SourceSpec] | None = None
         if self.config.sources:
             self.sources()  # validate every source's options when the project opens
@@ -116,6 +118,44 @@ class Lakehouse:
         return f"Lakehouse({str(self.root)!r})"
 
     # -- catalog ----------------------------------------------------------------------------
+
+    def views(self) -> dict[TableName, str]:
+        """The lakehouse views (models materialized as `view`): name → SELECT."""
+        return {
+            TableName.parse(record.name): record.properties[VIEW_PROPERTY]
+            for record in self.metastore.list_tables()
+            if VIEW_PROPERTY in record.properties
+        }
+
+    def register_view(
+        self,
+        name: str | TableName,
+        sql: str,
+        *,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+    ) -> TableRecord:
+        """Enter a view in the catalog: queries read it as `layer.name`, computed each time."""
+        table_name = TableName.parse(name)
+        if self.storage.exists(table_name):
+            raise StorageError(
+                f"{table_name} is a table; a view cannot take its name",
+                table=str(table_name),
+                hint="drop the table first, or give the view another name",
+            )
+        self.sql(f"select * from ({sql}) as __lakebed_view limit 0")  # it must bind
+        return self.metastore.upsert_table(
+            str(table_name),
+            layer=table_name.layer,
+            path="",
+            domain=domain,
+            owner=owner,
+            description=description,
+            tags=tags,
+            properties={VIEW_PROPERTY: sql},
+        )
 
     def _table_names(self) -> list[str]:
         return [record.name for record in self.metastore.list_tables()]

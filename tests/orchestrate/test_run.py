@@ -181,3 +181,19 @@ def test_scd2_keeps_every_version_with_validity_and_current_flag(lh: Lakehouse) 
         (30, "IT", True, False),
     ]
     assert lh.run().nodes[0].status == "up_to_date"
+
+
+def test_view_models_are_queryable_and_always_current(lh: Lakehouse) -> None:
+    _model(
+        lh.root,
+        "gold.big_orders",
+        "select id, amount from silver.orders where amount > 2",
+        "materialized: view\n",
+    )
+    _model(lh.root, "gold.big_total", "select sum(amount) as total from gold.big_orders")
+    assert lh.run().ok
+    assert lh.sql("select count(*) from gold.big_orders").scalar() == 3
+    lh.table("silver.orders").append({"id": [9], "customer": [10], "amount": [100.0]})
+    assert lh.sql("select count(*) from gold.big_orders").scalar() == 4  # computed per query
+    assert lh.sql("select total from gold.big_total").scalar() == 15.5  # a table: as built
+    assert "gold.big_orders" in [t.name for t in lh.tables()]

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from lakebed.errors import CheckFailedError, LakebedError, Retryable
+from lakebed.errors import CheckFailedError, LakebedError, Retryable, TransformError
 from lakebed.govern import CheckResult, audit, column_lineage, parse_checks
 from lakebed.metastore import Metastore
 from lakebed.storage import TableName
@@ -29,6 +29,17 @@ class RunContext(Workspace, Protocol):
     metastore: Metastore
 
     def track_run(self, kind: str, target: str | None = None, **params: Any) -> Any: ...
+
+    def register_view(
+        self,
+        name: str | TableName,
+        sql: str,
+        *,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+    ) -> Any: ...
 
 
 @dataclass
@@ -74,7 +85,7 @@ def _quarantine(ctx: RunContext, model: Model, rows: pa.Table) -> None:
 
 def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
     assert model.sql is not None
-    schemas = {name: ctx.table(name).schema().names for name in model.inputs}
+    schemas = {name: ctx.sql(f"select * from {name} limit 0").columns for name in model.inputs}
     try:
         edges = column_lineage(model.sql, model.name, schemas, output_columns=columns)
     except LakebedError:
@@ -87,6 +98,18 @@ def build_model(
 ) -> NodeResult:
     """Compute, audit and publish one model; raises on failure (the caller records it)."""
     started = time.perf_counter()
+    if model.config.materialized == "view":
+        if model.sql is None:
+            raise TransformError(f"{model.name}: only SQL models can be views ({model.path})")
+        ctx.register_view(
+            model.name,
+            model.sql,
+            description=model.config.description,
+            owner=model.config.owner,
+            domain=model.config.domain,
+            tags=model.config.tags or None,
+        )
+        return NodeResult(str(model.name), "success", "view", seconds=time.perf_counter() - started)
     computed = compute(ctx, model, full_refresh=full_refresh)
     result = NodeResult(str(model.name), "success", computed.mode)
     if computed.mode == "up_to_date":

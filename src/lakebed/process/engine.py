@@ -51,9 +51,13 @@ class DuckDBEngine:
         *,
         threads: int | None = None,
         memory_limit: str | None = None,
+        views: Callable[[], Mapping[TableName, str]] | None = None,
     ) -> None:
         self._resolve = resolve
         self._known_tables = known_tables
+        self._views_of = views or dict
+        self._view_sql: dict[TableName, str] = {}
+        self._view_order: list[TableName] = []
         self._lock = threading.RLock()
         self._con = duckdb.connect(":memory:")
         # Naive timestamps in SQL mean UTC, the same as in file skipping.
@@ -117,25 +121,57 @@ class DuckDBEngine:
         except duckdb.Error:
             return
 
+    def _expand_views(self, names: set[TableName]) -> tuple[set[TableName], list[TableName]]:
+        """The tables behind the views among `names`, and those views, dependencies first."""
+        tables: set[TableName] = set()
+        ordered: list[TableName] = []
+        seen: set[TableName] = set()
+
+        def visit(name: TableName) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            sql = self._view_sql.get(name)
+            if sql is None:
+                tables.add(name)
+                return
+            tree = _parse_statements(sql)[0]
+            for inner in map(table_name_of, tree.find_all(exp.Table)):
+                if inner is not None:
+                    visit(inner)
+            ordered.append(name)
+
+        for name in sorted(names):
+            visit(name)
+        return tables, ordered
+
     def _referenced(self, tree: exp.Expr | None, query: str) -> dict[TableName, list[Reference]]:
         if tree is not None:
             schemas: dict[TableName, set[str]] = {}
 
             def columns_of(name: TableName) -> set[str]:
+                if name not in self._pinned:
+                    return set()  # a view: its rows are not filtered by file statistics
                 if name not in schemas:
                     schemas[name] = set(self._pinned[name].schema.names)
                 return schemas[name]
 
             # Pin snapshots before analysing predicates (the analysis needs their schemas).
             names = {n for n in map(table_name_of, tree.find_all(exp.Table)) if n is not None}
-            self._pin(names)
-            return references(tree, columns_of)
+            tables, self._view_order = self._expand_views(names)
+            self._pin(tables)
+            found = references(tree, columns_of)
+            refs = {n: r for n, r in found.items() if n not in self._view_sql}
+            behind_views, _ = self._expand_views({n for n in names if n in self._view_sql})
+            for name in behind_views:
+                refs.setdefault(name, []).append([])  # read through a view: all files
+            return {n: r for n, r in refs.items() if n in tables}
         # Statements sqlglot cannot analyse: expose every table named in the text.
         known = [TableName.parse(n) for n in self._known_tables()]
         lowered = query.lower()
-        names = {n for n in known if str(n) in lowered}
-        self._pin(names)
-        return {name: [[]] for name in names}
+        tables, self._view_order = self._expand_views({n for n in known if str(n) in lowered})
+        self._pin(tables)
+        return {name: [[]] for name in tables}
 
     def _pin(self, names: Iterable[TableName]) -> None:
         known: list[str] | None = None
@@ -208,6 +244,8 @@ class DuckDBEngine:
     def _sql(self, query: str, as_of: AsOf | None, params: Sequence[Any] | None) -> QueryResult:
         self._pinned: dict[TableName, Snapshot] = {}
         self._as_of = as_of
+        self._view_sql = dict(self._views_of())
+        self._view_order = []
         tree = self._parse(query)
         refs = self._referenced(tree, query)
         scanned: dict[str, int] = {}
@@ -227,6 +265,13 @@ class DuckDBEngine:
                 ) from exc
             except duckdb.Error as exc:
                 raise QueryError(f"cannot scan {name}: {exc}", query=query) from exc
+        for view in self._view_order:
+            self._views.pop(view, None)  # the name now holds a lakehouse view, not files
+            target = f"{view.layer}.{quote_identifier(view.name)}"
+            try:
+                self._con.execute(f"CREATE OR REPLACE VIEW {target} AS {self._view_sql[view]}")
+            except duckdb.Error as exc:
+                raise QueryError(f"view {view} does not bind: {exc}", query=query) from exc
         try:
             relation = self._con.sql(query, params=params)
             table = relation.to_arrow_table() if relation is not None else pa.table({})

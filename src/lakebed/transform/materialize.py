@@ -276,6 +276,8 @@ def compute(ws: Workspace, model: Model, *, full_refresh: bool = False) -> Compu
         return _full(ws, model)
     if not ws.storage.exists(model.name):
         return _full(ws, model)
+    if not all(ws.storage.exists(name) for name in model.inputs):
+        return _full(ws, model)  # a view input has no versions to read changes from
     last = processed_versions(ws.table(model.name))
     now = _input_versions(ws, model)
     if last is None or set(last) != set(now):
