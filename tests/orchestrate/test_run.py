@@ -197,3 +197,19 @@ def test_view_models_are_queryable_and_always_current(lh: Lakehouse) -> None:
     assert lh.sql("select count(*) from gold.big_orders").scalar() == 4  # computed per query
     assert lh.sql("select total from gold.big_total").scalar() == 15.5  # a table: as built
     assert "gold.big_orders" in [t.name for t in lh.tables()]
+
+
+def test_a_model_leased_by_another_run_is_not_built_twice(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    assert lh.metastore.acquire_lease("model:silver.enriched", "other-run", seconds=60) is None
+    summary = lh.run()
+    assert summary.nodes[0].status == "failed"
+    assert "other-run" in (summary.nodes[0].error or "")
+    lh.metastore.release_lease("model:silver.enriched", "other-run")
+    assert lh.run().ok
+
+
+def test_an_expired_lease_does_not_block(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    assert lh.metastore.acquire_lease("model:silver.enriched", "crashed", seconds=-1) is None
+    assert lh.run().ok

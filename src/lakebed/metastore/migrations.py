@@ -179,6 +179,18 @@ def _v4_lineage(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v5_leases(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "lakebed_leases",
+        md,
+        Column("name", String(255), primary_key=True),
+        Column("holder", String(64), nullable=False),
+        Column("expires_at", UtcDateTime, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "catalog tables, schema history and run log", _v1_catalog),
     Migration(
@@ -186,6 +198,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(3, "quality check results", _v3_check_results),
     Migration(4, "column lineage edges", _v4_lineage),
+    Migration(5, "leases: one process builds a model at a time", _v5_leases),
 ]
 
 

@@ -162,6 +162,15 @@ runs = Table(
 )
 
 # Column lineage: `downstream_table.downstream_column` is computed from an upstream column.
+# Who is building what: a lease expires so a crashed holder never blocks for good.
+leases = Table(
+    "lakebed_leases",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
 lineage = Table(
     "lakebed_lineage",
     metadata,

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from lakebed.metastore.schema import (
     schema_version_record,
     table_record,
 )
+from lakebed.metastore.schema import leases as leases_t
 from lakebed.metastore.schema import runs as runs_t
 from lakebed.metastore.schema import schema_history as history_t
 from lakebed.metastore.schema import source_state as state_t
@@ -284,6 +285,31 @@ class Metastore:
     def clear_source_state(self, source: str) -> None:
         with self._guard("clear_source_state"), self._begin(write=True) as conn:
             conn.execute(delete(state_t).where(state_t.c.source == source))
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, seconds: float) -> str | None:
+        """Take the lease `name` for `holder`; None on success, else the current holder."""
+        now = _now()
+        until = now + timedelta(seconds=seconds)
+        where = leases_t.c.name == name
+        with self._guard("acquire_lease"), self._begin(write=True) as conn:
+            row = conn.execute(
+                select(leases_t.c.holder, leases_t.c.expires_at).where(where).with_for_update()
+            ).first()
+            if row is None:
+                conn.execute(insert(leases_t).values(name=name, holder=holder, expires_at=until))
+                return None
+            if row.holder != holder and row.expires_at > now:
+                return str(row.holder)
+            conn.execute(update(leases_t).where(where).values(holder=holder, expires_at=until))
+        return None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._guard("release_lease"), self._begin(write=True) as conn:
+            conn.execute(
+                delete(leases_t).where(leases_t.c.name == name, leases_t.c.holder == holder)
+            )
 
     # -- runs ------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from lakebed.transform import Model, ModelGraph
 from lakebed.transform.materialize import Workspace, compute, publish
 
 NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
+# A lease outlives any sane build; a crashed holder's lease lapses after it.
+LEASE_SECONDS = 3600.0
 
 
 class RunContext(Workspace, Protocol):
@@ -163,6 +165,20 @@ def run_models(
         run_id = str(run.run_id)
 
         def attempt(name: TableName) -> NodeResult:
+            lease = f"model:{name}"
+            holder = ctx.metastore.acquire_lease(lease, run_id, seconds=LEASE_SECONDS)
+            if holder is not None:
+                return NodeResult(
+                    str(name),
+                    "failed",
+                    error=f"run {holder[:12]} is building {name}; run again when it ends",
+                )
+            try:
+                return build(name)
+            finally:
+                ctx.metastore.release_lease(lease, run_id)
+
+        def build(name: TableName) -> NodeResult:
             model = graph.models[name]
             tries = 0
             while True:
