@@ -56,6 +56,14 @@ def register(app: typer.Typer) -> None:
         full_refresh: Annotated[
             bool, typer.Option("--full-refresh", help="Rebuild incremental models in full.")
         ] = False,
+        backfill: Annotated[
+            str | None,
+            typer.Option(
+                "--backfill",
+                metavar="START..END",
+                help="Recompute only these partitions of partitioned models.",
+            ),
+        ] = None,
         workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel builds.")] = 2,
         project: ProjectOption = None,
     ) -> None:
@@ -79,6 +87,7 @@ def register(app: typer.Typer) -> None:
                 summary = lh.run(
                     select,
                     full_refresh=full_refresh,
+                    backfill=backfill,
                     workers=workers,
                     report=report,
                     on_total=lambda n: progress.update(task, total=n),

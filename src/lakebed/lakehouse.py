@@ -40,6 +40,7 @@ from lakebed.storage import (
     to_arrow,
 )
 from lakebed.transform import Model, ModelGraph, load_models
+from lakebed.transform.materialize import Backfill
 
 PROJECT_ENV = "LAKEBED_PROJECT"
 # Catalog property holding a view's SELECT.
@@ -299,17 +300,28 @@ class Lakehouse:
         select: str | None = None,
         *,
         full_refresh: bool = False,
+        backfill: str | None = None,
         workers: int = 2,
         report: Callable[[str, NodeResult | None], None] | None = None,
         on_total: Callable[[int], None] | None = None,
     ) -> RunSummary:
-        """Build the selected models (all by default) in dependency order, checks first."""
+        """Build the selected models (all by default) in dependency order, checks first.
+
+        `backfill="START..END"` recomputes only those partitions of partitioned models.
+        """
+        window = Backfill.parse(backfill) if backfill else None
         graph = self.graph()
         selected = graph.select(select) if select else graph.order()
         if on_total is not None:
             on_total(len(selected))
         return run_graph(
-            self, graph, selected, full_refresh=full_refresh, workers=workers, report=report
+            self,
+            graph,
+            selected,
+            full_refresh=full_refresh,
+            backfill=window,
+            workers=workers,
+            report=report,
         )
 
     # -- tables -----------------------------------------------------------------------------

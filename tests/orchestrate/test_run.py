@@ -213,3 +213,32 @@ def test_an_expired_lease_does_not_block(lh: Lakehouse) -> None:
     _model(lh.root, "silver.enriched", "select * from silver.orders")
     assert lh.metastore.acquire_lease("model:silver.enriched", "crashed", seconds=-1) is None
     assert lh.run().ok
+
+
+def test_backfill_recomputes_exactly_the_given_partitions(lh: Lakehouse) -> None:
+    lh.write(
+        "silver.sales",
+        {"day": ["2025-01-01", "2025-01-02", "2025-01-03"], "amount": [1.0, 2.0, 3.0]},
+    )
+    _model(
+        lh.root,
+        "gold.daily",
+        "select day, sum(amount) as total from silver.sales group by day",
+        "partition_by: [day]\n",
+    )
+    assert lh.run().ok
+    sales = lh.table("silver.sales")
+    sales.update({"amount": "amount * 10"})  # every day changes upstream...
+    summary = lh.run(backfill="2025-01-02..2025-01-03")
+    assert summary.ok
+    # ...but only the backfilled days are recomputed.
+    assert _rows(lh, "gold.daily") == [
+        ("2025-01-01", 1.0),
+        ("2025-01-02", 20.0),
+        ("2025-01-03", 30.0),
+    ]
+
+
+def test_a_backfill_window_must_be_start_dot_dot_end(lh: Lakehouse) -> None:
+    with pytest.raises(lakebed.LakebedError, match=r"START\.\.END"):
+        lh.run(backfill="2025-01-02")

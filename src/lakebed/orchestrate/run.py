@@ -18,7 +18,7 @@ from lakebed.govern import CheckResult, audit, column_lineage, parse_checks
 from lakebed.metastore import Metastore
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
-from lakebed.transform.materialize import Workspace, compute, publish
+from lakebed.transform.materialize import Backfill, Workspace, compute, publish
 
 NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
 # A lease outlives any sane build; a crashed holder's lease lapses after it.
@@ -96,7 +96,12 @@ def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
 
 
 def build_model(
-    ctx: RunContext, model: Model, *, run_id: str, full_refresh: bool = False
+    ctx: RunContext,
+    model: Model,
+    *,
+    run_id: str,
+    full_refresh: bool = False,
+    backfill: Backfill | None = None,
 ) -> NodeResult:
     """Compute, audit and publish one model; raises on failure (the caller records it)."""
     started = time.perf_counter()
@@ -112,7 +117,7 @@ def build_model(
             tags=model.config.tags or None,
         )
         return NodeResult(str(model.name), "success", "view", seconds=time.perf_counter() - started)
-    computed = compute(ctx, model, full_refresh=full_refresh)
+    computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode)
     if computed.mode == "up_to_date":
         result.status = "up_to_date"
@@ -151,6 +156,7 @@ def run_models(
     selected: Iterable[TableName],
     *,
     full_refresh: bool = False,
+    backfill: Backfill | None = None,
     workers: int = 2,
     retries: int = 2,
     report: Report | None = None,
@@ -185,7 +191,9 @@ def run_models(
                 tries += 1
                 try:
                     with ctx.track_run("model", str(name), run=run_id) as record:
-                        node = build_model(ctx, model, run_id=run_id, full_refresh=full_refresh)
+                        node = build_model(
+                            ctx, model, run_id=run_id, full_refresh=full_refresh, backfill=backfill
+                        )
                         record.rows = node.rows
                     node.attempts = tries
                     return node

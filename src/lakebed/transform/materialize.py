@@ -268,8 +268,69 @@ def _scd2(ws: Workspace, model: Model) -> Computed:
     return Computed(model, mode, changes, snapshot.inputs)
 
 
-def compute(ws: Workspace, model: Model, *, full_refresh: bool = False) -> Computed:
+@dataclass(frozen=True)
+class Backfill:
+    """Recompute only the partitions whose value lies in [start, end] (inclusive)."""
+
+    start: str
+    end: str
+
+    @classmethod
+    def parse(cls, text: str) -> Backfill:
+        start, sep, end = text.partition("..")
+        if not sep or not start or not end:
+            raise TransformError(
+                f"--backfill takes START..END, got {text!r}",
+                hint="for example 2025-01..2025-03 or 2025-01-01..2025-01-31",
+            )
+        return cls(start.strip(), end.strip())
+
+    def predicate(self, column: str, dtype: pa.DataType) -> str:
+        """The delta-rs / DuckDB condition selecting these partitions."""
+
+        def literal(value: str) -> str:
+            if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+                float(value)  # a number, or ValueError
+                return value
+            return "'" + value.replace("'", "''") + "'"
+
+        try:
+            low, high = literal(self.start), literal(self.end)
+        except ValueError as exc:
+            raise TransformError(
+                f"--backfill bounds {self.start}..{self.end} are not numbers for {column}"
+            ) from exc
+        return f'"{column}" >= {low} AND "{column}" <= {high}'
+
+
+def _backfill(ws: Workspace, model: Model, backfill: Backfill) -> Computed:
+    partitions = model.config.partition_by
+    if len(partitions) != 1 or model.kind != "sql" or model.sql is None:
+        raise TransformError(
+            f"{model.name} cannot be backfilled: it needs exactly one partition column "
+            "and SQL (set partition_by in its .yml)",
+        )
+    if not ws.storage.exists(model.name):
+        raise TransformError(f"{model.name} has never been built: run it in full first")
+    column = partitions[0]
+    dtype = ws.table(model.name).schema().field(column).type
+    condition = backfill.predicate(column, dtype)
+    result = ws.sql(f"select * from ({model.sql}) as __lakebed_model where {condition}")
+    computed = Computed(model, "full", result.arrow(), dict(result.versions))
+    computed.notes.append(condition)
+    return computed
+
+
+def compute(
+    ws: Workspace,
+    model: Model,
+    *,
+    full_refresh: bool = False,
+    backfill: Backfill | None = None,
+) -> Computed:
     """The model's new rows: everything for a table, or what changed for an increment."""
+    if backfill is not None and model.config.partition_by:
+        return _backfill(ws, model, backfill)
     if model.config.materialized == "scd2":
         return _scd2(ws, model)
     if model.config.materialized != "incremental" or full_refresh:
@@ -352,6 +413,11 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     txn = (app_id(model), (table.transaction_version(app_id(model)) or 0) + 1)
     if scd2:
         return table.apply_history(data, config.unique_key, app_transaction=txn, metadata=metadata)
+    if computed.mode == "full" and computed.notes:
+        # A backfill: replace exactly the partitions it recomputed.
+        return table.overwrite(
+            data, predicate=computed.notes[0], app_transaction=txn, metadata=metadata
+        )
     if computed.mode == "full":
         return table.overwrite(
             data,
