@@ -3,7 +3,8 @@
 from lakebed.storage.naming import CDF_LAYERS, LAYERS, TableName
 from lakebed.storage.schema import columns_of, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot, absolute_file_path
-from lakebed.storage.table import AsOf, DeltaStore, Table, WriteResult
+from lakebed.storage.store import DeltaStore
+from lakebed.storage.table import AsOf, Table, WriteResult
 
 __all__ = [
     "CDF_LAYERS",

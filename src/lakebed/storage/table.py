@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pa_dataset
 from deltalake import (
-    ColumnProperties,
     CommitProperties,
     DeltaTable,
     Transaction,
-    WriterProperties,
     write_deltalake,
 )
 from deltalake import Field as DeltaField
@@ -35,23 +30,18 @@ from lakebed.errors import (
     DuplicateTransactionError,
     SchemaMismatchError,
     StorageError,
-    TableExistsError,
     TableNotFoundError,
     VersionNotFoundError,
 )
-from lakebed.storage.naming import CDF_LAYERS, TableName
+from lakebed.storage import merges
+from lakebed.storage.files import read_files
+from lakebed.storage.naming import TableName
 from lakebed.storage.schema import normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot
+from lakebed.storage.table_support import WRITER_PROPERTIES
 
 AsOf = int | str | datetime
 T = TypeVar("T")
-
-# Row-group ("chunk") statistics are what Delta's file statistics and DuckDB's skipping
-# use; page-level ones cost a third of the write time and nothing here reads them.
-WRITER_PROPERTIES = WriterProperties(
-    compression="SNAPPY",
-    default_column_properties=ColumnProperties(statistics_enabled="CHUNK"),
-)
 
 # Appends never conflict logically, so lost races are retried this many times with backoff.
 APPEND_RETRIES = 8
@@ -98,15 +88,6 @@ def _parse_as_of(as_of: AsOf) -> int | datetime:
 
 # Called after every successful commit (the lakehouse updates its catalog from it).
 CommitHook = Callable[["Table", "WriteResult"], None]
-
-
-def _key_strings(table: pa.Table, keys: list[str]) -> pa.Array:
-    """One comparable string per row for a (possibly composite) key."""
-    parts = [pc.cast(table.column(k), pa.string()).fill_null("\x00") for k in keys]
-    if len(parts) == 1:
-        return parts[0].combine_chunks()
-    joined = pc.binary_join_element_wise(*parts, "\x1f")
-    return joined.combine_chunks()
 
 
 class Table:
@@ -228,34 +209,10 @@ class Table:
         if "://" in self.path:
             return dt.to_pyarrow_table(columns=columns)
         schema = _arrow_schema(dt)
-        partition_by = list(dt.metadata().partition_columns)
-        paths = dt.file_uris()
-        if not paths:
-            empty = schema.empty_table()
-            return empty.select(columns) if columns else empty
-        partitioning = None
-        # Partition values are read as the text in the folder names, then cast.
-        read_schema = pa.schema(
-            [f.with_type(pa.string()) if f.name in partition_by else f for f in schema]
+        table = read_files(
+            self.path, dt.file_uris(), schema, list(dt.metadata().partition_columns), columns
         )
-        if partition_by:
-            partitioning = pa_dataset.HivePartitioning(
-                pa.schema([read_schema.field(c) for c in partition_by]),
-                null_fallback="__HIVE_DEFAULT_PARTITION__",
-                segment_encoding="uri",
-            )
-        dataset = pa_dataset.dataset(
-            paths,
-            schema=read_schema,
-            format="parquet",
-            partitioning=partitioning,
-            partition_base_dir=self.path,
-        )
-        table = dataset.to_table(columns=columns)
-        try:
-            return table.cast(pa.schema([schema.field(name) for name in table.column_names]))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return dt.to_pyarrow_table(columns=columns)
+        return table if table is not None else dt.to_pyarrow_table(columns=columns)
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, timestamp, operation, parameters and metrics."""
@@ -520,40 +477,9 @@ class Table:
         app_transaction: tuple[str, int] | None,
         metadata: dict[str, Any] | None,
     ) -> WriteResult:
-        # One commit for both: deletions ride in the merge source behind a marker column.
-        marker = "__lakebed_delete"
-        upserts = source.append_column(marker, pa.repeat(pa.scalar(False), source.num_rows))
-        doomed = delete_keys.select(keys).cast(source.select(keys).schema)
-        doomed = doomed.group_by(keys).aggregate([]).select(keys)
-        doomed = doomed.filter(
-            pc.invert(pc.is_in(_key_strings(doomed, keys), _key_strings(source, keys)))
+        return merges.merge_with_deletes(
+            self, source, keys, delete_keys, predicate, app_transaction, metadata
         )
-        columns = {
-            name: doomed.column(name)
-            if name in keys
-            else pa.nulls(doomed.num_rows, source.schema.field(name).type)
-            for name in source.column_names
-        }
-        columns[marker] = pa.repeat(pa.scalar(True), doomed.num_rows)
-        merged = pa.concat_tables([upserts, pa.table(columns, schema=upserts.schema)])
-        assign = {f'"{c}"': f's."{c}"' for c in source.column_names}
-        with self._errors("merge"):
-            metrics = (
-                self.delta()
-                .merge(
-                    merged,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    writer_properties=WRITER_PROPERTIES,
-                    commit_properties=self._commit_properties(app_transaction, metadata),
-                )
-                .when_matched_delete(predicate=f's."{marker}"')
-                .when_matched_update(updates=assign, predicate=f'NOT s."{marker}"')
-                .when_not_matched_insert(updates=assign, predicate=f'NOT s."{marker}"')
-                .execute()
-            )
-        return self._latest("MERGE", metrics)
 
     def apply_history(
         self,
@@ -568,39 +494,7 @@ class Table:
         `changes` holds rows with an `__action` column: `close` ends the current version of
         a key (sets `valid_to`, clears `is_current`), `insert` adds a new current version.
         """
-        action = "__action"
-        closing = pc.equal(changes.column(action), "close")
-        merge_key = [
-            pc.if_else(
-                closing, changes.column(k), pa.nulls(changes.num_rows, changes.column(k).type)
-            )
-            for k in keys
-        ]
-        source = changes
-        for key, column in zip(keys, merge_key, strict=True):
-            source = source.append_column(f"__key_{key}", column)
-        predicate = " AND ".join(f't."{k}" = s."__key_{k}"' for k in keys) + " AND t.is_current"
-        columns = [c for c in changes.column_names if c != action]
-        insert = {f'"{c}"': f's."{c}"' for c in columns}
-        with self._errors("merge"):
-            metrics = (
-                self.delta()
-                .merge(
-                    source,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    writer_properties=WRITER_PROPERTIES,
-                    commit_properties=self._commit_properties(app_transaction, metadata),
-                )
-                .when_matched_update(
-                    updates={"valid_to": "s.valid_from", "is_current": "false"},
-                    predicate=f"s.\"{action}\" = 'close'",
-                )
-                .when_not_matched_insert(updates=insert, predicate=f"s.\"{action}\" = 'insert'")
-                .execute()
-            )
-        return self._latest("MERGE", metrics)
+        return merges.apply_history(self, changes, keys, app_transaction, metadata)
 
     def changes(self, from_version: int, to_version: int) -> pa.Table | None:
         """Rows changed in versions `from_version`..`to_version` from the change data feed
@@ -642,27 +536,10 @@ class Table:
         return self._read_paths(added, after)
 
     def _read_paths(self, paths: list[str], snapshot: Snapshot) -> pa.Table:
-        schema = snapshot.schema
-        if not paths:
-            return schema.empty_table()
-        read_schema = pa.schema(
-            [f.with_type(pa.string()) if f.name in snapshot.partition_by else f for f in schema]
-        )
-        partitioning = None
-        if snapshot.partition_by:
-            partitioning = pa_dataset.HivePartitioning(
-                pa.schema([read_schema.field(c) for c in snapshot.partition_by]),
-                null_fallback="__HIVE_DEFAULT_PARTITION__",
-                segment_encoding="uri",
-            )
-        dataset = pa_dataset.dataset(
-            paths,
-            schema=read_schema,
-            format="parquet",
-            partitioning=partitioning,
-            partition_base_dir=self.path,
-        )
-        return dataset.to_table().cast(schema)
+        table = read_files(self.path, paths, snapshot.schema, snapshot.partition_by)
+        if table is None:
+            raise StorageError(f"cannot read the partition values of {self.name}")
+        return table
 
     def delete(self, predicate: str | None = None) -> WriteResult:
         """Delete the rows matching a SQL predicate (all rows when None)."""
@@ -746,97 +623,3 @@ class Table:
     def set_properties(self, properties: dict[str, str]) -> None:
         with self._errors("set properties"):
             self.delta().alter.set_table_properties(properties, raise_if_not_exists=False)
-
-
-class DeltaStore:
-    """The storage root: one folder per layer, one Delta table per `layer/name` folder."""
-
-    def __init__(
-        self,
-        root: str | Path,
-        storage_options: dict[str, str] | None = None,
-        on_commit: CommitHook | None = None,
-    ):
-        self.root = str(root)
-        self._storage_options = storage_options
-        self._on_commit = on_commit
-
-    def _handle(self, name: TableName) -> Table:
-        return Table(name, self.path(name), self._storage_options, self._on_commit)
-
-    def path(self, name: TableName) -> str:
-        return f"{self.root.rstrip('/')}/{name.relative_path}"
-
-    def exists(self, name: TableName) -> bool:
-        return bool(DeltaTable.is_deltatable(self.path(name), self._storage_options))
-
-    def table(self, name: TableName) -> Table:
-        if not self.exists(name):
-            raise TableNotFoundError(str(name), [str(n) for n in self.list_tables()])
-        return self._handle(name)
-
-    def list_tables(self) -> list[TableName]:
-        """Tables found on disk (the catalog in the metastore is the usual source)."""
-        root = Path(self.root)
-        found: list[TableName] = []
-        if "://" in self.root or not root.is_dir():
-            return found
-        for log in sorted(root.glob("*/*/_delta_log")):
-            try:
-                found.append(TableName.parse(f"{log.parent.parent.name}.{log.parent.name}"))
-            except StorageError:
-                continue
-        return found
-
-    def create(
-        self,
-        name: TableName,
-        schema: pa.Schema,
-        *,
-        partition_by: list[str] | None = None,
-        description: str | None = None,
-        properties: dict[str, str] | None = None,
-        exist_ok: bool = False,
-    ) -> Table:
-        """Create an empty table; silver and gold record a change data feed by default."""
-        if self.exists(name):
-            if exist_ok:
-                return self._handle(name)
-            raise TableExistsError(str(name))
-        unknown = [c for c in partition_by or [] if c not in schema.names]
-        if unknown:
-            raise SchemaMismatchError(
-                str(name), [f"partition column {c} is not in the schema" for c in unknown]
-            )
-        configuration: dict[str, str | None] = {}
-        if name.layer in CDF_LAYERS:
-            configuration["delta.enableChangeDataFeed"] = "true"
-        configuration.update(properties or {})
-        empty = normalise(schema.empty_table(), table=str(name))
-        try:
-            DeltaTable.create(
-                self.path(name),
-                empty.schema,
-                mode="error",
-                partition_by=partition_by or None,
-                name=name.name,
-                description=description,
-                configuration=configuration,
-                storage_options=self._storage_options,
-            )
-        except DeltaError as exc:
-            if "exists" in str(exc).lower():
-                raise TableExistsError(str(name)) from exc
-            raise StorageError(f"cannot create {name}: {exc}", table=str(name)) from exc
-        table = self._handle(name)
-        if self._on_commit is not None:
-            self._on_commit(table, WriteResult(str(name), 0, "CREATE TABLE"))
-        return table
-
-    def drop(self, name: TableName) -> None:
-        """Delete a table and all its files (no time travel back)."""
-        if not self.exists(name):
-            raise TableNotFoundError(str(name), [str(n) for n in self.list_tables()])
-        if "://" in self.root:
-            raise StorageError("drop is only supported on local storage", table=str(name))
-        shutil.rmtree(self.path(name))

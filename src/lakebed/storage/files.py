@@ -1,0 +1,44 @@
+"""Reading a Delta table's live files with pyarrow (delta-rs's own reader goes through a
+Python filesystem shim that aborts the interpreter at exit)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as pa_dataset
+
+
+def read_files(
+    root: str,
+    paths: list[str],
+    schema: pa.Schema,
+    partition_by: list[str],
+    columns: list[str] | None = None,
+) -> pa.Table | None:
+    """The rows of `paths` (files of the table at `root`) in the table's schema, partition
+    values taken from the hive folders; None when a partition value does not cast."""
+    if not paths:
+        empty = schema.empty_table()
+        return empty.select(columns) if columns else empty
+    # Partition values are read as the text in the folder names, then cast.
+    read_schema = pa.schema(
+        [f.with_type(pa.string()) if f.name in partition_by else f for f in schema]
+    )
+    partitioning = None
+    if partition_by:
+        partitioning = pa_dataset.HivePartitioning(
+            pa.schema([read_schema.field(c) for c in partition_by]),
+            null_fallback="__HIVE_DEFAULT_PARTITION__",
+            segment_encoding="uri",
+        )
+    dataset = pa_dataset.dataset(
+        paths,
+        schema=read_schema,
+        format="parquet",
+        partitioning=partitioning,
+        partition_base_dir=root,
+    )
+    table = dataset.to_table(columns=columns)
+    try:
+        return table.cast(pa.schema([schema.field(name) for name in table.column_names]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None

@@ -1,0 +1,103 @@
+"""Merges beyond a plain upsert: deletions in the same commit, and type-2 history."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.storage.table_support import WRITER_PROPERTIES, key_strings
+
+if TYPE_CHECKING:
+    from lakebed.storage.table import Table, WriteResult
+
+
+def merge_with_deletes(
+    table: Table,
+    source: pa.Table,
+    keys: list[str],
+    delete_keys: pa.Table,
+    predicate: str,
+    app_transaction: tuple[str, int] | None,
+    metadata: dict[str, Any] | None,
+) -> WriteResult:
+    # One commit for both: deletions ride in the merge source behind a marker column.
+    marker = "__lakebed_delete"
+    upserts = source.append_column(marker, pa.repeat(pa.scalar(False), source.num_rows))
+    doomed = delete_keys.select(keys).cast(source.select(keys).schema)
+    doomed = doomed.group_by(keys).aggregate([]).select(keys)
+    doomed = doomed.filter(
+        pc.invert(pc.is_in(key_strings(doomed, keys), key_strings(source, keys)))
+    )
+    columns = {
+        name: doomed.column(name)
+        if name in keys
+        else pa.nulls(doomed.num_rows, source.schema.field(name).type)
+        for name in source.column_names
+    }
+    columns[marker] = pa.repeat(pa.scalar(True), doomed.num_rows)
+    merged = pa.concat_tables([upserts, pa.table(columns, schema=upserts.schema)])
+    assign = {f'"{c}"': f's."{c}"' for c in source.column_names}
+    with table._errors("merge"):
+        metrics = (
+            table.delta()
+            .merge(
+                merged,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                writer_properties=WRITER_PROPERTIES,
+                commit_properties=table._commit_properties(app_transaction, metadata),
+            )
+            .when_matched_delete(predicate=f's."{marker}"')
+            .when_matched_update(updates=assign, predicate=f'NOT s."{marker}"')
+            .when_not_matched_insert(updates=assign, predicate=f'NOT s."{marker}"')
+            .execute()
+        )
+    return table._latest("MERGE", metrics)
+
+
+def apply_history(
+    table: Table,
+    changes: pa.Table,
+    keys: list[str],
+    app_transaction: tuple[str, int] | None,
+    metadata: dict[str, Any] | None,
+) -> WriteResult:
+    """Apply slowly-changing-dimension (type 2) changes in one commit.
+
+    `changes` holds rows with an `__action` column: `close` ends the current version of
+    a key (sets `valid_to`, clears `is_current`), `insert` adds a new current version.
+    """
+    action = "__action"
+    closing = pc.equal(changes.column(action), "close")
+    merge_key = [
+        pc.if_else(closing, changes.column(k), pa.nulls(changes.num_rows, changes.column(k).type))
+        for k in keys
+    ]
+    source = changes
+    for key, column in zip(keys, merge_key, strict=True):
+        source = source.append_column(f"__key_{key}", column)
+    predicate = " AND ".join(f't."{k}" = s."__key_{k}"' for k in keys) + " AND t.is_current"
+    columns = [c for c in changes.column_names if c != action]
+    insert = {f'"{c}"': f's."{c}"' for c in columns}
+    with table._errors("merge"):
+        metrics = (
+            table.delta()
+            .merge(
+                source,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                writer_properties=WRITER_PROPERTIES,
+                commit_properties=table._commit_properties(app_transaction, metadata),
+            )
+            .when_matched_update(
+                updates={"valid_to": "s.valid_from", "is_current": "false"},
+                predicate=f"s.\"{action}\" = 'close'",
+            )
+            .when_not_matched_insert(updates=insert, predicate=f"s.\"{action}\" = 'insert'")
+            .execute()
+        )
+    return table._latest("MERGE", metrics)

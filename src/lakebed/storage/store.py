@@ -1,0 +1,109 @@
+"""The storage root: one folder per layer, one Delta table per `layer/name` folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+from lakebed.errors import SchemaMismatchError, StorageError, TableExistsError, TableNotFoundError
+from lakebed.storage.naming import CDF_LAYERS, TableName
+from lakebed.storage.schema import normalise
+from lakebed.storage.table import CommitHook, Table, WriteResult
+
+
+class DeltaStore:
+    """The storage root: one folder per layer, one Delta table per `layer/name` folder."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        storage_options: dict[str, str] | None = None,
+        on_commit: CommitHook | None = None,
+    ):
+        self.root = str(root)
+        self._storage_options = storage_options
+        self._on_commit = on_commit
+
+    def _handle(self, name: TableName) -> Table:
+        return Table(name, self.path(name), self._storage_options, self._on_commit)
+
+    def path(self, name: TableName) -> str:
+        return f"{self.root.rstrip('/')}/{name.relative_path}"
+
+    def exists(self, name: TableName) -> bool:
+        return bool(DeltaTable.is_deltatable(self.path(name), self._storage_options))
+
+    def table(self, name: TableName) -> Table:
+        if not self.exists(name):
+            raise TableNotFoundError(str(name), [str(n) for n in self.list_tables()])
+        return self._handle(name)
+
+    def list_tables(self) -> list[TableName]:
+        """Tables found on disk (the catalog in the metastore is the usual source)."""
+        root = Path(self.root)
+        found: list[TableName] = []
+        if "://" in self.root or not root.is_dir():
+            return found
+        for log in sorted(root.glob("*/*/_delta_log")):
+            try:
+                found.append(TableName.parse(f"{log.parent.parent.name}.{log.parent.name}"))
+            except StorageError:
+                continue
+        return found
+
+    def create(
+        self,
+        name: TableName,
+        schema: pa.Schema,
+        *,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        properties: dict[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> Table:
+        """Create an empty table; silver and gold record a change data feed by default."""
+        if self.exists(name):
+            if exist_ok:
+                return self._handle(name)
+            raise TableExistsError(str(name))
+        unknown = [c for c in partition_by or [] if c not in schema.names]
+        if unknown:
+            raise SchemaMismatchError(
+                str(name), [f"partition column {c} is not in the schema" for c in unknown]
+            )
+        configuration: dict[str, str | None] = {}
+        if name.layer in CDF_LAYERS:
+            configuration["delta.enableChangeDataFeed"] = "true"
+        configuration.update(properties or {})
+        empty = normalise(schema.empty_table(), table=str(name))
+        try:
+            DeltaTable.create(
+                self.path(name),
+                empty.schema,
+                mode="error",
+                partition_by=partition_by or None,
+                name=name.name,
+                description=description,
+                configuration=configuration,
+                storage_options=self._storage_options,
+            )
+        except DeltaError as exc:
+            if "exists" in str(exc).lower():
+                raise TableExistsError(str(name)) from exc
+            raise StorageError(f"cannot create {name}: {exc}", table=str(name)) from exc
+        table = self._handle(name)
+        if self._on_commit is not None:
+            self._on_commit(table, WriteResult(str(name), 0, "CREATE TABLE"))
+        return table
+
+    def drop(self, name: TableName) -> None:
+        """Delete a table and all its files (no time travel back)."""
+        if not self.exists(name):
+            raise TableNotFoundError(str(name), [str(n) for n in self.list_tables()])
+        if "://" in self.root:
+            raise StorageError("drop is only supported on local storage", table=str(name))
+        shutil.rmtree(self.path(name))
