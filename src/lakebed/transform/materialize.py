@@ -82,7 +82,8 @@ def fingerprint(model: Model) -> str:
     import inspect
 
     if model.kind == "sql" and model.sql is not None:
-        text = sqlglot.parse_one(model.sql, read="duckdb").sql(dialect="duckdb", normalize=True)
+        tree = sqlglot.parse_one(model.sql, read="duckdb")
+        text = tree.sql(dialect="duckdb", normalize=True, comments=False)
     elif model.function is not None:
         text = inspect.getsource(model.function)
     else:

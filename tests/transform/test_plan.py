@@ -1,0 +1,382 @@
+"""Plan: golden files of model changes and their classification, then plans of real projects."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+import lakebed
+from lakebed import Lakehouse, cli_plan
+from lakebed.cli import app
+from lakebed.errors import ModelError, TransformError
+from lakebed.storage import TableName
+from lakebed.transform.plan import Affected, Classification, classify, column_uses, plan, type_name
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "plan"
+CHANGED = "silver.x"
+
+_SCHEMA_LINE = re.compile(r"^-- schema:\s*([a-z_]+)\.([a-z_0-9]+)\s*\((.*)\)\s*$")
+_SECTION = re.compile(r"^-- (old|new|downstream [a-z_]+\.[a-z_0-9]+):$")
+
+
+# -- golden files ----------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    title: str
+    schemas: dict[str, str]  # table -> its column definitions (DuckDB DDL)
+    old: str = ""
+    new: str = ""
+    downstream: dict[str, str] = field(default_factory=dict)
+    expect: list[str] = field(default_factory=list)
+
+
+def load_cases(path: Path) -> list[Case]:
+    """The cases of one golden file (its header describes the format)."""
+    defaults: dict[str, str] = {}
+    cases: list[Case] = []
+    section: str | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        schema = _SCHEMA_LINE.match(line)
+        case = cases[-1] if cases else None
+        if schema:
+            (case.schemas if case is not None else defaults)[f"{schema[1]}.{schema[2]}"] = schema[3]
+        elif line.startswith("-- case:"):
+            cases.append(Case(line.removeprefix("-- case:").strip(), dict(defaults)))
+            section = None
+        elif case is None:
+            continue  # the header
+        elif found := _SECTION.match(line):
+            section = found[1]
+            if section.startswith("downstream "):
+                case.downstream[section.split()[1]] = ""
+        elif line.startswith("-- expect:") or (line.startswith("-- ") and case.expect):
+            case.expect.append(line.removeprefix("-- "))
+            section = None
+        elif section is not None and line.strip():
+            if section in ("old", "new"):
+                setattr(case, section, f"{getattr(case, section)}\n{line}".strip())
+            else:
+                name = section.split()[1]
+                case.downstream[name] = f"{case.downstream[name]}\n{line}".strip()
+    return cases
+
+
+def rendered(result: Classification) -> list[str]:
+    """A classification as the golden files spell it."""
+    lines = [f"expect: {result.kind}"]
+    if result.added:
+        lines.append(f"added: {', '.join(result.added)}")
+    if result.removed:
+        lines.append(f"removed: {', '.join(result.removed)}")
+    if result.retyped:
+        lines.append(f"retyped: {', '.join(f'{c} {a} -> {b}' for c, a, b in result.retyped)}")
+    for use in result.affected:
+        outputs = ", ".join(use.outputs) or "(no output)"
+        lines.append(f"affected: {use.model}: {use.column} {use.change} -> {outputs}")
+    return lines
+
+
+def _columns(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
+    schema = con.sql(f"SELECT * FROM (\n{sql}\n) LIMIT 0").to_arrow_table().schema
+    return {f.name: type_name(f.type) for f in schema}
+
+
+def classified(case: Case) -> Classification:
+    """Classify the case's change without Delta tables: the SQL runs with LIMIT 0 on empty
+    DuckDB tables, and what each downstream model uses comes from its SQL."""
+    con = duckdb.connect()
+    try:
+        for table, columns in case.schemas.items():
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+            con.execute(f"CREATE TABLE {table} ({columns})")
+        old = _columns(con, case.old)
+        new = _columns(con, case.new)
+        con.execute("CREATE SCHEMA IF NOT EXISTS silver")
+        con.execute(f"CREATE TABLE {CHANGED} AS SELECT * FROM ({case.old}) LIMIT 0")
+        schemas = {
+            TableName.parse(table): list(_columns(con, f"SELECT * FROM {table}"))
+            for table in [*case.schemas, CHANGED]
+        }
+        uses = {}
+        for model, sql in case.downstream.items():
+            _columns(con, sql)  # the downstream model must work against the old columns
+            uses[model] = column_uses(sql, CHANGED, schemas, output=model)
+    finally:
+        con.close()
+    return classify(old, new, uses)
+
+
+GOLDEN = [
+    pytest.param(case, id=f"{path.stem}: {case.title}")
+    for path in sorted(FIXTURES.glob("*.sql"))
+    for case in load_cases(path)
+]
+
+
+def test_golden_files_hold_cases() -> None:
+    assert len(GOLDEN) >= 40
+    for param in GOLDEN:
+        case = param.values[0]
+        assert isinstance(case, Case)
+        assert case.old, case.title
+        assert case.new, case.title
+        assert case.expect, case.title
+
+
+@pytest.mark.parametrize("case", GOLDEN)
+def test_classification(case: Case) -> None:
+    assert rendered(classified(case)) == case.expect
+
+
+# -- classify and column_uses directly ---------------------------------------------------------
+
+
+def test_classify_takes_plain_sets_of_used_columns() -> None:
+    result = classify(
+        {"id": "int64", "amount": "double", "note": "string"},
+        {"id": "string", "amount": "double", "extra": "bool"},
+        {"gold.a": {"ID"}, "gold.b": {"amount"}, "gold.c": set()},
+    )
+    assert result.kind == "breaking"
+    assert result.added == ("extra",)
+    assert result.removed == ("note",)
+    assert result.retyped == (("id", "int64", "string"),)
+    assert result.affected == (Affected("gold.a", "id", "retyped"),)
+    assert "breaks gold.a uses id (retyped; filters/joins on it)" in result.describe()
+
+
+def test_classify_with_no_change_is_non_breaking() -> None:
+    same = {"id": "int64"}
+    result = classify(same, same, {"gold.a": {"id"}})
+    assert result == Classification("non-breaking")
+    assert result.describe() == ["same columns (logic only)"]
+
+
+def test_column_uses_maps_columns_to_the_outputs_they_feed() -> None:
+    schemas = {TableName.parse("silver.x"): ["id", "amount", "status", "at"]}
+    uses = column_uses(
+        "SELECT id, amount * 2 AS doubled FROM silver.x WHERE status = 'paid'",
+        "silver.x",
+        schemas,
+    )
+    assert uses == {"id": {"id"}, "amount": {"doubled"}, "status": set()}
+
+
+# -- plans of real projects --------------------------------------------------------------------
+
+
+def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
+    layer, table = name.split(".")
+    folder = root / "models" / layer
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{table}.sql").write_text(sql)
+    if yml is not None:
+        (folder / f"{table}.yml").write_text(yml)
+
+
+@pytest.fixture
+def lh(tmp_path: Path) -> Lakehouse:
+    root = lakebed.init_project(tmp_path / "p")
+    lake = lakebed.open(root)
+    lake.write(
+        "bronze.orders",
+        {
+            "id": [1, 2, 3],
+            "customer": [10, 10, 20],
+            "amount": [5.0, 7.5, 1.0],
+            "status": ["paid", "paid", "refunded"],
+        },
+    )
+    _model(root, "silver.orders", "select id, customer, amount, status from bronze.orders")
+    _model(
+        root,
+        "gold.revenue",
+        "select customer, sum(amount) as revenue from silver.orders group by customer",
+    )
+    _model(root, "gold.report", "select customer, revenue * 2 as doubled from gold.revenue")
+    return lake
+
+
+def test_a_project_never_built_is_all_new(lh: Lakehouse) -> None:
+    result = plan(lh)
+    assert [(m.model, m.status) for m in result.models] == [
+        ("silver.orders", "new"),
+        ("gold.revenue", "new"),
+        ("gold.report", "new"),
+    ]
+    # New models downstream of new models get their columns too (read as empty relations).
+    assert result["gold.report"].columns == {"customer": "int64", "doubled": "double"}
+    assert result.summary() == "3 new"
+
+
+def test_after_a_run_nothing_changed_and_layout_does_not_count(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    result = plan(lh)
+    assert {m.status for m in result.models} == {"unchanged"}
+    assert result.summary() == "no changes: 3 models up to date"
+    _model(
+        lh.root,
+        "gold.revenue",
+        "SELECT customer,\n  SUM(amount) AS revenue\nFROM silver.orders GROUP BY customer\n",
+    )
+    assert {m.status for m in plan(lh).models} == {"unchanged"}
+
+
+def test_a_breaking_change_names_the_downstream_model_and_column(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    _model(
+        lh.root, "silver.orders", "select id, amount::varchar as amount, status from bronze.orders"
+    )
+    result = plan(lh)
+    orders = result["silver.orders"]
+    assert (orders.status, orders.change) == ("changed", "breaking")
+    assert orders.classification is not None
+    assert orders.classification.removed == ("customer",)
+    assert orders.classification.retyped == (("amount", "double", "string"),)
+    assert orders.classification.affected == (
+        Affected("gold.revenue", "amount", "retyped", ("revenue",)),
+        Affected("gold.revenue", "customer", "removed", ("customer",)),
+    )
+    revenue = result["gold.revenue"]
+    assert (revenue.status, revenue.upstream) == ("downstream", ("silver.orders",))
+    # Its query no longer works against the new columns: said, not raised.
+    assert revenue.change is None
+    assert any("fails" in n for n in revenue.notes)
+    report = result["gold.report"]
+    assert (report.status, report.upstream) == ("downstream", ("silver.orders",))
+    assert result.summary() == "1 changed (1 breaking), 2 to rebuild downstream"
+    # Nothing was written.
+    assert lh.table("silver.orders").schema().field("amount").type == "double"
+
+
+def test_a_non_breaking_change_and_columns_passed_downstream(lh: Lakehouse) -> None:
+    _model(lh.root, "gold.everything", "select * from silver.orders")
+    assert lh.run().ok
+    _model(
+        lh.root,
+        "silver.orders",
+        "select id, customer, amount, status, amount > 5 as big from bronze.orders "
+        "where status = 'paid'",
+    )
+    result = plan(lh)
+    orders = result["silver.orders"]
+    assert orders.change == "non-breaking"
+    assert orders.classification is not None
+    assert orders.classification.added == ("big",)
+    # The star passes the new column on: gold.everything's own columns change.
+    everything = result["gold.everything"]
+    assert everything.status == "downstream"
+    assert everything.change == "non-breaking"
+    assert everything.classification is not None
+    assert everything.classification.added == ("big",)
+    # gold.revenue's columns stay as they are: nothing to classify.
+    assert result["gold.revenue"].change is None
+    assert result["gold.revenue"].status == "downstream"
+
+
+def test_logic_only_change_of_many_types_is_not_a_retype(lh: Lakehouse) -> None:
+    sql = (
+        "select id, amount, status, now() as loaded_at, current_date as day, "
+        "[id, customer] as ids, {{'s': status}} as detail, map([status], [amount]) as m, "
+        "amount::decimal(10, 2) as price, status::blob as raw from bronze.orders{}"
+    )
+    _model(lh.root, "silver.typed", sql.format(""))
+    assert lh.run().ok
+    _model(lh.root, "silver.typed", sql.format(" where id > 1"))
+    typed = plan(lh)["silver.typed"]
+    assert typed.status == "changed"
+    assert typed.classification == Classification("non-breaking"), typed.classification
+
+
+def test_select_limits_the_models_shown(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    _model(
+        lh.root,
+        "gold.revenue",
+        "select customer, sum(amount) as revenue, count(*) as n "
+        "from silver.orders group by customer",
+    )
+    result = plan(lh, "gold.revenue+")
+    assert [(m.model, m.status) for m in result.models] == [
+        ("gold.revenue", "changed"),
+        ("gold.report", "downstream"),
+    ]
+    assert result["gold.revenue"].change == "non-breaking"
+    with pytest.raises(TransformError):
+        plan(lh, "gold.nope")
+
+
+def test_an_invalid_project_is_an_error(lh: Lakehouse) -> None:
+    _model(lh.root, "gold.bad", "select * from silver.missing")
+    with pytest.raises(ModelError, match=r"silver\.missing"):
+        plan(lh)
+
+
+def test_cli_plan_table_and_json(lh: Lakehouse) -> None:
+    if not any(c.name == "plan" for c in app.registered_commands):
+        cli_plan.register(app)  # until lakebed.cli registers it itself
+    assert lh.run().ok
+    _model(lh.root, "silver.orders", "select id, amount, status from bronze.orders")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["-p", str(lh.root), "plan"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "breaking" in shown.output
+    assert "gold.revenue" in shown.output
+    assert "1 changed (1 breaking), 2 to rebuild downstream" in shown.output
+    as_json = runner.invoke(app, ["-p", str(lh.root), "plan", "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    orders = document["models"][0]
+    assert (orders["model"], orders["status"], orders["change"]) == (
+        "silver.orders",
+        "changed",
+        "breaking",
+    )
+    assert orders["classification"]["affected"] == [
+        {
+            "model": "gold.revenue",
+            "column": "customer",
+            "change": "removed",
+            "outputs": ["customer"],
+        }
+    ]
+    assert document["summary"]["breaking"] == 1
+    _model(lh.root, "gold.bad", "select * from silver.missing")
+    failed = runner.invoke(app, ["-p", str(lh.root), "plan"])
+    assert failed.exit_code == 1
+
+
+def test_python_models_are_unknown_changes_and_assumed_to_read_everything(
+    lh: Lakehouse,
+) -> None:
+    folder = lh.root / "models" / "gold"
+    source = (
+        "import pyarrow as pa\n"
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders'])\n"
+        "def order_count(orders: pa.Table) -> pa.Table:\n"
+        "    return pa.table({'orders': [orders.num_rows{}]})\n"
+    )
+    (folder / "order_count.py").write_text(source.replace("{}", ""))
+    assert lh.run().ok
+    _model(lh.root, "silver.orders", "select id, customer, amount from bronze.orders")
+    (folder / "order_count.py").write_text(source.replace("{}", " * 2"))
+    result = plan(lh)
+    orders = result["silver.orders"]
+    assert orders.change == "breaking"
+    assert orders.classification is not None
+    assert [(a.model, a.column) for a in orders.classification.affected] == [
+        ("gold.order_count", "status")
+    ]
+    assert any("Python model" in note for note in orders.notes)
+    count = result["gold.order_count"]
+    assert (count.status, count.change) == ("changed", "unknown")
+    assert result.summary() == "2 changed (1 breaking, 1 unknown), 2 to rebuild downstream"
