@@ -182,8 +182,11 @@ def demo(
             f"lakebed -p {where} tables",
             f"lakebed -p {where} describe silver.orders",
             f"lakebed -p {where} history bronze.orders",
-            f'lakebed -p {where} sql "select reason, count(*) as n '
-            'from quarantine.orders group by reason"',
+            f'lakebed -p {where} sql "select _check, _reason, count(*) as n '
+            'from quarantine.orders group by all"',
+            f"lakebed -p {where} sources",
+            f"lakebed -p {where} checks",
+            f"lakebed -p {where} lineage gold.daily_revenue",
             f'lakebed -p {where} sql --as-of 1 "select count(*) from bronze.orders"',
             f'lakebed -p {where} sql --format json "select * from gold.product_sales limit 3"',
         ],

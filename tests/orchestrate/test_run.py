@@ -242,3 +242,16 @@ def test_backfill_recomputes_exactly_the_given_partitions(lh: Lakehouse) -> None
 def test_a_backfill_window_must_be_start_dot_dot_end(lh: Lakehouse) -> None:
     with pytest.raises(lakebed.LakebedError, match=r"START\.\.END"):
         lh.run(backfill="2025-01-02")
+
+
+def test_a_lease_held_by_a_killed_process_is_taken_over(lh: Lakehouse) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs
+    holder = f"crashed-run@{socket.gethostname()}:{gone.pid}"
+    assert lh.metastore.acquire_lease("model:silver.enriched", holder, seconds=600) is None
+    assert lh.run().ok

@@ -288,8 +288,13 @@ class Metastore:
 
     # -- leases ----------------------------------------------------------------------------
 
-    def acquire_lease(self, name: str, holder: str, *, seconds: float) -> str | None:
-        """Take the lease `name` for `holder`; None on success, else the current holder."""
+    def acquire_lease(
+        self, name: str, holder: str, *, seconds: float, stale_holder: str | None = None
+    ) -> str | None:
+        """Take the lease `name` for `holder`; None on success, else the current holder.
+
+        `stale_holder` names a holder known to be dead whose lease may be taken over.
+        """
         now = _now()
         until = now + timedelta(seconds=seconds)
         where = leases_t.c.name == name
@@ -300,7 +305,8 @@ class Metastore:
             if row is None:
                 conn.execute(insert(leases_t).values(name=name, holder=holder, expires_at=until))
                 return None
-            if row.holder != holder and row.expires_at > now:
+            taken_over = stale_holder is not None and row.holder == stale_holder
+            if row.holder != holder and row.expires_at > now and not taken_over:
                 return str(row.holder)
             conn.execute(update(leases_t).where(where).values(holder=holder, expires_at=until))
         return None

@@ -3,7 +3,9 @@ audited (write-audit-publish) and published; a failure skips only what depends o
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -72,7 +74,24 @@ class RunSummary:
 Report = Callable[[str, NodeResult | None], None]
 
 
-def _quarantine(ctx: RunContext, model: Model, rows: pa.Table) -> None:
+def _dead(holder: str) -> bool:
+    """True when a lease holder ran on this host in a process that no longer exists."""
+    _, _, where = holder.partition("@")
+    host, _, pid = where.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _quarantine(ctx: RunContext, model: Model, rows: pa.Table, *, replace: bool) -> None:
+    """Keep the rows a model's checks dropped; a full build replaces the earlier ones (it
+    re-checks every row), an increment adds to them."""
     name = TableName("quarantine", model.name.name)
     if not ctx.storage.exists(name):
         ctx.create_table(
@@ -82,7 +101,11 @@ def _quarantine(ctx: RunContext, model: Model, rows: pa.Table) -> None:
             owner=model.config.owner,
             domain=model.config.domain,
         )
-    ctx.table(name).append(rows, allow_missing_columns=True)
+    table = ctx.table(name)
+    if replace:
+        table.overwrite(rows, schema_mode="overwrite", partition_by=[])
+    else:
+        table.append(rows, allow_missing_columns=True)
 
 
 def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
@@ -138,8 +161,11 @@ def build_model(
                 {r.check: r.failing_rows for r in failed},
                 reasons={r.check: r.message for r in failed if r.status == "error"},
             )
-        if outcome.quarantined.num_rows:
-            _quarantine(ctx, model, outcome.quarantined)
+        replace = computed.mode == "full" and not computed.notes  # not for a backfill
+        if outcome.quarantined.num_rows or (
+            replace and ctx.storage.exists(TableName("quarantine", model.name.name))
+        ):
+            _quarantine(ctx, model, outcome.quarantined, replace=replace)
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
     publish(ctx, computed, data)
@@ -165,14 +191,33 @@ def run_models(
     chosen = list(dict.fromkeys(selected))
     wanted = set(chosen)
     deps = {n: [u for u in graph.upstream(n, transitive=False) if u in wanted] for n in chosen}
+    for name in chosen:
+        # A relationships check reads its target: build the target first.
+        for check in graph.models[name].config.checks:
+            target = check.get("relationships")
+            target_name = target.get("to") if isinstance(target, dict) else None
+            if isinstance(target_name, str):
+                try:
+                    parsed = TableName.parse(target_name)
+                except LakebedError:
+                    continue
+                if parsed in wanted and parsed != name and parsed not in deps[name]:
+                    deps[name].append(parsed)
     results: dict[TableName, NodeResult] = {}
     lock = threading.Lock()
     with ctx.track_run("run", None, models=[str(n) for n in chosen]) as run:
         run_id = str(run.run_id)
 
+        me = f"{run_id}@{socket.gethostname()}:{os.getpid()}"
+
         def attempt(name: TableName) -> NodeResult:
             lease = f"model:{name}"
-            holder = ctx.metastore.acquire_lease(lease, run_id, seconds=LEASE_SECONDS)
+            holder = ctx.metastore.acquire_lease(lease, me, seconds=LEASE_SECONDS)
+            if holder is not None and _dead(holder):
+                # Its process is gone (killed mid-build): the lease is free to take over.
+                holder = ctx.metastore.acquire_lease(
+                    lease, me, seconds=LEASE_SECONDS, stale_holder=holder
+                )
             if holder is not None:
                 return NodeResult(
                     str(name),
@@ -182,7 +227,7 @@ def run_models(
             try:
                 return build(name)
             finally:
-                ctx.metastore.release_lease(lease, run_id)
+                ctx.metastore.release_lease(lease, me)
 
         def build(name: TableName) -> NodeResult:
             model = graph.models[name]

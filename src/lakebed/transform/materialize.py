@@ -373,8 +373,7 @@ def compute(
             removed.append(delta.removed)
     data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
     deleted = pa.concat_tables(removed) if removed else None
-    if merge and data.num_rows and keys:
-        data = _last_per_key(data, keys)
+    # Repeated keys are kept here so checks see every row; publish keeps the last one.
     return Computed(model, "incremental", data, now, deleted_keys=deleted)
 
 
@@ -428,6 +427,8 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
             metadata=metadata,
         )
     if config.incremental_strategy == "merge":
+        if data.num_rows and config.unique_key:
+            data = _last_per_key(data, config.unique_key)
         return table.merge(
             data,
             config.unique_key,
