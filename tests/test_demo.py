@@ -1,9 +1,11 @@
 """The shop demo: sources written into the project and loaded through the connectors,
-deterministic data, malformed records and bad rows in quarantine, gold that adds up."""
+models built by `lh.run()` with their checks, deterministic data, malformed records and
+bad rows in quarantine, gold that adds up, incremental runs that equal the full build."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -25,17 +27,31 @@ from lakebed.demo import (
     build_shop,
     examples_dir,
     orders_file,
+    write_shop,
 )
 from lakebed.errors import ConfigError
+from lakebed.govern import parse_checks
 from lakebed.ingest import load_sources
+from lakebed.storage import TableName
+from lakebed.transform import ModelGraph, load_models
 
 ORDERS = 20_000
-REASONS = {
-    "duplicate order_id",
-    "missing customer_id",
-    "non-positive quantity",
-    "unknown product_id",
+# The drop checks of silver.orders (examples/shop/models/silver/orders.yml): the name each
+# quarantined row carries in `_check`, and its `_reason`.
+DROP_CHECKS = {
+    "duplicate_order_id": "delivery is above 1",
+    "missing_customer_id": "customer_id is null",
+    "non_positive_quantity": "quantity is below 1",
+    "unknown_product_id": "product_id has no match in bronze.products.product_id",
 }
+MODELS = [
+    "gold.customer_lifetime_value",
+    "gold.daily_revenue",
+    "gold.product_sales",
+    "silver.customers",
+    "silver.orders",
+    "silver.products",
+]
 EXPECTED_TABLES = [
     "bronze.customers",
     "bronze.orders",
@@ -57,10 +73,10 @@ SNAPSHOT_QUERIES = {
     "bronze.orders": f"select * {RUN_COLUMNS} from bronze.orders order by all",
     "bronze.customers": f"select * {RUN_COLUMNS} from bronze.customers order by all",
     "bronze.products": f"select * {RUN_COLUMNS} from bronze.products order by all",
-    "silver.orders": "select * from silver.orders order by order_id",
+    "silver.orders": "select * exclude (_ingested_at) from silver.orders order by order_id",
     "silver.customers": "select * from silver.customers order by customer_id",
     "silver.products": "select * from silver.products order by product_id",
-    "quarantine.orders": f"select * {RUN_COLUMNS} from quarantine.orders order by all",
+    "quarantine.orders": "select * exclude (_ingested_at) from quarantine.orders order by all",
     "quarantine.shop_orders": f"select * {RUN_COLUMNS} from quarantine.shop_orders order by all",
     "quarantine.shop_customers": (
         f"select * {RUN_COLUMNS} from quarantine.shop_customers order by all"
@@ -262,7 +278,7 @@ def test_bronze_holds_every_other_record_exactly_once(shop: DemoSummary) -> None
     }
 
 
-def test_rerunning_ingestion_loads_nothing_new(tmp_path: Path) -> None:
+def test_rerunning_ingestion_and_models_changes_nothing(tmp_path: Path) -> None:
     built = build_shop(tmp_path / "shop", orders=2_000)
     tables = [
         "bronze.customers",
@@ -271,14 +287,64 @@ def test_rerunning_ingestion_loads_nothing_new(tmp_path: Path) -> None:
         "quarantine.shop_customers",
         "quarantine.shop_orders",
     ]
+    # Incremental models and the quarantine their checks fill.
+    incremental = ["silver.customers", "silver.orders", "quarantine.orders"]
     with lakebed.open(built.root) as lh:
-        before = {name: lh.table(name).version() for name in tables}
+        before = {name: lh.table(name).version() for name in tables + incremental}
+        contents = {name: lh.sql(SNAPSHOT_QUERIES[name]).arrow() for name in MODELS}
         again = [lh.ingest(source) for source in SOURCES]
-        after = {name: lh.table(name).version() for name in tables}
+        after_ingest = {name: lh.table(name).version() for name in tables}
+        rerun = lh.run()
+        after_run = {name: lh.table(name).version() for name in tables + incremental}
+        assert rerun.ok
+        modes = {node.model: node.status for node in rerun.nodes}
+        assert modes == dict.fromkeys(MODELS, "success") | {
+            "silver.customers": "up_to_date",
+            "silver.orders": "up_to_date",
+        }
+        # Table models were rebuilt from the same inputs: the same rows.
+        for name in MODELS:
+            assert lh.sql(SNAPSHOT_QUERIES[name]).arrow().equals(contents[name]), name
     assert [(s.source, s.rows, s.quarantined, s.batches) for s in again] == [
         (source, 0, 0, 0) for source in SOURCES
     ]
-    assert after == before
+    assert after_ingest == {name: before[name] for name in tables}
+    assert after_run == before
+
+
+def test_an_incremental_run_over_a_new_export_equals_the_full_build(
+    shop: DemoSummary, tmp_path: Path
+) -> None:
+    """Q3 and Q4 arrive after a first build: the next run appends only their orders to
+    silver.orders and quarantines only their bad rows; every table ends as in `shop`."""
+    root = write_shop(tmp_path / "shop", orders=ORDERS, seed=7)
+    later = tmp_path / "later"
+    later.mkdir()
+    for quarter in (3, 4):
+        shutil.move(root / orders_file(quarter), later / orders_file(quarter).name)
+    with lakebed.open(root) as lh:
+        for source in SOURCES:
+            lh.ingest(source)
+        first = lh.run()
+        assert first.ok
+        early = lh.sql("select count(*) from silver.orders").scalar()
+        assert lh.sql("select max(order_month) from silver.orders").scalar() == "2025-06"
+        for quarter in (3, 4):
+            shutil.move(later / orders_file(quarter).name, root / orders_file(quarter))
+        assert lh.ingest("shop_orders").rows > 0
+        second = lh.run()
+        assert second.ok
+        nodes = {node.model: node for node in second.nodes}
+        assert (nodes["silver.orders"].status, nodes["silver.orders"].mode) == (
+            "success",
+            "incremental",
+        )
+        total = lh.sql("select count(*) from silver.orders").scalar()
+        assert nodes["silver.orders"].rows == total - early
+        assert nodes["silver.orders"].quarantined > 0
+        assert nodes["silver.customers"].status == "up_to_date"
+    for name, sql in SNAPSHOT_QUERIES.items():
+        assert query(root, sql).equals(query(shop.root, sql)), name
 
 
 def test_silver_orders_have_unique_order_ids_and_no_bad_rows(shop: DemoSummary) -> None:
@@ -314,29 +380,97 @@ def test_silver_orders_are_typed_and_partitioned_by_month(shop: DemoSummary) -> 
     assert mismatched == 0
 
 
-def test_every_bad_row_is_in_quarantine_with_its_reason(shop: DemoSummary) -> None:
-    grouped = query(shop.root, "select reason, count(*) as n from quarantine.orders group by 1")
-    reasons = {row["reason"]: row["n"] for row in grouped.to_pylist()}
-    assert set(reasons) == REASONS
-    assert reasons["duplicate order_id"] == ORDERS // 500
-    # Nothing is dropped silently: bronze = silver + quarantine.
-    bronze = scalar(shop.root, "select count(*) from bronze.orders")
-    silver = scalar(shop.root, "select count(*) from silver.orders")
-    assert bronze == silver + sum(reasons.values())
-    # Each reason is true of its rows.
+def test_drop_checks_quarantine_every_bad_row_with_the_check_and_reason(
+    shop: DemoSummary,
+) -> None:
+    rows = query(
+        shop.root,
+        "select order_id, delivery, customer_id, quantity, product_id, _check, _reason "
+        "from quarantine.orders",
+    ).to_pylist()
+    caught: dict[str, int] = {}
+    for row in rows:
+        # A row that breaks several rules names each check, and each reason, once.
+        names, reasons = row["_check"].split(", "), row["_reason"].split("; ")
+        assert reasons == [DROP_CHECKS[name] for name in names]
+        for name in names:
+            caught[name] = caught.get(name, 0) + 1
+    assert set(caught) == set(DROP_CHECKS)  # each rule catches some of the bad rows
+    assert caught["duplicate_order_id"] == ORDERS // 500
+    # Each check is true of the rows it caught.
     wrong = query(
         shop.root,
-        """select reason, count(*) as n from quarantine.orders
-           where (reason = 'missing customer_id' and customer_id is not null)
-              or (reason = 'non-positive quantity' and quantity > 0)
-              or (reason = 'unknown product_id'
-                  and product_id in (select product_id from silver.products))
-              or (reason = 'duplicate order_id'
-                  and order_id not in (select order_id from silver.orders))
-           group by reason""",
+        """select _check, count(*) as n from quarantine.orders
+           where (_check like '%missing_customer_id%' and customer_id is not null)
+              or (_check like '%non_positive_quantity%' and quantity > 0)
+              or (_check like '%unknown_product_id%'
+                  and product_id in (select product_id from bronze.products))
+              or (_check like '%duplicate_order_id%'
+                  and (delivery = 1 or order_id not in (
+                      select order_id from silver.orders
+                      union all
+                      select order_id from quarantine.orders where delivery = 1)))
+           group by all""",
     )
     assert wrong.num_rows == 0
-    assert scalar(shop.root, "select count(distinct source_table) from quarantine.orders") == 1
+
+
+def test_every_bronze_order_is_in_silver_or_quarantine_exactly_once(shop: DemoSummary) -> None:
+    def lines(table: str) -> list[tuple[str, int]]:
+        found = query(shop.root, f"select _origin, _origin_row from {table}").to_pylist()
+        return [(row["_origin"], row["_origin_row"]) for row in found]
+
+    bronze, silver, quarantined = (
+        lines(t) for t in ("bronze.orders", "silver.orders", "quarantine.orders")
+    )
+    assert len(set(silver)) == len(silver)
+    assert len(set(quarantined)) == len(quarantined)
+    assert not set(silver) & set(quarantined)
+    assert set(silver) | set(quarantined) == set(bronze)
+    assert len(silver) + len(quarantined) == len(bronze)
+    # Nothing that got through carries a mark of a bad row.
+    assert scalar(shop.root, "select count(*) from silver.orders where delivery <> 1") == 0
+
+
+def test_check_results_are_recorded_with_counts(shop: DemoSummary) -> None:
+    with lakebed.open(shop.root) as lh:
+        orders = {r.check: r for r in lh.metastore.latest_check_results("silver.orders")}
+        everything = lh.metastore.latest_check_results()
+        bronze = lh.sql("select count(*) from bronze.orders").scalar()
+        quarantined = lh.sql("select count(*) from quarantine.orders").scalar()
+    for name, reason in DROP_CHECKS.items():
+        result = orders[name]
+        # A drop check that caught rows is a warning: they are quarantined, the rest publish.
+        assert (result.severity, result.status) == ("drop", "warn")
+        assert 0 < result.failing_rows < result.total_rows == bronze
+        assert result.message.endswith(f"rows fail: {reason} (dropped to quarantine)")
+    caught = sum(orders[name].failing_rows for name in DROP_CHECKS)
+    assert caught >= quarantined > 0  # a row may break two rules
+    others = [r for r in everything if r.check not in DROP_CHECKS or r.table != "silver.orders"]
+    assert {r.severity for r in others} == {"drop", "fail", "warn"}
+    assert all((r.status, r.failing_rows) == ("pass", 0) for r in others), [
+        r for r in others if r.status != "pass"
+    ]
+    assert {r.table for r in everything} == set(MODELS)  # every model has checks
+    assert {r.kind for r in everything} >= {
+        "not_null",
+        "unique",
+        "accepted_values",
+        "range",
+        "regex",
+        "relationships",
+        "row_count",
+        "freshness",
+        "expression",
+    }
+    # The summary has each model's build with the same results.
+    nodes = {node.model: node for node in shop.models}
+    assert sorted(nodes) == MODELS
+    assert all((node.status, node.mode) == ("success", "full") for node in nodes.values())
+    assert nodes["silver.orders"].quarantined == quarantined
+    assert {r.check: r.failing_rows for r in nodes["silver.orders"].checks} == {
+        name: r.failing_rows for name, r in orders.items()
+    }
 
 
 def test_gold_revenue_equals_the_sum_over_silver(shop: DemoSummary) -> None:
@@ -397,7 +531,8 @@ def test_progress_reports_each_step_in_order(tmp_path: Path) -> None:
     assert done == sorted(done)
     assert done[0] == 0
     assert seen[-1][1] == seen[-1][2]  # ends with everything done
-    assert any("silver.orders" in step[0] for step in seen)
+    assert any(step[0] == "building silver.orders" for step in seen)
+    assert any(step[0].startswith("silver.orders: ") and "quarantined" in step[0] for step in seen)
     assert any(step[0].startswith("ingesting shop_orders (4/4 files") for step in seen)
 
 
@@ -416,6 +551,35 @@ def test_examples_ship_a_valid_shop_config() -> None:
     sources = load_sources(config.sources, folder)
     assert list(sources) == list(SOURCES)
     assert all(spec.config.description and spec.config.owner for spec in sources.values())
+    models = load_models(folder)
+    assert sorted(str(name) for name in models) == MODELS
+    graph = ModelGraph(models, source_targets={n: s.target for n, s in sources.items()})
+    assert [str(name) for name in graph.order()][:1] == ["silver.customers"]
+    for name, model in models.items():
+        settings = model.config
+        assert settings.description, name
+        assert settings.owner, name
+        assert settings.domain in config.domains, name
+        assert settings.columns, name
+        assert settings.checks, name
+        parse_checks(settings.checks, table=str(name))  # every check is valid
+    orders = models[TableName("silver", "orders")].config
+    assert orders.materialized == "incremental"
+    assert orders.partition_by == ["order_month"]
+    customers = models[TableName("silver", "customers")].config
+    assert (customers.materialized, customers.incremental_strategy) == ("incremental", "merge")
+    assert customers.unique_key == ["customer_id"]
+
+
+def test_model_settings_describe_every_column_and_set_the_catalog(shop: DemoSummary) -> None:
+    models = load_models(shop.root)
+    with lakebed.open(shop.root) as lh:
+        for name, model in models.items():
+            assert list(model.config.columns) == lh.table(name).schema().names, name
+            record = lh.describe(str(name))
+            assert record.description == model.config.description
+            assert (record.owner, record.domain) == (model.config.owner, model.config.domain)
+            assert set(model.config.tags) <= set(record.tags), name
 
 
 @pytest.mark.slow

@@ -1,15 +1,16 @@
 """The shop demo: a year of a small online shop's orders through bronze, silver and gold.
 
-`build_shop` writes a project folder (the `examples/shop` config) and builds it with the
-public API only. First it writes the shop's raw data into the folder's `sources/` as the
-shop delivers it: the orders as one CSV export per quarter, the customers as NDJSON and the
-product catalog in a SQLite database, with the odd malformed record real exports have.
-`lh.ingest(...)` loads each source declared in lakebed.yml into bronze through the `files`
-and `sql` connectors (records that cannot be parsed or typed go to `quarantine.<source>`);
-`lh.sql(...)` then types, deduplicates and checks bronze into silver (rows that break a
-business rule go to `quarantine.orders`, with the reason) and aggregates gold marts.
-The data comes from numpy's `default_rng(seed)`, so a seed always gives the same sources
-and the same tables.
+`build_shop` writes a project folder (a copy of `examples/shop`: lakebed.yml and the
+models) and builds it with the public API only. First it writes the shop's raw data into
+the folder's `sources/` as the shop delivers it: the orders as one CSV export per quarter,
+the customers as NDJSON and the product catalog in a SQLite database, with the odd
+malformed record real exports have. `lh.ingest(...)` loads each source declared in
+lakebed.yml into bronze through the `files` and `sql` connectors (records that cannot be
+parsed or typed go to `quarantine.<source>`); `lh.run()` then builds the SQL models in
+`models/silver` and `models/gold`, each audited by the checks in its `.yml` before it is
+published (the orders that break a business rule are dropped by checks to
+`quarantine.orders`, with the check and the reason). The data comes from numpy's
+`default_rng(seed)`, so a seed always gives the same sources and the same tables.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ import pyarrow.csv as pa_csv
 
 import lakebed
 from lakebed.config import CONFIG_FILE, STATE_DIR
-from lakebed.errors import ConfigError
+from lakebed.errors import ConfigError, TransformError
 from lakebed.ingest import IngestSummary
 from lakebed.lakehouse import Lakehouse
+from lakebed.orchestrate import NodeResult
 from lakebed.storage import LAYERS, TableName
+from lakebed.transform import load_models
+from lakebed.transform.discover import MODELS_DIR
 
 __all__ = [
     "SAMPLE_QUERY",
@@ -43,6 +47,7 @@ __all__ = [
     "Progress",
     "build_shop",
     "examples_dir",
+    "write_shop",
 ]
 
 # Called as each step starts: (what it does, steps done so far, total steps).
@@ -62,8 +67,6 @@ CUSTOMERS = 10_000
 PRODUCTS = 500
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
 QUARTERS = 4
-# Orders that bring in no revenue (they still count as orders).
-NO_REVENUE = "('cancelled', 'returned')"
 
 
 def _words(text: str) -> list[str]:
@@ -113,8 +116,9 @@ class BuiltTable:
 
 @dataclass(frozen=True)
 class DemoSummary:
-    """What `build_shop` made: the project folder, its tables, a query to try and what each
-    source's ingestion loaded and quarantined."""
+    """What `build_shop` made: the project folder, its tables, a query to try, what each
+    source's ingestion loaded and quarantined and how each model's build went (its rows,
+    quarantined rows and check results)."""
 
     root: Path
     tables: list[BuiltTable]
@@ -122,6 +126,7 @@ class DemoSummary:
     orders: int
     seed: int
     loads: list[IngestSummary] = field(default_factory=list)
+    models: list[NodeResult] = field(default_factory=list)
 
 
 def examples_dir() -> Path:
@@ -423,166 +428,11 @@ def _write_products(root: Path, products: pa.Table, rng: np.random.Generator) ->
         db.commit()
 
 
-# -- transformations (SQL over the lakehouse) ------------------------------------------------
-
-# The bronze tables hold the columns as the connectors typed them: from the CSV and NDJSON
-# files integers, a double unit_price and a UTC ordered_at; from SQLite the declared types
-# (the price is text there). Each also has the ingestion columns `_ingested_at`, `_source`,
-# `_load_id` and the record's origin, `_origin` (file or table) and `_origin_row` (line).
-
-SILVER_CUSTOMERS = """\
-select customer_id,
-       trim(name) as name,
-       lower(trim(email)) as email,
-       upper(country) as country,
-       cast(signup_date as date) as signup_date
-from bronze.customers
-order by customer_id"""
-
-SILVER_PRODUCTS = """\
-select product_id,
-       name,
-       lower(category) as category,
-       cast(price as decimal(10, 2)) as price
-from bronze.products
-order by product_id"""
-
-# Every bronze order with the reason it cannot go to silver (NULL when it can).
-CHECKED_ORDERS = """\
-with checked as (
-    select o.*,
-           case
-               when o.customer_id is null then 'missing customer_id'
-               when o.quantity <= 0 then 'non-positive quantity'
-               when p.product_id is null then 'unknown product_id'
-               when row_number() over (
-                   partition by o.order_id
-                   order by o._ingested_at, o._origin, o._origin_row
-               ) > 1 then 'duplicate order_id'
-           end as reason
-    from bronze.orders o
-    left join silver.products p on p.product_id = o.product_id
-)"""
-
-SILVER_ORDERS = f"""\
-{CHECKED_ORDERS}
-select order_id,
-       customer_id,
-       product_id,
-       quantity,
-       cast(unit_price as decimal(10, 2)) as unit_price,
-       cast(quantity * cast(unit_price as decimal(10, 2)) as decimal(12, 2)) as amount,
-       lower(status) as status,
-       cast(ordered_at as timestamptz) as ordered_at,
-       strftime(cast(ordered_at as timestamptz), '%Y-%m') as order_month,
-       country
-from checked
-where reason is null
-order by order_id"""
-
-QUARANTINE_ORDERS = f"""\
-{CHECKED_ORDERS}
-select * exclude (reason), reason, 'bronze.orders' as source_table
-from checked
-where reason is not null
-order by order_id, _ingested_at, _origin, _origin_row"""
-
-GOLD_DAILY_REVENUE = f"""\
-select cast(ordered_at as date) as order_date,
-       country,
-       count(*) as orders,
-       coalesce(sum(amount) filter (where status not in {NO_REVENUE}), 0) as revenue
-from silver.orders
-group by all
-order by order_date, country"""
-
-GOLD_CUSTOMER_LIFETIME_VALUE = f"""\
-select c.customer_id,
-       c.name,
-       c.country,
-       count(o.order_id) as orders,
-       coalesce(sum(o.amount) filter (where o.status not in {NO_REVENUE}), 0) as revenue,
-       min(o.ordered_at) as first_order_at,
-       max(o.ordered_at) as last_order_at
-from silver.customers c
-join silver.orders o on o.customer_id = c.customer_id
-group by all
-order by c.customer_id"""
-
-GOLD_PRODUCT_SALES = f"""\
-select p.product_id,
-       p.name,
-       p.category,
-       count(o.order_id) as orders,
-       coalesce(sum(o.quantity) filter (where o.status not in {NO_REVENUE}), 0) as units,
-       coalesce(sum(o.amount) filter (where o.status not in {NO_REVENUE}), 0) as revenue
-from silver.products p
-left join silver.orders o on o.product_id = p.product_id
-group by all
-order by p.product_id"""
-
-
-@dataclass(frozen=True)
-class _Step:
-    table: str
-    query: str
-    description: str
-    domain: str
-    partition_by: list[str] | None = None
-    tags: list[str] | None = None
-
-
-TRANSFORMS = [
-    _Step(
-        "silver.customers",
-        SILVER_CUSTOMERS,
-        "Customers, typed; e-mail trimmed and lower-cased.",
-        "sales",
-        tags=["pii"],
-    ),
-    _Step(
-        "silver.products",
-        SILVER_PRODUCTS,
-        "The product catalog with decimal prices.",
-        "catalog",
-    ),
-    _Step(
-        "silver.orders",
-        SILVER_ORDERS,
-        "One row per order: typed, deduplicated by order_id, bad rows removed.",
-        "sales",
-        partition_by=["order_month"],
-    ),
-    _Step(
-        "quarantine.orders",
-        QUARANTINE_ORDERS,
-        "Bronze orders kept out of silver.orders, with the reason.",
-        "sales",
-    ),
-    _Step(
-        "gold.daily_revenue",
-        GOLD_DAILY_REVENUE,
-        "Orders and revenue (not cancelled or returned) per day and country.",
-        "sales",
-    ),
-    _Step(
-        "gold.customer_lifetime_value",
-        GOLD_CUSTOMER_LIFETIME_VALUE,
-        "Orders, revenue and first/last order per customer.",
-        "sales",
-        tags=["pii"],
-    ),
-    _Step(
-        "gold.product_sales",
-        GOLD_PRODUCT_SALES,
-        "Orders, units and revenue per product.",
-        "catalog",
-    ),
-]
+# -- the project -----------------------------------------------------------------------------
 
 
 def _prepare(target: Path) -> None:
-    """Copy the shop project files into an empty `target`."""
+    """Copy the shop project files (lakebed.yml, README.md, models/) into an empty `target`."""
     if (target / CONFIG_FILE).exists():
         raise ConfigError(
             "a project already exists here",
@@ -593,6 +443,7 @@ def _prepare(target: Path) -> None:
     source = examples_dir() / "shop"
     for item in ("lakebed.yml", "README.md"):
         shutil.copy2(source / item, target / item)
+    shutil.copytree(source / MODELS_DIR, target / MODELS_DIR, dirs_exist_ok=True)
     # The sources are generated: `lakebed demo` writes them again.
     ignored = f"{STATE_DIR}/\nlakehouse/\nsources/\n"
     (target / ".gitignore").write_text(ignored, encoding="utf-8")
@@ -612,6 +463,31 @@ def _write_sources(root: Path, orders: int, seed: int) -> None:
     _write_orders(root, raw_orders, delivery)
 
 
+def write_shop(target: Path, *, orders: int = 1_000_000, seed: int = 7) -> Path:
+    """Write the shop project into `target` (a new folder) without building anything:
+    lakebed.yml, the models and the generated sources. Returns the project folder.
+
+    `lakebed ingest` then loads the sources and `lakebed run` builds the models, as
+    `build_shop` does.
+    """
+    root = Path(target).expanduser().resolve()
+    _prepare(root)
+    _write_sources(root, orders, seed)
+    return root
+
+
+def _model_message(node: NodeResult) -> str:
+    """What one finished model did, for the progress line."""
+    if node.status == "up_to_date":
+        return f"{node.model}: up to date"
+    if node.status != "success":
+        return f"{node.model}: {node.status}"
+    message = f"{node.model}: {node.rows:,} rows"
+    if node.quarantined:
+        message += f", {node.quarantined:,} quarantined"
+    return message
+
+
 def build_shop(
     target: Path,
     *,
@@ -621,10 +497,15 @@ def build_shop(
 ) -> DemoSummary:
     """Build the shop lakehouse in `target` (a new folder) and return what it holds.
 
-    Writes the sources into `target/sources`, ingests them into bronze through the
-    connectors lakebed.yml declares, then builds silver, quarantine and gold with SQL.
+    Writes the project (lakebed.yml, models/) and the sources into `target`, ingests the
+    sources into bronze through the connectors lakebed.yml declares, then runs the models
+    (`lh.run()`): silver and gold, each audited by its checks before it is published; the
+    rows a `drop` check rejects go to `quarantine.<model>`. Raises `TransformError` if a
+    model fails.
     """
-    steps = 1 + len(SOURCES) + len(TRANSFORMS)
+    target = Path(target).expanduser().resolve()
+    _prepare(target)
+    steps = 1 + len(SOURCES) + len(load_models(target))
     done = 0
 
     def step(message: str) -> None:
@@ -646,8 +527,19 @@ def build_shop(
 
         return report
 
-    target = Path(target).expanduser().resolve()
-    _prepare(target)
+    def on_model(event: str, node: NodeResult | None) -> None:
+        """Passes the run's progress on: a step per model, counted when it finishes."""
+        nonlocal done
+        if node is None:
+            return
+        if event == "started":
+            message = f"building {node.model}"
+        else:  # finished or skipped
+            done += 1
+            message = _model_message(node)
+        if progress is not None:
+            progress(message, done, steps)
+
     step(f"generating {orders:,} orders into sources/")
     _write_sources(target, orders, seed)
 
@@ -663,17 +555,14 @@ def build_shop(
                 lh.metastore.upsert_table(
                     name, layer=table.name.layer, path=table.path, tags=["pii"]
                 )
-        for transform in TRANSFORMS:
-            step(transform.table)
-            result = lh.sql(transform.query)
-            lh.write(
-                transform.table,
-                result.arrow(),
-                mode="overwrite",
-                partition_by=transform.partition_by,
-                description=transform.description,
-                domain=transform.domain,
-                tags=transform.tags,
+        models = lh.run(report=on_model)
+        if not models.ok:
+            failed = [node for node in models.nodes if node.status == "failed"]
+            reasons = "; ".join(f"{node.model}: {node.error}" for node in failed)
+            raise TransformError(
+                f"the shop's models did not build: {reasons}",
+                hint=f"the project is in {target}; the check results and the run are "
+                "recorded in its metastore",
             )
         if progress is not None:
             progress("done", steps, steps)
@@ -689,4 +578,4 @@ def build_shop(
         ]
         run.rows = sum(table.rows for table in built)
         run.bytes = sum(table.size_bytes for table in built)
-    return DemoSummary(target, built, SAMPLE_QUERY, orders, seed, loads)
+    return DemoSummary(target, built, SAMPLE_QUERY, orders, seed, loads, models.nodes)
