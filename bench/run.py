@@ -16,9 +16,15 @@ import time
 import ingest
 import merge
 import scan
+import transform
 from common import DEFAULT_ROWS, Figure, Settings, emit, log, measure
 
-FIGURES: dict[str, Figure] = {**scan.FIGURES, **merge.FIGURES, **ingest.FIGURES}
+FIGURES: dict[str, Figure] = {
+    **scan.FIGURES,
+    **merge.FIGURES,
+    **ingest.FIGURES,
+    **transform.FIGURES,
+}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
