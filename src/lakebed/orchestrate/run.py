@@ -20,7 +20,7 @@ from lakebed.govern import CheckResult, audit, column_lineage, parse_checks
 from lakebed.metastore import Metastore
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
-from lakebed.transform.materialize import Backfill, Workspace, compute, publish
+from lakebed.transform.materialize import Backfill, Workspace, compute, fingerprint, publish
 
 NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
 # A lease outlives any sane build; a crashed holder's lease lapses after it.
@@ -33,6 +33,8 @@ class RunContext(Workspace, Protocol):
     metastore: Metastore
 
     def track_run(self, kind: str, target: str | None = None, **params: Any) -> Any: ...
+
+    def views(self) -> dict[TableName, str]: ...
 
     def register_view(
         self,
@@ -110,7 +112,14 @@ def _quarantine(ctx: RunContext, model: Model, rows: pa.Table, *, replace: bool)
 
 def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
     assert model.sql is not None
-    schemas = {name: ctx.sql(f"select * from {name} limit 0").columns for name in model.inputs}
+    views = ctx.views()
+    schemas = {
+        # Views have no files to read a schema from: ask the engine for theirs.
+        name: ctx.sql(f"select * from {name} limit 0").columns
+        if name in views
+        else ctx.table(name).schema().names
+        for name in model.inputs
+    }
     try:
         edges = column_lineage(model.sql, model.name, schemas, output_columns=columns)
     except LakebedError:
@@ -169,7 +178,9 @@ def build_model(
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
     publish(ctx, computed, data)
-    if model.kind == "sql" and model.sql is not None:
+    # An unchanged model has the lineage recorded at its last build.
+    unchanged = computed.previous_fingerprint == fingerprint(model)
+    if model.kind == "sql" and model.sql is not None and not unchanged:
         _record_lineage(ctx, model, data.schema.names)
     result.rows = data.num_rows
     result.seconds = time.perf_counter() - started

@@ -73,6 +73,7 @@ class Computed:
     inputs: dict[str, int]  # the input versions these rows reflect
     deleted_keys: pa.Table | None = None
     notes: list[str] = field(default_factory=list)
+    previous_fingerprint: str | None = None  # of the build before this one
 
 
 def fingerprint(model: Model) -> str:
@@ -329,7 +330,36 @@ def compute(
     full_refresh: bool = False,
     backfill: Backfill | None = None,
 ) -> Computed:
-    """The model's new rows: everything for a table, or what changed for an increment."""
+    """The model's new rows: everything for a table, or what changed for an increment.
+
+    A table model whose SQL and inputs are as they were at its last build is up to date:
+    rebuilding it would write the same rows and make everything downstream rebuild too.
+    """
+    previous = last_build(ws.table(model.name)) if ws.storage.exists(model.name) else None
+    before = None if previous is None else previous.get("fingerprint")
+    if (
+        previous is not None
+        and not full_refresh
+        and backfill is None
+        and model.config.materialized == "table"
+        and before == fingerprint(model)
+        and all(ws.storage.exists(name) for name in model.inputs)
+    ):
+        now = _input_versions(ws, model)
+        if previous.get("inputs") == now:
+            return Computed(model, "up_to_date", pa.table({}), now, previous_fingerprint=before)
+    computed = _compute(ws, model, full_refresh=full_refresh, backfill=backfill)
+    computed.previous_fingerprint = before
+    return computed
+
+
+def _compute(
+    ws: Workspace,
+    model: Model,
+    *,
+    full_refresh: bool,
+    backfill: Backfill | None,
+) -> Computed:
     if backfill is not None and model.config.partition_by:
         return _backfill(ws, model, backfill)
     if model.config.materialized == "scd2":
