@@ -26,6 +26,7 @@ from lakebed.cli_common import ProjectOption, TableArgument, open_project, stder
 from lakebed.config import CONFIG_FILE, STATE_DIR
 from lakebed.demo import build_shop
 from lakebed.errors import LakebedError
+from lakebed.lakehouse import COLUMN_PROPERTY
 from lakebed.process import render_table
 
 Format = Literal["table", "csv", "json", "ndjson", "parquet"]
@@ -233,7 +234,12 @@ def describe(ctx: typer.Context, table: TableArgument, project: ProjectOption = 
     console = stdout()
     console.print(render.catalog_view(record))
     console.print()
-    console.print(render.columns_view(schema, record.partition_by))
+    descriptions = {
+        key.removeprefix(COLUMN_PROPERTY): value
+        for key, value in record.properties.items()
+        if key.startswith(COLUMN_PROPERTY)
+    }
+    console.print(render.columns_view(schema, record.partition_by, descriptions))
     console.print()
     console.print(render.schema_history_view(history))
 

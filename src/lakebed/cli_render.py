@@ -150,17 +150,29 @@ def catalog_view(record: TableRecord) -> RichTable:
     return grid
 
 
-def columns_view(schema: pa.Schema, partition_by: list[str]) -> RichTable:
+def columns_view(
+    schema: pa.Schema, partition_by: list[str], descriptions: dict[str, str] | None = None
+) -> RichTable:
     view = RichTable(title="columns", title_justify="left", header_style="bold")
     view.add_column("#", justify="right", style="dim")
     view.add_column("column", style="cyan", no_wrap=True)
     view.add_column("type")
     view.add_column("nullable")
+    if descriptions:
+        view.add_column("description")
     for index, field in enumerate(schema, start=1):
         name = Text(field.name)
         if field.name in partition_by:
             name.append(" (partition)", style="dim")
-        view.add_row(str(index), name, Text(str(field.type)), "yes" if field.nullable else "no")
+        cells: list[str | Text] = [
+            str(index),
+            name,
+            Text(str(field.type)),
+            "yes" if field.nullable else "no",
+        ]
+        if descriptions:
+            cells.append(Text(descriptions.get(field.name, ""), style="dim"))
+        view.add_row(*cells)
     return view
 
 

@@ -45,6 +45,8 @@ from lakebed.transform.materialize import Backfill
 PROJECT_ENV = "LAKEBED_PROJECT"
 # Catalog property holding a view's SELECT.
 VIEW_PROPERTY = "lakebed.view"
+# Catalog properties holding column descriptions: `lakebed.column.<name>`.
+COLUMN_PROPERTY = "lakebed.column."
 
 
 def project_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -156,6 +158,19 @@ class Lakehouse:
             description=description,
             tags=tags,
             properties={VIEW_PROPERTY: sql},
+        )
+
+    def describe_columns(self, name: str | TableName, descriptions: dict[str, str]) -> None:
+        """Record what each column means in the catalog (`lakebed describe` shows it)."""
+        record = self.metastore.get_table(str(TableName.parse(name)))
+        if record is None or not descriptions:
+            return
+        properties = {
+            k: v for k, v in record.properties.items() if not k.startswith(COLUMN_PROPERTY)
+        }
+        properties.update({f"{COLUMN_PROPERTY}{c}": d for c, d in descriptions.items()})
+        self.metastore.upsert_table(
+            record.name, layer=record.layer, path=record.path, properties=properties
         )
 
     def _table_names(self) -> list[str]:

@@ -255,3 +255,16 @@ def test_a_lease_held_by_a_killed_process_is_taken_over(lh: Lakehouse) -> None:
     holder = f"crashed-run@{socket.gethostname()}:{gone.pid}"
     assert lh.metastore.acquire_lease("model:silver.enriched", holder, seconds=600) is None
     assert lh.run().ok
+
+
+def test_column_descriptions_of_a_model_reach_the_catalog(lh: Lakehouse) -> None:
+    _model(
+        lh.root,
+        "silver.enriched",
+        "select id, amount from silver.orders",
+        "columns:\n  id: The order number.\n  amount: Gross amount in EUR.\n",
+    )
+    assert lh.run().ok
+    properties = lh.describe("silver.enriched").properties
+    assert properties["lakebed.column.id"] == "The order number."
+    assert properties["lakebed.column.amount"] == "Gross amount in EUR."

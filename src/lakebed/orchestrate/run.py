@@ -36,6 +36,8 @@ class RunContext(Workspace, Protocol):
 
     def views(self) -> dict[TableName, str]: ...
 
+    def describe_columns(self, name: str | TableName, descriptions: dict[str, str]) -> None: ...
+
     def register_view(
         self,
         name: str | TableName,
@@ -152,6 +154,8 @@ def build_model(
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode)
     if computed.mode == "up_to_date":
+        if model.config.columns:  # descriptions may change without the model changing
+            ctx.describe_columns(model.name, model.config.columns)
         result.status = "up_to_date"
         result.seconds = time.perf_counter() - started
         return result
@@ -178,6 +182,8 @@ def build_model(
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
     publish(ctx, computed, data)
+    if model.config.columns:
+        ctx.describe_columns(model.name, model.config.columns)
     # An unchanged model has the lineage recorded at its last build.
     unchanged = computed.previous_fingerprint == fingerprint(model)
     if model.kind == "sql" and model.sql is not None and not unchanged:
