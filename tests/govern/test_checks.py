@@ -651,3 +651,18 @@ def test_results_are_stamped_in_utc() -> None:
     result = _only(_run(ORDERS, {"not_null": "order_id"}, now=local))
     assert result.checked_at == local
     assert result.checked_at.tzinfo == UTC
+
+
+def test_fail_checks_judge_the_rows_left_after_drop_checks() -> None:
+    data = pa.table({"id": [1, 1, 2], "copy": [1, 2, 1]})
+    checks = parse_checks(
+        [
+            {"expression": {"sql": "copy = 1", "name": "first_copy", "severity": "drop"}},
+            {"unique": "id"},
+        ],
+        table="silver.t",
+    )
+    outcome = audit(data, checks, table="silver.t")
+    assert not outcome.failed  # the duplicate id was dropped before `unique` looked
+    assert outcome.passed.column("id").to_pylist() == [1, 2]
+    assert [r.status for r in outcome.results] == ["warn", "pass"]

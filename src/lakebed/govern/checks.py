@@ -333,25 +333,36 @@ def audit(
             raise CheckConfigError(
                 "two checks have this name", table=table, check=name, hint="rename one of them"
             )
+    for check in checks:
+        if not isinstance(check, RowCheck | TableCheck):
+            raise TypeError(f"{check!r} is neither a RowCheck nor a TableCheck")
+    # Drop checks decide what would be published; every other check judges those rows, so
+    # e.g. `unique` passes when a drop check removes the duplicates.
+    drop_checks = [c for c in checks if isinstance(c, RowCheck) and c.severity == "drop"]
+    results: dict[str, CheckResult] = {}
     with _private_connection(data) as con:
         ctx = Context(con=con, data=data, table=table, now=at, lookup=lookup)
-        row_checks = [c for c in checks if isinstance(c, RowCheck)]
-        failing = _failing_rows(ctx, row_checks)
-        results = []
-        for check in checks:
-            if isinstance(check, RowCheck):
-                results.append(_row_result(ctx, check, failing[check.name]))
-            elif isinstance(check, TableCheck):
-                results.append(_table_result(ctx, check))
-            else:
-                raise TypeError(f"{check!r} is neither a RowCheck nor a TableCheck")
+        failing = _failing_rows(ctx, drop_checks)
+        for check in drop_checks:
+            results[check.name] = _row_result(ctx, check, failing[check.name])
     drops = [
         (check, rows)
-        for check in row_checks
-        if check.severity == "drop" and isinstance(rows := failing[check.name], np.ndarray)
+        for check in drop_checks
+        if isinstance(rows := failing[check.name], np.ndarray)
     ]
     passed, quarantined = _split(data, drops)
-    return Audit(passed=passed, quarantined=quarantined, results=results)
+    rest = [c for c in checks if c.name not in results]
+    with _private_connection(passed) as con:
+        ctx = Context(con=con, data=passed, table=table, now=at, lookup=lookup)
+        row_checks = [c for c in rest if isinstance(c, RowCheck)]
+        failing = _failing_rows(ctx, row_checks)
+        for check in rest:
+            if isinstance(check, RowCheck):
+                results[check.name] = _row_result(ctx, check, failing[check.name])
+            elif isinstance(check, TableCheck):
+                results[check.name] = _table_result(ctx, check)
+    ordered = [results[check.name] for check in checks]
+    return Audit(passed=passed, quarantined=quarantined, results=ordered)
 
 
 # Row checks read `this` with each row's position, because DuckDB does not keep row order
