@@ -19,7 +19,13 @@ from rich.text import Text
 
 from lakebed import cli_render as render
 from lakebed.cli_common import ProjectOption, open_project, stderr, stdout
-from lakebed.orchestrate.schedule import SCHEDULES_FILE, Report, ScheduledRun, Scheduler
+from lakebed.orchestrate.schedule import (
+    SCHEDULES_FILE,
+    Report,
+    ScheduledRun,
+    Scheduler,
+    scheduler_lease,
+)
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -141,7 +147,7 @@ def register(app: typer.Typer) -> None:
                 if any(run.status != "success" for run in runs):
                     raise typer.Exit(1)
                 return
-            with stop_on_signals(stop):
+            with scheduler_lease(lh), stop_on_signals(stop):
                 err.print(
                     f"scheduler running (checks at least every {poll:g} s); "
                     "stop with Ctrl-C or SIGTERM",

@@ -546,3 +546,19 @@ def test_scheduler_once_runs_what_is_due_and_exits(tmp_path: Path) -> None:
     assert broken.returncode == 1
     assert "schedules.yml:2" in broken.stderr
     assert "schedules.nightly.cron" in broken.stderr
+
+
+def test_a_second_scheduler_on_the_same_project_is_refused(tmp_path: Path) -> None:
+    from lakebed.errors import TransformError
+    from lakebed.orchestrate.schedule import scheduler_lease
+
+    root = lakebed.init_project(tmp_path / "lease")
+    with lakebed.open(root) as lh:
+        # A scheduler running on another host holds the project's lease.
+        other = "scheduler@another-host:4242"
+        assert lh.metastore.acquire_lease("scheduler", other, seconds=600) is None
+        with pytest.raises(TransformError, match="another scheduler"), scheduler_lease(lh):
+            pass
+        lh.metastore.release_lease("scheduler", other)
+        with scheduler_lease(lh):  # free again once it stopped
+            assert lh.metastore.acquire_lease("scheduler", other, seconds=600) is not None

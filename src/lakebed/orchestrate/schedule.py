@@ -27,10 +27,13 @@ Run one scheduler per project at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,7 +55,7 @@ from pydantic import (
 
 from lakebed.config import config_error
 from lakebed.errors import ConfigError, LakebedError, ModelError, TransformError
-from lakebed.orchestrate.run import RunSummary
+from lakebed.orchestrate.run import RunSummary, _dead
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 
@@ -504,3 +507,27 @@ class Scheduler:
             return poll_seconds
         until = (min(upcoming) - now).total_seconds()
         return max(0.01, min(poll_seconds, until + 0.01))
+
+
+SCHEDULER_LEASE = "scheduler"
+
+
+@contextlib.contextmanager
+def scheduler_lease(lh: Any) -> Iterator[None]:
+    """Hold the project's scheduler lease: a second scheduler would run every due time
+    twice. A lease left by a killed scheduler on this host is taken over."""
+    me = f"scheduler@{socket.gethostname()}:{os.getpid()}"
+    holder = lh.metastore.acquire_lease(SCHEDULER_LEASE, me, seconds=7 * 86_400)
+    if holder is not None and _dead(holder):
+        holder = lh.metastore.acquire_lease(
+            SCHEDULER_LEASE, me, seconds=7 * 86_400, stale_holder=holder
+        )
+    if holder is not None:
+        raise TransformError(
+            f"another scheduler ({holder}) already runs this project",
+            hint="stop it first; one scheduler per project runs each due time once",
+        )
+    try:
+        yield
+    finally:
+        lh.metastore.release_lease(SCHEDULER_LEASE, me)
