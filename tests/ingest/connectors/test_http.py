@@ -409,7 +409,11 @@ def test_rate_limit_spaces_requests(api: FakeApi) -> None:
     run(source)
 
     assert len(api.requests) == 6
-    assert min(gaps(api.requests)) >= 0.045
+    # 20 per second: 5 gaps of 50 ms. Arrival times jitter on a loaded machine, so the
+    # whole span is checked closely and single gaps loosely (unthrottled they are ~1 ms).
+    span = api.requests[-1].at - api.requests[0].at
+    assert span >= 5 * 0.05 * 0.95
+    assert min(gaps(api.requests)) >= 0.025
 
 
 # -- bad answers ---------------------------------------------------------------------------
