@@ -51,6 +51,17 @@ class LakebedError(Exception):
         super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
 
 
+def _where(file: str | None, line: int | None, key: str | None) -> str:
+    """The prefix naming a place in a project file: file:line: `key`: ."""
+    where = ""
+    if file is not None:
+        where = file if line is None else f"{file}:{line}"
+        where += ": "
+    if key is not None:
+        where += f"`{key}`: "
+    return where
+
+
 class ConfigError(LakebedError, Terminal):
     """Raised when a project file (lakebed.yml) is missing, unparsable or invalid."""
 
@@ -66,13 +77,7 @@ class ConfigError(LakebedError, Terminal):
         self.file = file
         self.line = line
         self.key = key
-        where = ""
-        if file is not None:
-            where = file if line is None else f"{file}:{line}"
-            where += ": "
-        if key is not None:
-            where += f"`{key}`: "
-        super().__init__(f"{where}{message}", hint=hint)
+        super().__init__(f"{_where(file, line, key)}{message}", hint=hint)
 
 
 class StorageError(LakebedError):
@@ -201,13 +206,7 @@ class ModelError(TransformError, Terminal):
         self.line = line
         self.key = key
         self.model = model
-        where = ""
-        if file is not None:
-            where = file if line is None else f"{file}:{line}"
-            where += ": "
-        if key is not None:
-            where += f"`{key}`: "
-        super().__init__(f"{where}{message}", hint=hint)
+        super().__init__(f"{_where(file, line, key)}{message}", hint=hint)
 
 
 class CycleError(ModelError):

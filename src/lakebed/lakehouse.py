@@ -95,7 +95,7 @@ class Lakehouse:
         self._handles: dict[TableName, Table] = {}
         self._snapshots: dict[TableName, Snapshot] = {}
         self._lock = threading.RLock()
-        self.engine = DuckDBEngine(self._snapshot, self._table_names, views=self.views)
+        self.engine = DuckDBEngine(self._snapshot, self._table_names, view_sql=self.view_sql)
         self._sources: dict[str, SourceSpec] | None = None
         if self.config.sources:
             self.sources()  # validate every source's options when the project opens
@@ -129,6 +129,15 @@ class Lakehouse:
             for record in self.metastore.list_tables()
             if VIEW_PROPERTY in record.properties
         }
+
+    def view_sql(self, name: TableName) -> str | None:
+        """The SELECT of a view, or None for a table (a table handle already open costs
+        no lookup: queries ask this for every name they read)."""
+        with self._lock:
+            if name in self._handles:
+                return None
+        record = self.metastore.get_table(str(name))
+        return None if record is None else record.properties.get(VIEW_PROPERTY)
 
     def register_view(
         self,

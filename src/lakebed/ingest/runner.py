@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lakebed.errors import DuplicateTransactionError, IngestError
 from lakebed.ingest.base import Batch, IngestProgress, Reject, SourceContext, deep_merge
 from lakebed.ingest.conform import Conformed, conform
 from lakebed.ingest.sources import SourceSpec
 from lakebed.metastore import Metastore
-from lakebed.storage import DeltaStore, Table, TableName
+from lakebed.storage import DeltaStore, Table, TableName, last_per_key
 
 STATE_KEY = "lakebed.ingest"
 
@@ -179,17 +178,6 @@ def _quarantine_rows(rejects: list[Reject], source: str, load_id: str, at: datet
     )
 
 
-def _last_per_key(data: pa.Table, keys: list[str]) -> pa.Table:
-    """Keep the last record of each primary key (a source may send a key twice)."""
-    if data.num_rows == 0:
-        return data
-    indexed = data.append_column("__row", pa.array(range(data.num_rows), pa.int64()))
-    last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
-    if len(last) == data.num_rows:
-        return data
-    return data.take(pc.take(last, pc.sort_indices(last)))
-
-
 class IngestRun:
     """One run of one source: reads batches and commits each exactly once."""
 
@@ -248,7 +236,7 @@ class IngestRun:
             )
         elif config.write_disposition == "merge":
             table.merge(
-                _last_per_key(data, config.primary_key),
+                last_per_key(data, config.primary_key),
                 config.primary_key,
                 allow_missing_columns=True,
                 app_transaction=txn_arg,

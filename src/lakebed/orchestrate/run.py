@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -221,7 +220,6 @@ def run_models(
                 if parsed in wanted and parsed != name and parsed not in deps[name]:
                     deps[name].append(parsed)
     results: dict[TableName, NodeResult] = {}
-    lock = threading.Lock()
     with ctx.track_run("run", None, models=[str(n) for n in chosen]) as run:
         run_id = str(run.run_id)
 
@@ -273,8 +271,7 @@ def run_models(
                     states = [results.get(d) for d in deps[name]]
                     if any(s is not None and s.status in ("failed", "skipped") for s in states):
                         skipped = NodeResult(str(name), "skipped", error="an upstream model failed")
-                        with lock:
-                            results[name] = skipped
+                        results[name] = skipped
                         pending.discard(name)
                         if report:
                             report("skipped", skipped)
@@ -289,8 +286,7 @@ def run_models(
                 for future in done:
                     name = running.pop(future)
                     node = future.result()
-                    with lock:
-                        results[name] = node
+                    results[name] = node
                     if report:
                         report("finished", node)
         nodes = [results[n] for n in chosen]

@@ -51,12 +51,13 @@ class DuckDBEngine:
         *,
         threads: int | None = None,
         memory_limit: str | None = None,
-        views: Callable[[], Mapping[TableName, str]] | None = None,
+        view_sql: Callable[[TableName], str | None] | None = None,
     ) -> None:
         self._resolve = resolve
         self._known_tables = known_tables
-        self._views_of = views or dict
-        self._view_sql: dict[TableName, str] = {}
+        self._view_of = view_sql or (lambda name: None)
+        # Per query: the SELECT of each referenced name that is a view (None: a table).
+        self._view_sql: dict[TableName, str | None] = {}
         self._view_order: list[TableName] = []
         self._lock = threading.RLock()
         self._con = duckdb.connect(":memory:")
@@ -121,6 +122,11 @@ class DuckDBEngine:
         except duckdb.Error:
             return
 
+    def _view(self, name: TableName) -> str | None:
+        if name not in self._view_sql:
+            self._view_sql[name] = self._view_of(name)
+        return self._view_sql[name]
+
     def _expand_views(self, names: set[TableName]) -> tuple[set[TableName], list[TableName]]:
         """The tables behind the views among `names`, and those views, dependencies first."""
         tables: set[TableName] = set()
@@ -131,7 +137,7 @@ class DuckDBEngine:
             if name in seen:
                 return
             seen.add(name)
-            sql = self._view_sql.get(name)
+            sql = self._view(name)
             if sql is None:
                 tables.add(name)
                 return
@@ -161,8 +167,8 @@ class DuckDBEngine:
             tables, self._view_order = self._expand_views(names)
             self._pin(tables)
             found = references(tree, columns_of)
-            refs = {n: r for n, r in found.items() if n not in self._view_sql}
-            behind_views, _ = self._expand_views({n for n in names if n in self._view_sql})
+            refs = {n: r for n, r in found.items() if self._view(n) is None}
+            behind_views, _ = self._expand_views({n for n in names if self._view(n) is not None})
             for name in behind_views:
                 refs.setdefault(name, []).append([])  # read through a view: all files
             return {n: r for n, r in refs.items() if n in tables}
@@ -244,7 +250,7 @@ class DuckDBEngine:
     def _sql(self, query: str, as_of: AsOf | None, params: Sequence[Any] | None) -> QueryResult:
         self._pinned: dict[TableName, Snapshot] = {}
         self._as_of = as_of
-        self._view_sql = dict(self._views_of())
+        self._view_sql = {}
         self._view_order = []
         tree = self._parse(query)
         refs = self._referenced(tree, query)
@@ -269,7 +275,7 @@ class DuckDBEngine:
             self._views.pop(view, None)  # the name now holds a lakehouse view, not files
             target = f"{view.layer}.{quote_identifier(view.name)}"
             try:
-                self._con.execute(f"CREATE OR REPLACE VIEW {target} AS {self._view_sql[view]}")
+                self._con.execute(f"CREATE OR REPLACE VIEW {target} AS {self._view(view)}")
             except duckdb.Error as exc:
                 raise QueryError(f"view {view} does not bind: {exc}", query=query) from exc
         try:

@@ -5,6 +5,7 @@ from lakebed.storage.schema import columns_of, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot, absolute_file_path
 from lakebed.storage.store import DeltaStore
 from lakebed.storage.table import AsOf, Table, WriteResult
+from lakebed.storage.table_support import last_per_key
 
 __all__ = [
     "CDF_LAYERS",
@@ -17,6 +18,7 @@ __all__ = [
     "WriteResult",
     "absolute_file_path",
     "columns_of",
+    "last_per_key",
     "reconcile",
     "to_arrow",
 ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -64,13 +63,6 @@ class Snapshot:
         if self.files.num_rows == 0:
             return 0
         return int(pc.sum(self.files.column("size_bytes")).as_py() or 0)
-
-    def partition_values(self, index: int) -> dict[str, Any]:
-        return {
-            name: self.files.column(f"partition.{name}")[index].as_py()
-            for name in self.partition_by
-            if f"partition.{name}" in self.files.column_names
-        }
 
     def stat(self, kind: str, column: str) -> pa.ChunkedArray | None:
         """Per-file `min`, `max` or `null_count` of a column, or None if not recorded."""

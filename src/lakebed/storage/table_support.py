@@ -21,3 +21,14 @@ def key_strings(table: pa.Table, keys: list[str]) -> pa.Array:
         return parts[0].combine_chunks()
     joined = pc.binary_join_element_wise(*parts, "\x1f")
     return joined.combine_chunks()
+
+
+def last_per_key(data: pa.Table, keys: list[str]) -> pa.Table:
+    """The last row of each key, in the order the rows came (a key sent twice: the later wins)."""
+    if data.num_rows == 0:
+        return data
+    indexed = data.append_column("__row", pa.array(range(data.num_rows), pa.int64()))
+    last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
+    if len(last) == data.num_rows:
+        return data
+    return data.take(pc.take(last, pc.sort_indices(last)))

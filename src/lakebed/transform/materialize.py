@@ -23,7 +23,7 @@ from sqlglot import exp
 from lakebed.errors import TransformError
 from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
-from lakebed.storage import DeltaStore, Table, TableName, WriteResult, to_arrow
+from lakebed.storage import DeltaStore, Table, TableName, WriteResult, last_per_key, to_arrow
 from lakebed.transform.definition import Model
 
 STATE_KEY = "lakebed.model"
@@ -185,9 +185,7 @@ def _input_delta(table: Table, since: int, until: int, keys: list[str]) -> _Delt
             pa.array([_RANK.get(k, 2) for k in kinds.to_pylist()], pa.int8()),
         )
         ranked = ranked.sort_by([("_commit_version", "ascending"), ("__rank", "ascending")])
-        indexed = ranked.append_column("__row", pa.array(range(ranked.num_rows), pa.int64()))
-        last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
-        net = ranked.take(pc.take(last, pc.sort_indices(last)))
+        net = last_per_key(ranked, keys)
         is_upsert = pc.is_in(net.column("_change_type"), pa.array(_UPSERT))
         inserted = pc.is_in(ranked.column("_change_type"), pa.array(["insert"]))
         touched = ranked.filter(pc.invert(inserted)).select(keys)
@@ -407,14 +405,6 @@ def _compute(
     return Computed(model, "incremental", data, now, deleted_keys=deleted)
 
 
-def _last_per_key(data: pa.Table, keys: list[str]) -> pa.Table:
-    indexed = data.append_column("__row", pa.array(range(data.num_rows), pa.int64()))
-    last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
-    if len(last) == data.num_rows:
-        return data
-    return data.take(pc.take(last, pc.sort_indices(last)))
-
-
 def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | None:
     """Commit the (audited) rows with the input versions they reflect, atomically."""
     model = computed.model
@@ -458,7 +448,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
         )
     if config.incremental_strategy == "merge":
         if data.num_rows and config.unique_key:
-            data = _last_per_key(data, config.unique_key)
+            data = last_per_key(data, config.unique_key)
         return table.merge(
             data,
             config.unique_key,
