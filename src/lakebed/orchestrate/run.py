@@ -16,7 +16,6 @@ import pyarrow as pa
 
 from lakebed.errors import CheckFailedError, LakebedError, Retryable, TransformError
 from lakebed.govern import CheckResult, audit, column_lineage, parse_checks
-from lakebed.metastore import Metastore
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 from lakebed.transform.materialize import Backfill, Workspace, compute, fingerprint, publish
@@ -28,10 +27,6 @@ LEASE_SECONDS = 3600.0
 
 class RunContext(Workspace, Protocol):
     """What a run needs of the lakehouse beyond building one model."""
-
-    metastore: Metastore
-
-    def track_run(self, kind: str, target: str | None = None, **params: Any) -> Any: ...
 
     def views(self) -> dict[TableName, str]: ...
 

@@ -21,9 +21,10 @@ import sqlglot
 from sqlglot import exp
 
 from lakebed.errors import TransformError
+from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
-from lakebed.storage import DeltaStore, Table, TableName, WriteResult, last_per_key, to_arrow
+from lakebed.storage import Table, TableName, WriteResult, last_per_key, to_arrow
 from lakebed.transform.definition import Model
 
 STATE_KEY = "lakebed.model"
@@ -32,10 +33,9 @@ _UPSERT = ("insert", "update_postimage")
 _RANK = {"update_preimage": 0, "delete": 1, "insert": 2, "update_postimage": 3}
 
 
-class Workspace(Protocol):
-    """What building a model needs of the lakehouse (transform sits below it)."""
-
-    storage: DeltaStore
+class Workspace(Catalog, Protocol):
+    """What building a model needs of the lakehouse (transform sits below it): the tables
+    ingestion needs, and SQL."""
 
     def sql(
         self,
@@ -45,22 +45,6 @@ class Workspace(Protocol):
         params: list[Any] | None = None,
         relations: Mapping[str, pa.Table] | None = None,
     ) -> QueryResult: ...
-
-    def table(self, name: str | TableName) -> Table: ...
-
-    def create_table(
-        self,
-        name: str | TableName,
-        schema: pa.Schema,
-        *,
-        partition_by: list[str] | None = None,
-        description: str | None = None,
-        owner: str | None = None,
-        domain: str | None = None,
-        tags: list[str] | None = None,
-        properties: dict[str, str] | None = None,
-        exist_ok: bool = False,
-    ) -> Table: ...
 
 
 @dataclass
