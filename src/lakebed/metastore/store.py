@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -473,8 +475,17 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     # Wait for other processes' locks instead of failing at once.
     cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-    # Readers and one writer proceed together across processes.
-    cursor.execute("PRAGMA journal_mode = WAL")
+    # Readers and one writer proceed together across processes. Switching a new database
+    # to WAL takes a lock the busy timeout does not wait for: retry while others connect.
+    for attempt in range(200):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or attempt == 199:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
 
