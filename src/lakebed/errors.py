@@ -20,9 +20,14 @@
     ├── TransformError               models cannot be loaded, selected or built
     │   └── ModelError               a model file or its settings are invalid
     │       └── CycleError           models depend on each other in a cycle
-    └── QualityError                 data quality checks are misconfigured or failed
-        ├── CheckConfigError         a check's settings are invalid
-        └── CheckFailedError         a `fail` check failed on new data: nothing was published
+    ├── QualityError                 data quality checks are misconfigured or failed
+    │   ├── CheckConfigError         a check's settings are invalid
+    │   └── CheckFailedError         a `fail` check failed on new data: nothing was published
+    ├── BusError                     the event bus (embedded log or Kafka) failed
+    │   ├── TopicNotFoundError       a topic does not exist
+    │   ├── BusUnavailableError      the broker did not answer, after retries (Retryable)
+    │   └── RecordError              a record to produce is malformed (bad JSON line, missing key)
+    └── StreamError                  a stream pipeline is misconfigured or failed
 
 `Retryable` and `Terminal` are markers: the orchestrator retries a `Retryable` error and
 never retries a `Terminal` one.
@@ -276,3 +281,33 @@ class CheckFailedError(QualityError, Terminal):
     def checks(self) -> list[str]:
         """The names of the failed checks, in check order."""
         return list(self.failures)
+
+
+class BusError(LakebedError):
+    """The event bus (embedded log or Kafka) failed."""
+
+
+class TopicNotFoundError(BusError, Terminal):
+    """A topic does not exist on the bus."""
+
+    def __init__(self, topic: str, known: Iterable[str] = ()) -> None:
+        matches = get_close_matches(topic, list(known), n=3)
+        hint = (
+            f"did you mean {', '.join(matches)}?"
+            if matches
+            else "create it with `lakebed topics create NAME` or produce to it first"
+        )
+        super().__init__(f"topic {topic!r} does not exist", hint=hint)
+        self.topic = topic
+
+
+class BusUnavailableError(BusError, Retryable):
+    """The broker did not answer, after retries."""
+
+
+class RecordError(BusError, Terminal):
+    """A record to produce is malformed: not JSON, not an object, or without its key field."""
+
+
+class StreamError(LakebedError, Terminal):
+    """A stream pipeline is misconfigured or failed."""
