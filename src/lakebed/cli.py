@@ -20,7 +20,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 import lakebed
-from lakebed import cli_ingest, cli_plan, cli_schedule, cli_transform
+from lakebed import cli_ingest, cli_plan, cli_schedule, cli_stream, cli_transform
 from lakebed import cli_render as render
 from lakebed.cli_common import ProjectOption, TableArgument, open_project, stderr, stdout
 from lakebed.config import CONFIG_FILE, STATE_DIR
@@ -500,6 +500,7 @@ cli_ingest.register(app)
 cli_transform.register(app)
 cli_plan.register(app)
 cli_schedule.register(app)
+cli_stream.register(app)
 
 
 def main() -> None:

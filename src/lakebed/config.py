@@ -25,6 +25,7 @@ ENV_OVERRIDES = {
     "LAKEBED_STORAGE": "storage",
     "LAKEBED_METASTORE": "metastore",
     "LAKEBED_ENGINE": "engine",
+    "LAKEBED_BUS": "bus",
 }
 
 
@@ -53,6 +54,14 @@ class ProjectConfig(_Model):
     domains: dict[str, DomainConfig] = Field(default_factory=dict)
     # Later layers (ingest, transform, ...) own these sections; kept as plain data until then.
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    pipelines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("bus")
+    @classmethod
+    def _check_bus(cls, url: str) -> str:
+        if url != "local" and not url.startswith("kafka://"):
+            raise ValueError("expected `local` (the embedded log) or kafka://host:port")
+        return url
 
     @field_validator("metastore")
     @classmethod
@@ -71,6 +80,7 @@ def default_config_text(name: str) -> str:
         f"storage: {DEFAULT_STORAGE}\n"
         f"# metastore: postgresql://user:pass@host/db  (default: SQLite in .lakebed/)\n"
         f"engine: duckdb\n"
+        f"# bus: kafka://localhost:9092  (default: the embedded log in .lakebed/bus)\n"
         f"domains: {{}}\n"
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from difflib import get_close_matches
@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from lakebed.bus import Bus, Record, open_bus
+from lakebed.bus.records import encode_records
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
-from lakebed.errors import ConfigError, StorageError, TableNotFoundError
+from lakebed.errors import ConfigError, LakebedError, StorageError, TableNotFoundError
 from lakebed.ingest import (
     IngestRun,
     IngestSummary,
@@ -28,6 +30,9 @@ from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.orchestrate import NodeResult, RunSummary
 from lakebed.orchestrate import run as run_graph
 from lakebed.process import DuckDBEngine, QueryResult
+from lakebed.process.stream_metrics import PipelineMetrics, read_status
+from lakebed.process.stream_runner import run_pipelines
+from lakebed.process.stream_spec import PipelineSpec, load_pipelines
 from lakebed.storage import (
     LAYERS,
     AsOf,
@@ -97,12 +102,16 @@ class Lakehouse:
         self._lock = threading.RLock()
         self.engine = DuckDBEngine(self._snapshot, self._table_names, view_sql=self.view_sql)
         self._sources: dict[str, SourceSpec] | None = None
+        self._pipelines: dict[str, PipelineSpec] | None = None
+        self._bus: Bus | None = None
         if self.config.sources:
             self.sources()  # validate every source's options when the project opens
 
     # -- context management -----------------------------------------------------------------
 
     def close(self) -> None:
+        if self._bus is not None:
+            self._bus.close()
         self.engine.close()
         self.metastore.close()
 
@@ -305,6 +314,86 @@ class Lakehouse:
     def source_state(self, name: str) -> Mapping[str, Any]:
         """What a source has loaded so far (manifest, cursor), as committed."""
         return source_state(self, self.sources()[name])
+
+    # -- streams ----------------------------------------------------------------------------
+
+    @property
+    def bus(self) -> Bus:
+        """The event bus of `bus:` in lakebed.yml (the embedded log by default)."""
+        if self._bus is None:
+            self._bus = open_bus(self.config.bus, self.root)
+        return self._bus
+
+    def produce(
+        self,
+        topic: str,
+        records: Iterable[Mapping[str, Any]] | Iterable[Record],
+        *,
+        key: str | None = None,
+    ) -> int:
+        """Send events to a topic as JSON (or ready-made `Record`s); returns how many were
+        acknowledged. `key` names the field whose value keys (and so partitions) each one."""
+        items = list(records)
+        encoded = (
+            items if items and isinstance(items[0], Record) else encode_records(items, key)  # type: ignore[arg-type]
+        )
+        producer = self.bus.producer()
+        try:
+            producer.produce(topic, encoded)  # type: ignore[arg-type]
+            producer.flush()
+        finally:
+            producer.close()
+        return len(encoded)
+
+    def pipelines(self) -> dict[str, PipelineSpec]:
+        """The stream pipelines declared in lakebed.yml, validated (SQL parsed)."""
+        if self._pipelines is None:
+            self._pipelines = load_pipelines(self.config.pipelines, self.root)
+        return self._pipelines
+
+    def stream(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        stop: threading.Event | None = None,
+        until_caught_up: bool = False,
+    ) -> list[PipelineMetrics]:
+        """Run pipelines (default: all) until `stop` is set; with `until_caught_up`, return
+        once each has processed everything on its topic."""
+        pipelines = self.pipelines()
+        chosen = list(names) if names else sorted(pipelines)
+        for name in chosen:
+            if name not in pipelines:
+                close = get_close_matches(name, list(pipelines), n=3)
+                known = ", ".join(sorted(pipelines)) or "none are declared"
+                raise ConfigError(
+                    f"no pipeline named {name!r} in {CONFIG_FILE} (pipelines: {known})",
+                    hint=f"did you mean {', '.join(close)}?"
+                    if close
+                    else "declare it under `pipelines:` in lakebed.yml",
+                )
+        if not chosen:
+            raise ConfigError(
+                f"no pipelines are declared in {CONFIG_FILE}",
+                hint="add a `pipelines:` section (see `lakebed stream --help`)",
+            )
+        specs = [pipelines[name] for name in chosen]
+        return run_pipelines(
+            self, specs, self.bus, stop or threading.Event(), until_caught_up=until_caught_up
+        )
+
+    def stream_status(self) -> list[PipelineMetrics]:
+        """What each pipeline last reported (from any process), with lag recomputed now."""
+        statuses = read_status(self.state_dir)
+        for status in statuses:
+            try:
+                ends = self.bus.end_offsets(status.topic)
+            except LakebedError:
+                continue
+            status.lag = {
+                str(p): max(0, end - status.positions.get(str(p), 0)) for p, end in ends.items()
+            }
+        return statuses
 
     # -- models -----------------------------------------------------------------------------
 

@@ -1,0 +1,716 @@
+"""Stream pipelines: micro-batches from a topic into a Delta table, exactly once.
+
+Each micro-batch n is committed to the target table with the Delta application transaction
+(`lakebed-stream:<pipeline>`, n) and, in the commit metadata, the progress it reached: the
+next offset per partition, the watermark, and the replay offsets (where the oldest event
+still held in window or deduplication state sits). Bad and late records go first to
+`quarantine.<pipeline>` under the same transaction number with the batch's end offsets, so
+a crash between the two commits re-forms exactly that batch and commits the target.
+
+Operator state is not stored apart: on start, the pipeline re-reads the topic from the
+replay offsets to the committed ones, leaves out what the quarantine holds, and rebuilds its
+windows and deduplication keys from those events, emitting nothing. The same events give
+the same state, so a kill -9 at any point neither loses nor double-counts an event.
+
+Windows close on event time: the watermark is the largest event time seen minus the
+allowed lateness; a window is emitted (appended) once the watermark passes its end, and an
+event whose every window has already closed is late: it goes to quarantine, reason `late`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.bus import BEGINNING, Bus, Consumer, Record, TopicPartition
+from lakebed.errors import (
+    DuplicateTransactionError,
+    LakebedError,
+    StreamError,
+    TopicNotFoundError,
+)
+from lakebed.process.result import QueryResult
+from lakebed.process.stream_decode import QUARANTINE_SCHEMA, decode, quarantine_rows
+from lakebed.process.stream_metrics import REGISTRY, MetricsRegistry, PipelineMetrics, write_status
+from lakebed.process.stream_spec import PipelineSpec
+from lakebed.process.windows import EVENT_TIME, STREAM_RELATION, TIMESTAMP_US, parse_duration_us
+from lakebed.storage import DeltaStore, Table, TableName
+
+STREAM_KEY = "lakebed.stream"
+_REPLAY_STALL_SECONDS = 30.0
+
+
+class StreamCatalog(Protocol):
+    """What a pipeline needs of the lakehouse (kept abstract: process sits below it)."""
+
+    state_dir: Path
+    storage: DeltaStore
+
+    def table(self, name: str | TableName) -> Table: ...
+
+    def create_table(
+        self,
+        name: str | TableName,
+        schema: pa.Schema,
+        *,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+        properties: dict[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> Table: ...
+
+    def sql(
+        self, query: str, *, relations: Mapping[str, pa.Table] | None = None
+    ) -> QueryResult: ...
+
+
+@dataclass
+class Progress:
+    """What a committed batch reached; stored as JSON in its commit metadata."""
+
+    batch: int
+    offsets: dict[int, int]
+    replay: dict[int, int]
+    watermark_us: int | None
+    # In the quarantine's log: True when the batch wrote nothing to the target (so this
+    # commit is the batch's whole record), False when the target commit follows.
+    final: bool = False
+
+    def to_json(self, pipeline: str) -> str:
+        return json.dumps(
+            {
+                "pipeline": pipeline,
+                "batch": self.batch,
+                "offsets": self.offsets,
+                "replay": self.replay,
+                "watermark_us": self.watermark_us,
+                "final": self.final,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        return cls(
+            batch=int(data["batch"]),
+            offsets={int(p): int(o) for p, o in data["offsets"].items()},
+            replay={int(p): int(o) for p, o in data.get("replay", {}).items()},
+            watermark_us=data.get("watermark_us"),
+            final=bool(data.get("final", False)),
+        )
+
+
+def committed_progress(table: Table, pipeline: str, batch: int) -> Progress | None:
+    """The progress committed with `batch` in `table`'s log (newest commits searched first)."""
+    for limit in (64, None):
+        for entry in table.history(limit):
+            raw = entry.get(STREAM_KEY)
+            if raw is None:
+                continue
+            data = json.loads(raw) if isinstance(raw, str) else raw
+            if data.get("pipeline") == pipeline and int(data.get("batch", -1)) == batch:
+                return Progress.from_json(data)
+    return None
+
+
+def _per_partition_ends(records: pa.Table) -> dict[int, int]:
+    """One past the highest offset read, per partition."""
+    if not records.num_rows:
+        return {}
+    grouped = records.group_by("partition").aggregate([("offset", "max")])
+    return {
+        int(p): int(o) + 1
+        for p, o in zip(
+            grouped.column("partition").to_pylist(),
+            grouped.column("offset_max").to_pylist(),
+            strict=True,
+        )
+    }
+
+
+def _location_keys(partitions: pa.Array | pa.ChunkedArray, offsets: Any) -> np.ndarray:
+    """(partition, offset) folded into one int64, to test membership with numpy."""
+    parts = np.asarray(pa.chunked_array([partitions]).to_numpy(), dtype=np.int64)
+    return (parts << 40) | np.asarray(pa.chunked_array([offsets]).to_numpy(), dtype=np.int64)
+
+
+class StreamProcessor:
+    """Runs one pipeline: recover, then micro-batches until told to stop."""
+
+    def __init__(
+        self,
+        catalog: StreamCatalog,
+        spec: PipelineSpec,
+        bus: Bus,
+        *,
+        registry: MetricsRegistry = REGISTRY,
+    ) -> None:
+        self.catalog = catalog
+        self.spec = spec
+        self.bus = bus
+        self.metrics = registry.register(PipelineMetrics(spec.name, spec.topic, str(spec.target)))
+        config = spec.config
+        self.max_records = config.max_batch_records
+        self.max_wait = parse_duration_us(config.max_batch_wait) / 1e6
+        self.commit_interval = parse_duration_us(config.commit_interval) / 1e6
+        self.dedup_horizon = (
+            parse_duration_us(config.dedup.within) if config.dedup is not None else 0
+        )
+        self.window = spec.query.window if spec.query is not None else None
+        self.lateness = spec.lateness_us
+        self.schema_hint = spec.declared_schema
+        self.consumer: Consumer | None = None
+        self.state: pa.Table | None = None  # events of windows not yet closed
+        self.seen: dict[tuple[Any, ...], tuple[int, int, int]] = {}  # key -> (t, part, offset)
+        self.batch = 0
+        self.positions: dict[int, int] = {}
+        self.watermark: int | None = None
+        self.partition_max: dict[int, int] = {}  # newest event time seen per partition
+        self.ends: dict[int, int] = {}  # the topic's end offsets, as last looked up
+        self.pending_end: dict[int, int] | None = None
+        self._uncommitted = False
+        self._last_commit = time.monotonic()
+        self._output: Table | None = None
+        self._producer = bus.producer() if config.topic_out else None
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def _existing(self, name: TableName) -> Table | None:
+        return self.catalog.table(name) if self.catalog.storage.exists(name) else None
+
+    def recover(self) -> None:
+        """Find the committed progress, and rebuild window and dedup state from the topic."""
+        self.metrics.state = "recovering"
+        spec = self.spec
+        topics = self.bus.topics()
+        if spec.topic not in topics:
+            raise TopicNotFoundError(spec.topic, topics)
+        starts = self.bus.start_offsets(spec.topic)
+        self.ends = self.bus.end_offsets(spec.topic)
+        output = self._existing(spec.target)
+        quarantine = self._existing(spec.quarantine)
+        progress = self._committed(output)
+        side = self._committed(quarantine)
+        if side is not None and side.batch > (progress.batch if progress else 0):
+            if side.final:  # a batch that only quarantined: its whole record
+                progress = side
+            else:  # the target commit of that batch never happened: re-form it exactly
+                self.pending_end = side.offsets
+        if progress is not None:
+            self.batch = progress.batch
+            self.positions = dict(progress.offsets)
+            self.watermark = progress.watermark_us
+            replay = dict(progress.replay)
+        else:
+            begin = starts if spec.config.start == "earliest" else self.bus.end_offsets(spec.topic)
+            self.positions = dict(begin)
+            replay = {}
+        for partition, first in starts.items():
+            self.positions.setdefault(partition, first)
+            # Retention dropped events before they were processed: go on from what is kept.
+            self.positions[partition] = max(self.positions[partition], first)
+        self._replay(replay, quarantine)
+        self.consumer = self.bus.consumer(spec.group)
+        self.consumer.assign(
+            {TopicPartition(spec.topic, p): o for p, o in sorted(self.positions.items())}
+        )
+        self._output = self._existing(spec.target)
+        if self._output is not None and self.schema_hint is None and spec.query is None:
+            # Parse new events into the types the table already has.
+            schema = self._output.schema()
+            payload = [f for f in schema if f.name not in ("_topic", "_partition", "_offset")]
+            self.schema_hint = pa.schema([f for f in payload if f.name != EVENT_TIME])
+
+    def _committed(self, table: Table | None) -> Progress | None:
+        if table is None:
+            return None
+        batch = table.transaction_version(self.spec.app_id)
+        if not batch:
+            return None
+        progress = committed_progress(table, self.spec.name, batch)
+        if progress is None:
+            raise StreamError(
+                f"{table.name} holds batch {batch} of pipeline {self.spec.name} but its "
+                "progress is not in the table's log",
+                hint="the table was rewritten by another writer; drop it to start over",
+            )
+        return progress
+
+    def _replay(self, replay: dict[int, int], quarantine: Table | None) -> None:
+        ranges = {
+            p: (start, self.positions[p])
+            for p, start in replay.items()
+            if p in self.positions and start < self.positions[p]
+        }
+        if not ranges or (self.window is None and self.spec.config.dedup is None):
+            return
+        reader = self.bus.consumer()
+        reader.assign({TopicPartition(self.spec.topic, p): s for p, (s, _) in ranges.items()})
+        parts, remaining = [], dict(ranges)
+        last_progress = time.monotonic()
+        try:
+            while remaining:
+                records = reader.poll(self.max_records, timeout=0.5)
+                if not records.num_rows:
+                    if time.monotonic() - last_progress > _REPLAY_STALL_SECONDS:
+                        raise StreamError(
+                            f"cannot re-read {self.spec.topic} partitions "
+                            f"{sorted(remaining)} to rebuild the state of {self.spec.name}",
+                            hint="check the bus is up and retention still keeps those events",
+                        )
+                    continue
+                last_progress = time.monotonic()
+                ends = pa.array([ranges[p][1] for p in records.column("partition").to_pylist()])
+                records = records.filter(pc.less(records.column("offset"), ends))
+                parts.append(records)
+                reached = reader.position()
+                for tp, position in reached.items():
+                    if tp.partition in remaining and position >= remaining[tp.partition][1]:
+                        del remaining[tp.partition]
+        finally:
+            reader.close()
+        records = pa.concat_tables(parts)
+        if quarantine is not None and records.num_rows:
+            low = min(start for start, _ in ranges.values())
+            done = self.catalog.sql(
+                f"SELECT _partition, _offset FROM {self.spec.quarantine} WHERE _offset >= {low}"
+            ).table
+            if done.num_rows:
+                excluded = _location_keys(done.column("_partition"), done.column("_offset"))
+                keys = _location_keys(records.column("partition"), records.column("offset"))
+                records = records.filter(pa.array(~np.isin(keys, excluded)))
+        events = self._decode(records).events
+        events = self._dedup(events)[0]
+        self._add_state(events)
+        self._evict()
+
+    # -- one micro-batch -----------------------------------------------------------------------
+
+    def _decode(self, records: pa.Table) -> Any:
+        config = self.spec.config
+        decoded = decode(
+            records,
+            self.spec.name,
+            fmt=config.format,
+            schema=self.schema_hint,
+            event_time=self.spec.event_time_column,
+            event_time_unit=config.event_time_unit,
+        )
+        return decoded
+
+    def _poll(self) -> pa.Table:
+        assert self.consumer is not None
+        parts: list[pa.Table] = []
+        count = 0
+        deadline = time.monotonic() + self.max_wait
+        while count < self.max_records:
+            left = deadline - time.monotonic()
+            if self.pending_end is None and left <= 0:
+                break
+            records = self.consumer.poll(self.max_records - count, timeout=max(left, 0.05))
+            if self.pending_end is not None:
+                records = self._within_pending(records)
+                parts.append(records)
+                count += records.num_rows
+                if self._pending_reached():
+                    break
+                continue
+            if records.num_rows:
+                parts.append(records)
+                count += records.num_rows
+            elif parts:
+                break  # what has arrived is a batch; do not wait for more
+        return pa.concat_tables(parts) if parts else pa.table({})
+
+    def _within_pending(self, records: pa.Table) -> pa.Table:
+        """Only what the interrupted batch held: a crash between its quarantine commit and
+        its target commit must not change the batch's bounds."""
+        assert self.pending_end is not None
+        assert self.consumer is not None
+        if records.num_rows:
+            limit = pa.array(
+                [self.pending_end.get(p, 0) for p in records.column("partition").to_pylist()]
+            )
+            records = records.filter(pc.less(records.column("offset"), limit))
+        for tp, position in self.consumer.position().items():
+            bound = self.pending_end.get(tp.partition)
+            if bound is not None and position > bound:
+                self.consumer.seek(tp, bound)
+        return records
+
+    def _pending_reached(self) -> bool:
+        assert self.pending_end is not None
+        assert self.consumer is not None
+        positions = {tp.partition: o for tp, o in self.consumer.position().items()}
+        return all(positions.get(p, 0) >= end for p, end in self.pending_end.items())
+
+    def step(self) -> int:
+        """Read, process and commit one micro-batch; returns the number of events read."""
+        started = time.perf_counter()
+        records = self._poll()
+        if not records.num_rows:
+            if self._uncommitted and time.monotonic() - self._last_commit > self.commit_interval:
+                self._commit(None, QUARANTINE_SCHEMA.empty_table(), 0, 0)
+            self._report(0, started)
+            return 0
+        self.positions.update(_per_partition_ends(records))
+        with contextlib.suppress(LakebedError):  # stale ends only make the watermark wait
+            self.ends = self.bus.end_offsets(self.spec.topic)
+        decoded = self._decode(records)
+        events: pa.Table = decoded.events
+        if self.schema_hint is None and self.spec.query is not None and events.num_rows:
+            self.schema_hint = pa.schema([f for f in events.schema if not f.name.startswith("_")])
+        rejects = [decoded.rejects]
+        events, late = self._late(events)
+        if late.num_rows:
+            keys = _location_keys(late.column("_partition"), late.column("_offset"))
+            mask = np.isin(
+                _location_keys(records.column("partition"), records.column("offset")), keys
+            )
+            rejects.append(
+                quarantine_rows(
+                    records.filter(pa.array(mask)),
+                    self.spec.name,
+                    "late",
+                    "the event's windows had closed (event time older than the watermark)",
+                )
+            )
+        events, duplicates = self._dedup(events)
+        output = self._process(events)
+        reject_table = pa.concat_tables(rejects)
+        self._commit(output, reject_table, late.num_rows, duplicates)
+        self.metrics.events_in += records.num_rows
+        self._report(records.num_rows, started)
+        return int(records.num_rows)
+
+    def _late(self, events: pa.Table) -> tuple[pa.Table, pa.Table]:
+        if self.lateness is None or self.watermark is None or not events.num_rows:
+            return events, events.slice(0, 0)
+        times = events.column(EVENT_TIME).cast(pa.int64()).to_numpy()
+        ends = self.window.last_end_us(times) if self.window is not None else times + 1
+        late = ends <= self.watermark
+        if not late.any():
+            return events, events.slice(0, 0)
+        return events.filter(pa.array(~late)), events.filter(pa.array(late))
+
+    def _dedup(self, events: pa.Table) -> tuple[pa.Table, int]:
+        dedup = self.spec.config.dedup
+        if dedup is None or not events.num_rows:
+            return events, 0
+        missing = [k for k in dedup.key if k not in events.column_names]
+        if missing:
+            raise StreamError(
+                f"pipeline {self.spec.name}: dedup key {', '.join(missing)} is not a field "
+                f"of the events (fields: {', '.join(events.column_names)})"
+            )
+        columns = [events.column(k).to_pylist() for k in dedup.key]
+        times = events.column(EVENT_TIME).cast(pa.int64()).to_pylist()
+        partitions = events.column("_partition").to_pylist()
+        offsets = events.column("_offset").to_pylist()
+        keep = np.ones(events.num_rows, dtype=bool)
+        seen = self.seen
+        for i, key in enumerate(zip(*columns, strict=True)):
+            first = seen.get(key)
+            if first is not None and abs(times[i] - first[0]) <= self.dedup_horizon:
+                keep[i] = False
+            else:
+                seen[key] = (times[i], partitions[i], offsets[i])
+        dropped = int((~keep).sum())
+        return (events.filter(pa.array(keep)) if dropped else events), dropped
+
+    def _add_state(self, events: pa.Table) -> None:
+        if self.window is None or not events.num_rows:
+            self._advance_watermark(events)
+            return
+        if self.state is None or not self.state.num_rows:
+            self.state = events
+        else:
+            self.state = pa.concat_tables([self.state, events], promote_options="permissive")
+        self._advance_watermark(events)
+
+    def _advance_watermark(self, events: pa.Table) -> None:
+        """Event time has reached the newest event of the partition furthest behind.
+
+        Partitions are read at different speeds; a partition with records still to read
+        holds the watermark back (with its newest event time seen, or entirely if none was
+        read yet), so one fast partition does not make the others' events late. A partition
+        that is caught up holds nothing back (it would stall the watermark while idle).
+        """
+        if self.lateness is None or not events.num_rows:
+            return
+        newest = events.group_by("_partition").aggregate([(EVENT_TIME, "max")])
+        for partition, value in zip(
+            newest.column("_partition").to_pylist(),
+            newest.column(f"{EVENT_TIME}_max").cast(pa.int64()).to_pylist(),
+            strict=True,
+        ):
+            seen = self.partition_max.get(int(partition))
+            self.partition_max[int(partition)] = value if seen is None else max(seen, value)
+        behind = [p for p, end in self.ends.items() if self.positions.get(p, 0) < end]
+        if any(p not in self.partition_max for p in behind):
+            return
+        held = [self.partition_max[p] for p in behind]
+        reached = min(held) if held else max(self.partition_max.values())
+        candidate = reached - self.lateness
+        self.watermark = candidate if self.watermark is None else max(self.watermark, candidate)
+
+    def _evict(self) -> None:
+        horizon_start = None if self.watermark is None else self.watermark - self.dedup_horizon
+        if self.seen and horizon_start is not None:
+            self.seen = {k: v for k, v in self.seen.items() if v[0] >= horizon_start}
+        if self.window is None or self.state is None or self.watermark is None:
+            return
+        if self.window.kind == "session":
+            assigned = self.window.assign(self.state)
+            open_rows = assigned.filter(pc.greater(assigned.column("window_end"), self._wm()))
+            self.state = open_rows.drop_columns(["window_start", "window_end"])
+        else:
+            times = self.state.column(EVENT_TIME).cast(pa.int64()).to_numpy()
+            keep = self.window.last_end_us(times) > self.watermark
+            if not keep.all():
+                self.state = self.state.filter(pa.array(keep))
+        self.metrics.state_rows = self.state.num_rows
+
+    def _wm(self, value: int | None = None) -> pa.Scalar:
+        micros = self.watermark if value is None else value
+        return pa.scalar(micros, pa.int64()).cast(TIMESTAMP_US)
+
+    def _process(self, events: pa.Table) -> pa.Table | None:
+        query = self.spec.query
+        if query is None:
+            self._advance_watermark(events)
+            return events
+        if self.window is None:
+            self._advance_watermark(events)
+            if not events.num_rows:
+                return None
+            return self.catalog.sql(query.sql, relations={STREAM_RELATION: events}).table
+        before = self.watermark
+        self._add_state(events)
+        if self.state is None or not self.state.num_rows or self.watermark is None:
+            return None
+        assigned = self.window.assign(self.state)
+        ends = assigned.column("window_end")
+        if self.spec.config.output == "upsert":
+            touched = self.window.assign(events).column("window_start").unique()
+            chosen = pc.is_in(assigned.column("window_start"), value_set=touched)
+            if before is not None:
+                chosen = pc.and_(chosen, pc.greater(ends, self._wm(before)))
+        else:
+            chosen = pc.less_equal(ends, self._wm())
+            if before is not None:
+                chosen = pc.and_(chosen, pc.greater(ends, self._wm(before)))
+        emitting = assigned.filter(chosen)
+        result = None
+        if emitting.num_rows:
+            result = self.catalog.sql(query.sql, relations={STREAM_RELATION: emitting}).table
+        self._evict()
+        return result
+
+    # -- committing ----------------------------------------------------------------------------
+
+    def _replay_offsets(self) -> dict[int, int]:
+        replay = dict(self.positions)
+        if self.state is not None and self.state.num_rows:
+            low = self.state.group_by("_partition").aggregate([("_offset", "min")])
+            for p, o in zip(
+                low.column("_partition").to_pylist(),
+                low.column("_offset_min").to_pylist(),
+                strict=True,
+            ):
+                replay[int(p)] = min(replay.get(int(p), o), int(o))
+        for _, partition, offset in self.seen.values():
+            replay[partition] = min(replay.get(partition, offset), offset)
+        return replay
+
+    def _output_table(self, output: pa.Table) -> Table:
+        if self._output is None:
+            config = self.spec.config
+            self._output = self.catalog.create_table(
+                self.spec.target,
+                output.schema,
+                description=config.description
+                or f"Stream pipeline {self.spec.name} from topic {self.spec.topic}",
+                owner=config.owner,
+                domain=config.domain,
+                exist_ok=True,
+            )
+        return self._output
+
+    def _commit(
+        self, output: pa.Table | None, rejects: pa.Table, late: int, duplicates: int
+    ) -> None:
+        spec = self.spec
+        rows = 0 if output is None else output.num_rows
+        due = time.monotonic() - self._last_commit > self.commit_interval
+        if not rows and not rejects.num_rows and not due:
+            self._uncommitted = True
+            self._count(0, 0, late, duplicates)
+            return
+        number = self.batch + 1
+        target = self._output is not None or rows > 0
+        progress = Progress(
+            number, dict(self.positions), self._replay_offsets(), self.watermark, final=not target
+        )
+        metadata = {STREAM_KEY: progress.to_json(spec.name)}
+        txn = (spec.app_id, number)
+        if not target and not rejects.num_rows:
+            self._uncommitted = True  # nothing written anywhere yet: replay covers it
+            self._count(0, 0, late, duplicates)
+            return
+        if rejects.num_rows:
+            quarantine = self.catalog.create_table(
+                spec.quarantine,
+                QUARANTINE_SCHEMA,
+                description=f"Events pipeline {spec.name} could not process, with the reason",
+                owner=spec.config.owner,
+                domain=spec.config.domain,
+                exist_ok=True,
+            )
+            # Already there when a crash came between this commit and the target's.
+            with contextlib.suppress(DuplicateTransactionError):
+                quarantine.append(rejects, app_transaction=txn, metadata=metadata)
+        if target:
+            progress.final = False
+            metadata = {STREAM_KEY: progress.to_json(spec.name)}
+            if output is None or not rows:
+                assert self._output is not None
+                output = self._output.schema().empty_table()
+            table = self._output_table(output)
+            if spec.config.output == "upsert" and rows:
+                table.merge(
+                    output,
+                    spec.upsert_key,
+                    allow_missing_columns=True,
+                    app_transaction=txn,
+                    metadata=metadata,
+                )
+            else:
+                table.append(
+                    output, allow_missing_columns=True, app_transaction=txn, metadata=metadata
+                )
+        self.batch = number
+        self.pending_end = None
+        self._uncommitted = False
+        self._last_commit = time.monotonic()
+        self.metrics.last_commit_at = time.time()
+        self._count(rows, rejects.num_rows, late, duplicates)
+        self._after_commit(output if rows else None)
+
+    def _count(self, rows: int, rejected: int, late: int, duplicates: int) -> None:
+        metrics = self.metrics
+        metrics.batches += 1
+        metrics.rows_out += rows
+        metrics.quarantined += rejected
+        metrics.late += late
+        metrics.duplicates += duplicates
+
+    def _after_commit(self, output: pa.Table | None) -> None:
+        assert self.consumer is not None
+        # Mirror progress to the bus's consumer group, so Kafka tools show this pipeline's
+        # lag too. The Delta log stays the truth: a failure here loses nothing.
+        with contextlib.suppress(Exception):
+            self.consumer.commit(
+                {TopicPartition(self.spec.topic, p): o for p, o in self.positions.items()}
+            )
+        if output is not None and self._producer is not None and self.spec.config.topic_out:
+            key_columns = self.spec.upsert_key
+            records = []
+            for row in output.to_pylist():
+                key = "|".join(str(row.get(k)) for k in key_columns) if key_columns else None
+                records.append(
+                    Record(
+                        json.dumps(row, default=str).encode(),
+                        key=key.encode() if key is not None else None,
+                    )
+                )
+            self._producer.produce(self.spec.config.topic_out, records)
+            self._producer.flush(30.0)
+
+    def _report(self, events: int, started: float) -> None:
+        metrics = self.metrics
+        elapsed = time.perf_counter() - started
+        metrics.last_batch_seconds = elapsed
+        if events:
+            rate = events / max(elapsed, 1e-6)
+            metrics.events_per_second = (
+                rate
+                if not metrics.events_per_second
+                else 0.7 * metrics.events_per_second + 0.3 * rate
+            )
+        metrics.positions = {str(p): o for p, o in self.positions.items()}
+        if not events:  # an idle poll: look the ends up here (a batch did in step)
+            with contextlib.suppress(LakebedError):
+                self.ends = self.bus.end_offsets(self.spec.topic)
+        metrics.lag = {
+            str(p): max(0, end - self.positions.get(p, 0)) for p, end in self.ends.items()
+        }
+        if self.watermark is not None:
+            metrics.watermark = self.watermark / 1e6
+            metrics.watermark_delay_seconds = max(0.0, time.time() - self.watermark / 1e6)
+        if self.state is not None:
+            metrics.state_rows = self.state.num_rows
+        write_status(self.catalog.state_dir, metrics)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def caught_up(self) -> bool:
+        ends = self.bus.end_offsets(self.spec.topic)
+        return all(self.positions.get(p, 0) >= end for p, end in ends.items())
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        until_caught_up: bool = False,
+        max_batches: int | None = None,
+    ) -> PipelineMetrics:
+        """Process until `stop` is set (the current batch is finished and committed)."""
+        try:
+            self.recover()
+            self.metrics.state = "running"
+            write_status(self.catalog.state_dir, self.metrics)
+            batches = 0
+            while not stop.is_set():
+                read = self.step()
+                batches += 1
+                if max_batches is not None and batches >= max_batches:
+                    break
+                if until_caught_up and not read and self.pending_end is None and self.caught_up():
+                    break
+            if self._uncommitted:
+                self._commit(None, QUARANTINE_SCHEMA.empty_table(), 0, 0)
+            self.metrics.state = "stopped"
+        except BaseException as exc:
+            self.metrics.state = "failed"
+            self.metrics.error = str(exc)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                write_status(self.catalog.state_dir, self.metrics)
+            if self.consumer is not None:
+                self.consumer.close()
+            if self._producer is not None:
+                self._producer.close()
+        return self.metrics
+
+
+def start_time_offsets(bus: Bus, topic: str, at: datetime) -> dict[int, int]:
+    """Per partition, the first offset at or after `at` (for `start:` by time)."""
+    return bus.offsets_for_time(topic, int(at.astimezone(UTC).timestamp() * 1000))
+
+
+__all__ = ["BEGINNING", "Progress", "StreamProcessor", "committed_progress"]
