@@ -23,6 +23,7 @@ from lakebed.demo import (
     SAMPLE_QUERY,
     SHOP_DB,
     SOURCES,
+    STREAM_EVENTS,
     DemoSummary,
     build_shop,
     examples_dir,
@@ -54,6 +55,7 @@ MODELS = [
 ]
 EXPECTED_TABLES = [
     "bronze.customers",
+    "bronze.order_events",
     "bronze.orders",
     "bronze.products",
     "silver.customers",
@@ -62,7 +64,10 @@ EXPECTED_TABLES = [
     "gold.customer_lifetime_value",
     "gold.daily_revenue",
     "gold.product_sales",
+    "gold.revenue_per_minute",
+    "quarantine.order_events",
     "quarantine.orders",
+    "quarantine.revenue_per_minute",
     "quarantine.shop_customers",
     "quarantine.shop_orders",
 ]
@@ -100,6 +105,11 @@ def query(root: Path, sql: str) -> pa.Table:
 def scalar(root: Path, sql: str) -> object:
     with lakebed.open(root) as lh:
         return lh.sql(sql).scalar()
+
+
+def rows(root: Path, sql: str) -> list[dict[str, object]]:
+    with lakebed.open(root) as lh:
+        return lh.sql(sql).dicts()
 
 
 def order_lines(root: Path) -> dict[tuple[str, int], str]:
@@ -598,3 +608,45 @@ def test_full_demo_through_the_cli(tmp_path: Path) -> None:
     assert bronze == orders + quarantined
     assert rejected == 4
     assert bronze + rejected == len(order_lines(target))
+
+
+def test_every_live_order_event_is_in_bronze_or_quarantine_exactly_once(shop: DemoSummary) -> None:
+    counts = rows(
+        shop.root,
+        """
+        SELECT (SELECT count(*) FROM bronze.order_events) AS loaded,
+               (SELECT count(DISTINCT event_id) FROM bronze.order_events) AS distinct_events,
+               (SELECT count(*) FROM quarantine.order_events) AS garbled
+        """,
+    )[0]
+    assert counts["loaded"] == counts["distinct_events"]
+    assert counts["loaded"] + counts["garbled"] == STREAM_EVENTS
+    assert 0 < counts["garbled"] < STREAM_EVENTS // 100
+
+
+def test_revenue_per_minute_equals_a_batch_computation_without_late_events(
+    shop: DemoSummary,
+) -> None:
+    late = rows(
+        shop.root, "SELECT count(*) AS n FROM quarantine.revenue_per_minute WHERE reason = 'late'"
+    )[0]["n"]
+    assert late > 0  # the generator sends a few events minutes late
+    mismatches = rows(
+        shop.root,
+        """
+        WITH on_time AS (
+            SELECT e.* FROM bronze.order_events AS e
+            ANTI JOIN quarantine.revenue_per_minute AS q
+              ON q._partition = e._partition AND q._offset = e._offset
+        ), batch AS (
+            SELECT time_bucket(INTERVAL '1 minute', _event_time) AS window_start, country,
+                   count(*) AS orders, round(sum(amount), 2) AS revenue
+            FROM on_time GROUP BY ALL
+        )
+        SELECT * FROM gold.revenue_per_minute AS g
+        LEFT JOIN batch AS b USING (window_start, country)
+        WHERE b.orders IS DISTINCT FROM g.orders OR abs(b.revenue - g.revenue) > 0.005
+        """,
+    )
+    assert mismatches == []
+    assert rows(shop.root, "SELECT count(*) AS n FROM gold.revenue_per_minute")[0]["n"] >= 100

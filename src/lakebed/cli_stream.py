@@ -16,6 +16,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from lakebed import cli_render as render
+from lakebed import demo_stream
 from lakebed.bus.records import ndjson_records, rejected_lines_error
 from lakebed.cli_common import ProjectOption, open_project, stderr, stdout
 from lakebed.cli_schedule import stop_on_signals
@@ -32,22 +33,29 @@ def _when(epoch: float | None) -> str:
     return render.relative_time(datetime.fromtimestamp(epoch, UTC))
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def status_view(statuses: list[PipelineMetrics]) -> RichTable:
     view = RichTable(title="pipelines", title_justify="left", header_style="bold")
-    columns = ("pipeline", "state", "topic → table", "events/s", "lag", "watermark delay")
-    for column in (*columns, "in", "out", "late", "quarantined", "last commit"):
-        right = column not in ("pipeline", "state", "topic → table", "last commit")
+    headers = ("pipeline", "state", "target", "events/s", "lag", "event-time delay")
+    for column in (*headers, "in", "out", "late", "quarantined", "last commit"):
+        right = column not in ("pipeline", "state", "target", "last commit")
         view.add_column(column, justify="right" if right else "left", no_wrap=True)
     for s in statuses:
-        delay = s.watermark_delay_seconds
-        lag = ", ".join(f"p{p}:{n:,}" for p, n in sorted(s.lag.items(), key=lambda i: int(i[0])))
         view.add_row(
             Text(s.pipeline, style="cyan"),
             Text(s.state, style=_STATE_STYLE.get(s.state, "yellow")),
-            f"{s.topic} → {s.target}",
+            s.target,
             f"{s.events_per_second:,.0f}",
-            Text(lag or "0", style="yellow" if s.total_lag else ""),
-            "-" if delay is None else f"{delay:,.1f} s",
+            Text(f"{s.total_lag:,}", style="yellow" if s.total_lag else ""),
+            _duration(s.watermark_delay_seconds),
             f"{s.events_in:,}",
             f"{s.rows_out:,}",
             Text(f"{s.late:,}", style="yellow" if s.late else ""),
@@ -55,6 +63,10 @@ def status_view(statuses: list[PipelineMetrics]) -> RichTable:
             _when(s.last_commit_at),
         )
     return view
+
+
+def _running(names: list[str]) -> list[PipelineMetrics]:
+    return [s for s in REGISTRY.snapshot() if s.pipeline in names]
 
 
 def _produce_file(
@@ -164,11 +176,14 @@ def register(app: typer.Typer) -> None:
             with stop_on_signals(stop):
                 runner = threading.Thread(target=work, name="lakebed-stream")
                 runner.start()
-                with Live(console=console, refresh_per_second=2, transient=False) as live:
-                    while runner.is_alive():
-                        runner.join(0.5)
-                        mine = [s for s in REGISTRY.snapshot() if s.pipeline in chosen]
-                        live.update(status_view(mine))
+                if console.is_terminal:
+                    with Live(console=console, refresh_per_second=2, transient=False) as live:
+                        while runner.is_alive():
+                            runner.join(0.5)
+                            live.update(status_view(_running(chosen)))
+                else:  # a log, not a screen: one table at the end
+                    runner.join()
+                    stdout().print(status_view(_running(chosen)))
             if failed:
                 console.print(render.error_text(failed[0]), soft_wrap=True)
                 raise typer.Exit(1)
@@ -216,3 +231,25 @@ def register(app: typer.Typer) -> None:
                     retention,
                 )
             stdout().print(view)
+
+    @app.command("demo-events")
+    def demo_events(
+        ctx: typer.Context,
+        rate: Annotated[float, typer.Option("--rate", min=0.1, help="Events per second.")] = 50.0,
+        count: Annotated[
+            int | None, typer.Option("--count", min=1, help="Stop after this many events.")
+        ] = None,
+        project: ProjectOption = None,
+    ) -> None:
+        """Send the shop demo's live checkout events (stamped now) to its order_events topic,
+        until Ctrl-C; watch them with `lakebed stream` in another terminal.
+
+        Example: [bold]lakebed -p demo-shop demo-events --rate 200[/bold]
+        """
+        stop = threading.Event()
+        started = time.perf_counter()
+        with open_project(ctx, project) as lh, stop_on_signals(stop):
+            stderr().print(f"sending {rate:g} events/s to {demo_stream.TOPIC} (Ctrl-C stops)")
+            sent = demo_stream.produce_live(lh.bus, rate=rate, stop=stop, limit=count)
+        seconds = time.perf_counter() - started
+        stderr().print(f"sent {sent:,} events in {seconds:.1f} s")

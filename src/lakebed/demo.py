@@ -9,7 +9,9 @@ lakebed.yml into bronze through the `files` and `sql` connectors (records that c
 parsed or typed go to `quarantine.<source>`); `lh.run()` then builds the SQL models in
 `models/silver` and `models/gold`, each audited by the checks in its `.yml` before it is
 published (the orders that break a business rule are dropped by checks to
-`quarantine.orders`, with the check and the reason). The data comes from numpy's
+`quarantine.orders`, with the check and the reason). Last, the checkout's live order
+events go to the bus and the pipelines of lakebed.yml stream them into bronze and a
+per-minute revenue table in gold (`lh.stream`). The data comes from numpy's
 `default_rng(seed)`, so a seed always gives the same sources and the same tables.
 """
 
@@ -31,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 import lakebed
+from lakebed import demo_stream
 from lakebed.config import CONFIG_FILE, STATE_DIR
 from lakebed.errors import ConfigError, TransformError
 from lakebed.ingest import IngestSummary
@@ -62,6 +65,10 @@ from gold.daily_revenue
 group by country
 order by revenue desc
 limit 5"""
+
+# The live part: checkout events on the bus, streamed into bronze and a per-minute gold mart.
+STREAM_EVENTS = 20_000
+STREAM_START = datetime(2025, 12, 31, 18, 0, tzinfo=UTC)
 
 CUSTOMERS = 10_000
 PRODUCTS = 500
@@ -505,7 +512,7 @@ def build_shop(
     """
     target = Path(target).expanduser().resolve()
     _prepare(target)
-    steps = 1 + len(SOURCES) + len(load_models(target))
+    steps = 2 + len(SOURCES) + len(load_models(target))
     done = 0
 
     def step(message: str) -> None:
@@ -564,6 +571,10 @@ def build_shop(
                 hint=f"the project is in {target}; the check results and the run are "
                 "recorded in its metastore",
             )
+        step(f"streaming {STREAM_EVENTS:,} live order events")
+        lh.bus.create_topic(demo_stream.TOPIC, 2)
+        lh.produce(demo_stream.TOPIC, demo_stream.order_events(STREAM_EVENTS, start=STREAM_START))
+        lh.stream(until_caught_up=True)
         if progress is not None:
             progress("done", steps, steps)
         built = [

@@ -551,11 +551,17 @@ class StreamProcessor:
         return self._output
 
     def _commit(
-        self, output: pa.Table | None, rejects: pa.Table, late: int, duplicates: int
+        self,
+        output: pa.Table | None,
+        rejects: pa.Table,
+        late: int,
+        duplicates: int,
+        *,
+        force: bool = False,
     ) -> None:
         spec = self.spec
         rows = 0 if output is None else output.num_rows
-        due = time.monotonic() - self._last_commit > self.commit_interval
+        due = force or time.monotonic() - self._last_commit > self.commit_interval
         if not rows and not rejects.num_rows and not due:
             self._uncommitted = True
             self._count(0, 0, late, duplicates)
@@ -691,8 +697,8 @@ class StreamProcessor:
                     break
                 if until_caught_up and not read and self.pending_end is None and self.caught_up():
                     break
-            if self._uncommitted:
-                self._commit(None, QUARANTINE_SCHEMA.empty_table(), 0, 0)
+            if self._uncommitted:  # record how far it got, so a restart replays less
+                self._commit(None, QUARANTINE_SCHEMA.empty_table(), 0, 0, force=True)
             self.metrics.state = "stopped"
         except BaseException as exc:
             self.metrics.state = "failed"
