@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# System services the tests start themselves (PostgreSQL binaries from Debian).
+# System services the tests start themselves (PostgreSQL binaries from Debian, the Kafka
+# broker from Maven Central).
 services:
 	bash scripts/install-services.sh
+	bash scripts/install-kafka.sh
 
 demo: install
 	rm -rf demo-shop

@@ -1,4 +1,4 @@
-"""Session-wide services. Only the PostgreSQL fixtures live here; the rest sit in sub-folders."""
+"""Session-wide services: PostgreSQL and Kafka fixtures live here; the rest sit in sub-folders."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.kafka import INSTALL_HINT as KAFKA_INSTALL_HINT
+from services.kafka import KafkaBroker, find_kafka, start_kafka
 from services.postgres import INSTALL_HINT, PostgresServer, find_postgres_bin, start_postgres
 
 _database_ids = itertools.count()
@@ -33,3 +35,19 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """SQLAlchemy URL of a fresh, empty database on the session's server."""
     return postgres_server.create_database(f"test_{os.getpid()}_{next(_database_ids)}")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """One real Apache Kafka broker (KRaft, single node) for the whole session, deleted at its
+    end. Tests that kill or restart it must leave it running on the same ports."""
+    if find_kafka() is None:
+        message = f"Apache Kafka broker (or java) not found; {KAFKA_INSTALL_HINT}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI must run the kafka tests, not skip them)")
+        pytest.skip(message)
+    broker = start_kafka()
+    try:
+        yield broker
+    finally:
+        broker.remove()

@@ -75,7 +75,7 @@ def produce_live(
     try:
         while not stop.is_set() and (limit is None or sent < limit):
             due = int((time.monotonic() - started) * rate) + 1 - sent
-            batch = []
+            batch: list[Record] = []
             for _ in range(max(0, due if limit is None else min(due, limit - sent))):
                 event = _event(rng, 9_000_000 + sent + len(batch), datetime.now(UTC))
                 batch.append(
