@@ -37,6 +37,7 @@ from lakebed.bus import BEGINNING, Bus, Consumer, Record, TopicPartition
 from lakebed.errors import (
     DuplicateTransactionError,
     LakebedError,
+    Retryable,
     StreamError,
     TopicNotFoundError,
 )
@@ -49,6 +50,9 @@ from lakebed.storage import DeltaStore, Table, TableName
 
 STREAM_KEY = "lakebed.stream"
 _REPLAY_STALL_SECONDS = 30.0
+# A broker restart takes seconds; give up (and fail the pipeline) after about 5 minutes.
+RETRY_ATTEMPTS = 14
+RETRY_MAX_SECONDS = 30.0
 
 
 class StreamCatalog(Protocol):
@@ -677,6 +681,33 @@ class StreamProcessor:
         ends = self.bus.end_offsets(self.spec.topic)
         return all(self.positions.get(p, 0) >= end for p, end in ends.items())
 
+    def _reset(self) -> None:
+        """Forget everything not committed: the next `recover` starts from the Delta log."""
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                self.consumer.close()
+        self.consumer = None
+        self.state = None
+        self.seen = {}
+        self.partition_max = {}
+        self.pending_end = None
+        self.watermark = None
+        self.batch = 0
+        self._uncommitted = False
+        self._output = None
+        self.schema_hint = self.spec.declared_schema
+
+    def _retry_after(self, exc: Exception, attempt: int, stop: threading.Event) -> None:
+        """A retryable failure (the broker is restarting, a commit raced): wait, then start
+        over from the committed progress, as a restarted process would."""
+        delay = min(RETRY_MAX_SECONDS, 0.25 * 2**attempt)
+        self.metrics.state = "retrying"
+        self.metrics.error = f"{exc} (retry {attempt + 1} in {delay:.1f} s)"
+        with contextlib.suppress(Exception):
+            write_status(self.catalog.state_dir, self.metrics)
+        self._reset()
+        stop.wait(delay)
+
     def run(
         self,
         stop: threading.Event,
@@ -684,14 +715,29 @@ class StreamProcessor:
         until_caught_up: bool = False,
         max_batches: int | None = None,
     ) -> PipelineMetrics:
-        """Process until `stop` is set (the current batch is finished and committed)."""
+        """Process until `stop` is set (the current batch is finished and committed).
+
+        Retryable failures (an unreachable broker, a lost commit race) are waited out with
+        backoff and the pipeline resumes from its last commit; other errors are raised.
+        """
+        attempt = 0
+        batches = 0
         try:
-            self.recover()
-            self.metrics.state = "running"
-            write_status(self.catalog.state_dir, self.metrics)
-            batches = 0
             while not stop.is_set():
-                read = self.step()
+                try:
+                    if self.consumer is None:
+                        self.recover()
+                        self.metrics.state = "running"
+                        self.metrics.error = None
+                        write_status(self.catalog.state_dir, self.metrics)
+                    read = self.step()
+                except Exception as exc:
+                    if not isinstance(exc, Retryable) or attempt >= RETRY_ATTEMPTS:
+                        raise
+                    self._retry_after(exc, attempt, stop)
+                    attempt += 1
+                    continue
+                attempt = 0
                 batches += 1
                 if max_batches is not None and batches >= max_batches:
                     break
