@@ -86,6 +86,16 @@ _UNAVAILABLE = {
     KafkaError.NOT_CONTROLLER,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.NOT_LEADER_FOR_PARTITION,
+    # A restarted broker answers these while it takes its partitions back.
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.STALE_BROKER_EPOCH,
+    KafkaError.REPLICA_NOT_AVAILABLE,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._WAIT_COORD,
 }
 
 # Unbound accessors: map() over them walks a batch in C, without a Python loop per record.
@@ -106,8 +116,9 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
 
 
 def is_unavailable(error: KafkaError | None) -> bool:
-    """Whether the error means the broker did not answer, so a retry may succeed."""
-    return error is not None and error.code() in _UNAVAILABLE
+    """Whether the error means the broker did not answer or is still electing leaders (as
+    it does for a few seconds after a restart), so a retry may succeed."""
+    return error is not None and (error.code() in _UNAVAILABLE or bool(error.retriable()))
 
 
 class KafkaProducer:
