@@ -24,8 +24,6 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakebed.bus import BEGINNING, Bus, Consumer, Record, TopicPartition
+from lakebed.bus import Bus, Consumer, Record, TopicPartition
 from lakebed.errors import (
     DuplicateTransactionError,
     LakebedError,
@@ -44,11 +42,18 @@ from lakebed.errors import (
 from lakebed.process.result import QueryResult
 from lakebed.process.stream_decode import QUARANTINE_SCHEMA, decode, quarantine_rows
 from lakebed.process.stream_metrics import REGISTRY, MetricsRegistry, PipelineMetrics, write_status
+from lakebed.process.stream_progress import (
+    STREAM_KEY,
+    Progress,
+    committed_progress,
+    location_keys,
+    per_partition_ends,
+)
 from lakebed.process.stream_spec import PipelineSpec
-from lakebed.process.windows import EVENT_TIME, STREAM_RELATION, TIMESTAMP_US, parse_duration_us
+from lakebed.process.stream_state import OperatorState
+from lakebed.process.windows import EVENT_TIME, STREAM_RELATION, parse_duration_us
 from lakebed.storage import DeltaStore, Table, TableName
 
-STREAM_KEY = "lakebed.stream"
 _REPLAY_STALL_SECONDS = 30.0
 # A broker restart takes seconds; give up (and fail the pipeline) after about 5 minutes.
 RETRY_ATTEMPTS = 14
@@ -82,75 +87,6 @@ class StreamCatalog(Protocol):
     ) -> QueryResult: ...
 
 
-@dataclass
-class Progress:
-    """What a committed batch reached; stored as JSON in its commit metadata."""
-
-    batch: int
-    offsets: dict[int, int]
-    replay: dict[int, int]
-    watermark_us: int | None
-    # In the quarantine's log: True when the batch wrote nothing to the target (so this
-    # commit is the batch's whole record), False when the target commit follows.
-    final: bool = False
-
-    def to_json(self, pipeline: str) -> str:
-        return json.dumps(
-            {
-                "pipeline": pipeline,
-                "batch": self.batch,
-                "offsets": self.offsets,
-                "replay": self.replay,
-                "watermark_us": self.watermark_us,
-                "final": self.final,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Progress:
-        return cls(
-            batch=int(data["batch"]),
-            offsets={int(p): int(o) for p, o in data["offsets"].items()},
-            replay={int(p): int(o) for p, o in data.get("replay", {}).items()},
-            watermark_us=data.get("watermark_us"),
-            final=bool(data.get("final", False)),
-        )
-
-
-def committed_progress(table: Table, pipeline: str, batch: int) -> Progress | None:
-    """The progress committed with `batch` in `table`'s log (newest commits searched first)."""
-    for limit in (64, None):
-        for entry in table.history(limit):
-            raw = entry.get(STREAM_KEY)
-            if raw is None:
-                continue
-            data = json.loads(raw) if isinstance(raw, str) else raw
-            if data.get("pipeline") == pipeline and int(data.get("batch", -1)) == batch:
-                return Progress.from_json(data)
-    return None
-
-
-def _per_partition_ends(records: pa.Table) -> dict[int, int]:
-    """One past the highest offset read, per partition."""
-    if not records.num_rows:
-        return {}
-    grouped = records.group_by("partition").aggregate([("offset", "max")])
-    return {
-        int(p): int(o) + 1
-        for p, o in zip(
-            grouped.column("partition").to_pylist(),
-            grouped.column("offset_max").to_pylist(),
-            strict=True,
-        )
-    }
-
-
-def _location_keys(partitions: pa.Array | pa.ChunkedArray, offsets: Any) -> np.ndarray:
-    """(partition, offset) folded into one int64, to test membership with numpy."""
-    parts = np.asarray(pa.chunked_array([partitions]).to_numpy(), dtype=np.int64)
-    return (parts << 40) | np.asarray(pa.chunked_array([offsets]).to_numpy(), dtype=np.int64)
-
-
 class StreamProcessor:
     """Runs one pipeline: recover, then micro-batches until told to stop."""
 
@@ -170,25 +106,28 @@ class StreamProcessor:
         self.max_records = config.max_batch_records
         self.max_wait = parse_duration_us(config.max_batch_wait) / 1e6
         self.commit_interval = parse_duration_us(config.commit_interval) / 1e6
-        self.dedup_horizon = (
-            parse_duration_us(config.dedup.within) if config.dedup is not None else 0
-        )
         self.window = spec.query.window if spec.query is not None else None
-        self.lateness = spec.lateness_us
         self.schema_hint = spec.declared_schema
         self.consumer: Consumer | None = None
-        self.state: pa.Table | None = None  # events of windows not yet closed
-        self.seen: dict[tuple[Any, ...], tuple[int, int, int]] = {}  # key -> (t, part, offset)
+        self.state = self._new_state()
         self.batch = 0
         self.positions: dict[int, int] = {}
-        self.watermark: int | None = None
-        self.partition_max: dict[int, int] = {}  # newest event time seen per partition
         self.ends: dict[int, int] = {}  # the topic's end offsets, as last looked up
         self.pending_end: dict[int, int] | None = None
         self._uncommitted = False
         self._last_commit = time.monotonic()
         self._output: Table | None = None
         self._producer = bus.producer() if config.topic_out else None
+
+    def _new_state(self) -> OperatorState:
+        dedup = self.spec.config.dedup
+        return OperatorState(
+            self.spec.name,
+            window=self.window,
+            lateness_us=self.spec.lateness_us,
+            dedup_key=list(dedup.key) if dedup is not None else None,
+            dedup_horizon_us=parse_duration_us(dedup.within) if dedup is not None else 0,
+        )
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -216,7 +155,7 @@ class StreamProcessor:
         if progress is not None:
             self.batch = progress.batch
             self.positions = dict(progress.offsets)
-            self.watermark = progress.watermark_us
+            self.state.watermark = progress.watermark_us
             replay = dict(progress.replay)
         else:
             begin = starts if spec.config.start == "earliest" else self.bus.end_offsets(spec.topic)
@@ -293,13 +232,13 @@ class StreamProcessor:
                 f"SELECT _partition, _offset FROM {self.spec.quarantine} WHERE _offset >= {low}"
             ).table
             if done.num_rows:
-                excluded = _location_keys(done.column("_partition"), done.column("_offset"))
-                keys = _location_keys(records.column("partition"), records.column("offset"))
+                excluded = location_keys(done.column("_partition"), done.column("_offset"))
+                keys = location_keys(records.column("partition"), records.column("offset"))
                 records = records.filter(pa.array(~np.isin(keys, excluded)))
         events = self._decode(records).events
-        events = self._dedup(events)[0]
-        self._add_state(events)
-        self._evict()
+        events = self.state.dedup(events)[0]
+        self.state.add(events, self.positions, self.ends)
+        self.state.evict()
 
     # -- one micro-batch -----------------------------------------------------------------------
 
@@ -370,7 +309,7 @@ class StreamProcessor:
                 self._commit(None, QUARANTINE_SCHEMA.empty_table(), 0, 0)
             self._report(0, started)
             return 0
-        self.positions.update(_per_partition_ends(records))
+        self.positions.update(per_partition_ends(records))
         with contextlib.suppress(LakebedError):  # stale ends only make the watermark wait
             self.ends = self.bus.end_offsets(self.spec.topic)
         decoded = self._decode(records)
@@ -378,11 +317,11 @@ class StreamProcessor:
         if self.schema_hint is None and self.spec.query is not None and events.num_rows:
             self.schema_hint = pa.schema([f for f in events.schema if not f.name.startswith("_")])
         rejects = [decoded.rejects]
-        events, late = self._late(events)
+        events, late = self.state.late(events)
         if late.num_rows:
-            keys = _location_keys(late.column("_partition"), late.column("_offset"))
+            keys = location_keys(late.column("_partition"), late.column("_offset"))
             mask = np.isin(
-                _location_keys(records.column("partition"), records.column("offset")), keys
+                location_keys(records.column("partition"), records.column("offset")), keys
             )
             rejects.append(
                 quarantine_rows(
@@ -392,7 +331,7 @@ class StreamProcessor:
                     "the event's windows had closed (event time older than the watermark)",
                 )
             )
-        events, duplicates = self._dedup(events)
+        events, duplicates = self.state.dedup(events)
         output = self._process(events)
         reject_table = pa.concat_tables(rejects)
         self._commit(output, reject_table, late.num_rows, duplicates)
@@ -400,145 +339,22 @@ class StreamProcessor:
         self._report(records.num_rows, started)
         return int(records.num_rows)
 
-    def _late(self, events: pa.Table) -> tuple[pa.Table, pa.Table]:
-        if self.lateness is None or self.watermark is None or not events.num_rows:
-            return events, events.slice(0, 0)
-        times = events.column(EVENT_TIME).cast(pa.int64()).to_numpy()
-        ends = self.window.last_end_us(times) if self.window is not None else times + 1
-        late = ends <= self.watermark
-        if not late.any():
-            return events, events.slice(0, 0)
-        return events.filter(pa.array(~late)), events.filter(pa.array(late))
-
-    def _dedup(self, events: pa.Table) -> tuple[pa.Table, int]:
-        dedup = self.spec.config.dedup
-        if dedup is None or not events.num_rows:
-            return events, 0
-        missing = [k for k in dedup.key if k not in events.column_names]
-        if missing:
-            raise StreamError(
-                f"pipeline {self.spec.name}: dedup key {', '.join(missing)} is not a field "
-                f"of the events (fields: {', '.join(events.column_names)})"
-            )
-        columns = [events.column(k).to_pylist() for k in dedup.key]
-        times = events.column(EVENT_TIME).cast(pa.int64()).to_pylist()
-        partitions = events.column("_partition").to_pylist()
-        offsets = events.column("_offset").to_pylist()
-        keep = np.ones(events.num_rows, dtype=bool)
-        seen = self.seen
-        for i, key in enumerate(zip(*columns, strict=True)):
-            first = seen.get(key)
-            if first is not None and abs(times[i] - first[0]) <= self.dedup_horizon:
-                keep[i] = False
-            else:
-                seen[key] = (times[i], partitions[i], offsets[i])
-        dropped = int((~keep).sum())
-        return (events.filter(pa.array(keep)) if dropped else events), dropped
-
-    def _add_state(self, events: pa.Table) -> None:
-        if self.window is None or not events.num_rows:
-            self._advance_watermark(events)
-            return
-        if self.state is None or not self.state.num_rows:
-            self.state = events
-        else:
-            self.state = pa.concat_tables([self.state, events], promote_options="permissive")
-        self._advance_watermark(events)
-
-    def _advance_watermark(self, events: pa.Table) -> None:
-        """Event time has reached the newest event of the partition furthest behind.
-
-        Partitions are read at different speeds; a partition with records still to read
-        holds the watermark back (with its newest event time seen, or entirely if none was
-        read yet), so one fast partition does not make the others' events late. A partition
-        that is caught up holds nothing back (it would stall the watermark while idle).
-        """
-        if self.lateness is None or not events.num_rows:
-            return
-        newest = events.group_by("_partition").aggregate([(EVENT_TIME, "max")])
-        for partition, value in zip(
-            newest.column("_partition").to_pylist(),
-            newest.column(f"{EVENT_TIME}_max").cast(pa.int64()).to_pylist(),
-            strict=True,
-        ):
-            seen = self.partition_max.get(int(partition))
-            self.partition_max[int(partition)] = value if seen is None else max(seen, value)
-        behind = [p for p, end in self.ends.items() if self.positions.get(p, 0) < end]
-        if any(p not in self.partition_max for p in behind):
-            return
-        held = [self.partition_max[p] for p in behind]
-        reached = min(held) if held else max(self.partition_max.values())
-        candidate = reached - self.lateness
-        self.watermark = candidate if self.watermark is None else max(self.watermark, candidate)
-
-    def _evict(self) -> None:
-        horizon_start = None if self.watermark is None else self.watermark - self.dedup_horizon
-        if self.seen and horizon_start is not None:
-            self.seen = {k: v for k, v in self.seen.items() if v[0] >= horizon_start}
-        if self.window is None or self.state is None or self.watermark is None:
-            return
-        if self.window.kind == "session":
-            assigned = self.window.assign(self.state)
-            open_rows = assigned.filter(pc.greater(assigned.column("window_end"), self._wm()))
-            self.state = open_rows.drop_columns(["window_start", "window_end"])
-        else:
-            times = self.state.column(EVENT_TIME).cast(pa.int64()).to_numpy()
-            keep = self.window.last_end_us(times) > self.watermark
-            if not keep.all():
-                self.state = self.state.filter(pa.array(keep))
-        self.metrics.state_rows = self.state.num_rows
-
-    def _wm(self, value: int | None = None) -> pa.Scalar:
-        micros = self.watermark if value is None else value
-        return pa.scalar(micros, pa.int64()).cast(TIMESTAMP_US)
-
     def _process(self, events: pa.Table) -> pa.Table | None:
         query = self.spec.query
-        if query is None:
-            self._advance_watermark(events)
-            return events
-        if self.window is None:
-            self._advance_watermark(events)
+        if query is None or self.window is None:
+            self.state.advance(events, self.positions, self.ends)
+            if query is None:
+                return events
             if not events.num_rows:
                 return None
             return self.catalog.sql(query.sql, relations={STREAM_RELATION: events}).table
-        before = self.watermark
-        self._add_state(events)
-        if self.state is None or not self.state.num_rows or self.watermark is None:
+        upsert = self.spec.config.output == "upsert"
+        emitting = self.state.emit(events, self.positions, self.ends, upsert=upsert)
+        if emitting is None:
             return None
-        assigned = self.window.assign(self.state)
-        ends = assigned.column("window_end")
-        if self.spec.config.output == "upsert":
-            touched = self.window.assign(events).column("window_start").unique()
-            chosen = pc.is_in(assigned.column("window_start"), value_set=touched)
-            if before is not None:
-                chosen = pc.and_(chosen, pc.greater(ends, self._wm(before)))
-        else:
-            chosen = pc.less_equal(ends, self._wm())
-            if before is not None:
-                chosen = pc.and_(chosen, pc.greater(ends, self._wm(before)))
-        emitting = assigned.filter(chosen)
-        result = None
-        if emitting.num_rows:
-            result = self.catalog.sql(query.sql, relations={STREAM_RELATION: emitting}).table
-        self._evict()
-        return result
+        return self.catalog.sql(query.sql, relations={STREAM_RELATION: emitting}).table
 
     # -- committing ----------------------------------------------------------------------------
-
-    def _replay_offsets(self) -> dict[int, int]:
-        replay = dict(self.positions)
-        if self.state is not None and self.state.num_rows:
-            low = self.state.group_by("_partition").aggregate([("_offset", "min")])
-            for p, o in zip(
-                low.column("_partition").to_pylist(),
-                low.column("_offset_min").to_pylist(),
-                strict=True,
-            ):
-                replay[int(p)] = min(replay.get(int(p), o), int(o))
-        for _, partition, offset in self.seen.values():
-            replay[partition] = min(replay.get(partition, offset), offset)
-        return replay
 
     def _output_table(self, output: pa.Table) -> Table:
         if self._output is None:
@@ -573,7 +389,11 @@ class StreamProcessor:
         number = self.batch + 1
         target = self._output is not None or rows > 0
         progress = Progress(
-            number, dict(self.positions), self._replay_offsets(), self.watermark, final=not target
+            number,
+            dict(self.positions),
+            self.state.replay_offsets(self.positions),
+            self.state.watermark,
+            final=not target,
         )
         metadata = {STREAM_KEY: progress.to_json(spec.name)}
         txn = (spec.app_id, number)
@@ -668,11 +488,11 @@ class StreamProcessor:
         metrics.lag = {
             str(p): max(0, end - self.positions.get(p, 0)) for p, end in self.ends.items()
         }
-        if self.watermark is not None:
-            metrics.watermark = self.watermark / 1e6
-            metrics.watermark_delay_seconds = max(0.0, time.time() - self.watermark / 1e6)
-        if self.state is not None:
-            metrics.state_rows = self.state.num_rows
+        watermark = self.state.watermark
+        if watermark is not None:
+            metrics.watermark = watermark / 1e6
+            metrics.watermark_delay_seconds = max(0.0, time.time() - watermark / 1e6)
+        metrics.state_rows = self.state.rows
         write_status(self.catalog.state_dir, metrics)
 
     # -- running -----------------------------------------------------------------------------
@@ -687,11 +507,8 @@ class StreamProcessor:
             with contextlib.suppress(Exception):
                 self.consumer.close()
         self.consumer = None
-        self.state = None
-        self.seen = {}
-        self.partition_max = {}
+        self.state = self._new_state()
         self.pending_end = None
-        self.watermark = None
         self.batch = 0
         self._uncommitted = False
         self._output = None
@@ -758,11 +575,3 @@ class StreamProcessor:
             if self._producer is not None:
                 self._producer.close()
         return self.metrics
-
-
-def start_time_offsets(bus: Bus, topic: str, at: datetime) -> dict[int, int]:
-    """Per partition, the first offset at or after `at` (for `start:` by time)."""
-    return bus.offsets_for_time(topic, int(at.astimezone(UTC).timestamp() * 1000))
-
-
-__all__ = ["BEGINNING", "Progress", "StreamProcessor", "committed_progress"]
