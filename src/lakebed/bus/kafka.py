@@ -116,7 +116,15 @@ class KafkaBus:
                     hint="create it with the same count, or delete it first (its records too)",
                 ) from None
             return existing
-        self._await_topic(name, lambda meta: meta is not None and len(meta.partitions) > 0)
+        # Ready when every partition has a leader: offsets cannot be listed before.
+        self._await_topic(
+            name,
+            lambda meta: (
+                meta is not None
+                and len(meta.partitions) == partitions
+                and all(p.leader >= 0 and p.error is None for p in meta.partitions.values())
+            ),
+        )
         return TopicInfo(name, partitions, retention_ms, retention_bytes)
 
     def delete_topic(self, name: str) -> None:
