@@ -7,6 +7,7 @@ from librdkafka's message batch and tracks positions itself, so `position()` is 
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -303,11 +304,22 @@ class KafkaConsumer:
             raise BusError(f"Kafka consumer for {self.bootstrap} failed: {self._fatal.str()}")
         if max_records <= 0:
             return empty_records()
+        # A batch is up to a million short-lived Message objects: the cyclic garbage
+        # collector would walk them again and again while they are made (none of them can
+        # be in a cycle), so it is paused for the call.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             # librdkafka hands out at most 1,000,000 messages per call.
             messages = self._consumer.consume(min(max_records, 1_000_000), timeout)
+            return self._batch(messages)
         except KafkaException as exc:
             raise BusError(f"cannot poll from {self.bootstrap}: {exc}") from exc
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _batch(self, messages: list[Message]) -> pa.Table:
         if not messages:
             if self._brokers_down:
                 self._brokers_down = False
@@ -317,7 +329,7 @@ class KafkaConsumer:
                 )
             return empty_records()
         self._brokers_down = False
-        if any(error is not None for error in map(_error, messages)):
+        if any(map(_error, messages)):  # a KafkaError is truthy, None is not
             messages = self._drop_errors(messages)
             if not messages:
                 return empty_records()

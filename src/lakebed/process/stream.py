@@ -115,6 +115,7 @@ class StreamProcessor:
         self.ends: dict[int, int] = {}  # the topic's end offsets, as last looked up
         self.pending_end: dict[int, int] | None = None
         self._uncommitted = False
+        self.stop_when_caught_up = False
         self._last_commit = time.monotonic()
         self._output: Table | None = None
         self._producer = bus.producer() if config.topic_out else None
@@ -255,27 +256,31 @@ class StreamProcessor:
         return decoded
 
     def _poll(self) -> pa.Table:
+        """Up to `max_batch_records`: waits up to `max_batch_wait` for the first records,
+        then takes only what is already there (a batch never waits to fill up)."""
         assert self.consumer is not None
         parts: list[pa.Table] = []
         count = 0
         deadline = time.monotonic() + self.max_wait
+        if self.pending_end is None and self.stop_when_caught_up and self.caught_up():
+            return pa.table({})
         while count < self.max_records:
-            left = deadline - time.monotonic()
-            if self.pending_end is None and left <= 0:
-                break
-            records = self.consumer.poll(self.max_records - count, timeout=max(left, 0.05))
             if self.pending_end is not None:
-                records = self._within_pending(records)
+                records = self._within_pending(
+                    self.consumer.poll(self.max_records - count, timeout=0.05)
+                )
                 parts.append(records)
                 count += records.num_rows
                 if self._pending_reached():
                     break
                 continue
+            left = 0.0 if parts else deadline - time.monotonic()
+            records = self.consumer.poll(self.max_records - count, timeout=max(left, 0.0))
             if records.num_rows:
                 parts.append(records)
                 count += records.num_rows
-            elif parts:
-                break  # what has arrived is a batch; do not wait for more
+            elif parts or left <= 0:
+                break
         return pa.concat_tables(parts) if parts else pa.table({})
 
     def _within_pending(self, records: pa.Table) -> pa.Table:
@@ -498,8 +503,9 @@ class StreamProcessor:
     # -- running -----------------------------------------------------------------------------
 
     def caught_up(self) -> bool:
-        ends = self.bus.end_offsets(self.spec.topic)
-        return all(self.positions.get(p, 0) >= end for p, end in ends.items())
+        """Whether everything on the topic has been read (looks the end offsets up)."""
+        self.ends = self.bus.end_offsets(self.spec.topic)
+        return all(self.positions.get(p, 0) >= end for p, end in self.ends.items())
 
     def _reset(self) -> None:
         """Forget everything not committed: the next `recover` starts from the Delta log."""
@@ -539,6 +545,7 @@ class StreamProcessor:
         """
         attempt = 0
         batches = 0
+        self.stop_when_caught_up = until_caught_up
         try:
             while not stop.is_set():
                 try:

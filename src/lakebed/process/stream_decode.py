@@ -8,7 +8,6 @@ batch with k bad records costs O(k log n) extra parses, not one parse per record
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 METADATA_COLUMNS = ("_topic", "_partition", "_offset", EVENT_TIME)
 _READ_OPTIONS = pa_json.ReadOptions(block_size=16 << 20)
+_JOIN_LIMIT = 1 << 30
 
 
 @dataclass
@@ -69,30 +69,32 @@ def quarantine_rows(
     )
 
 
-def _ndjson(values: pa.Array) -> bytes:
-    """The values joined by newlines; a newline inside a value (only legal as JSON
-    whitespace) becomes a space, so each record stays on one line."""
+def _ndjson(values: pa.Array) -> pa.Buffer:
+    """The values joined by newlines, in one pass in Arrow's C++ (no object per record)."""
     array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[
-        array.offset : array.offset + len(array) + 1
-    ]
-    data_buffer = array.buffers()[2]
-    data = (
-        np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-        if data_buffer is not None
-        else np.empty(0, np.uint8)
+    if array.nbytes > _JOIN_LIMIT:  # past 32-bit offsets: join in Python
+        return pa.py_buffer(b"\n".join(v or b"" for v in array.to_pylist()))
+    whole = pa.ListArray.from_arrays(pa.array([0, len(array)], pa.int32()), array)
+    return pc.binary_join(whole, b"\n")[0].as_buffer() or pa.py_buffer(b"")
+
+
+def _read(buffer: pa.Buffer, schema: pa.Schema | None) -> pa.Table:
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+    return pa_json.read_json(
+        pa.BufferReader(buffer), read_options=_READ_OPTIONS, parse_options=options
     )
-    if np.count_nonzero(data == 10):
-        data = data.copy()
-        data[data == 10] = 32
-    return np.insert(data, offsets[1:-1] - offsets[0], 10).tobytes()
 
 
 def _parse(values: pa.Array, schema: pa.Schema | None) -> pa.Table:
-    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
-    table = pa_json.read_json(
-        io.BytesIO(_ndjson(values)), read_options=_READ_OPTIONS, parse_options=options
-    )
+    try:
+        table = _read(_ndjson(values), schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = None
+    if table is None or table.num_rows != len(values):
+        # A newline inside a value is legal JSON whitespace (a pretty-printed object) but
+        # splits the record: make it a space, which means the same, and read again.
+        flat = pc.replace_substring(values, "\n", " ")
+        table = _read(_ndjson(flat), schema)
     if table.num_rows != len(values):  # a value that was not one JSON object
         raise pa.ArrowInvalid(f"expected {len(values)} JSON objects, read {table.num_rows}")
     return table
@@ -240,6 +242,10 @@ def _to_timestamps(values: pa.Array, unit: str) -> pa.Array:
         micros = pc.multiply(values.cast(pa.float64()), float(scale))
         return pc.cast(pc.round(micros), pa.int64()).cast(TIMESTAMP_US)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:  # ISO 8601 with an offset: Arrow's own cast, ten times faster than DuckDB's
+            return values.cast(TIMESTAMP_US)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
         # DuckDB reads every common spelling (space or T, with or without an offset).
         con = duckdb.connect()
         try:
