@@ -47,6 +47,7 @@ $(PEERS)/.installed:
 	$(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/pip install --quiet --upgrade pip
 	$(PEERS)/bin/pip install --quiet "dlt[deltalake]==1.31.0" pandas sqlalchemy psycopg2-binary
+	$(PEERS)/bin/pip install --quiet "quixstreams==3.28.1"
 	$(PEERS)/bin/pip install --quiet "agate>=1.7,<1.15" "click>=8.3,<9" "daff>=1.3.46" \
 		"dbt-adapters>=1.24.5,<2" "dbt-common>=1.37.5,<2" "dbt-extractor>=0.5,<=0.6" \
 		"dbt-protos>=1.0.514,<2" "jinja2>=3.1.3,<4" "jsonschema>=4.19.1,<5" \

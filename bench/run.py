@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import ingest
 import merge
 import scan
+import stream
+import stream_latency
 import transform
 from common import DEFAULT_ROWS, Figure, Settings, emit, log, measure
 
@@ -24,7 +28,11 @@ FIGURES: dict[str, Figure] = {
     **merge.FIGURES,
     **ingest.FIGURES,
     **transform.FIGURES,
+    **stream.FIGURES,
 }
+# Figures that time no contenders but measure a distribution themselves (the stream
+# latency): each returns its JSON record.
+RECORDS: dict[str, Callable[[Settings], dict[str, Any]]] = {**stream_latency.FIGURES}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -33,7 +41,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         action="append",
         metavar="NAME",
-        help=f"run only this figure (repeatable, or comma-separated): {', '.join(FIGURES)}",
+        help="run only this figure (repeatable, or comma-separated): "
+        + ", ".join([*FIGURES, *RECORDS]),
     )
     parser.add_argument(
         "--rows",
@@ -50,12 +59,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    names = list(FIGURES)
+    names = [*FIGURES, *RECORDS]
     if args.only:
         names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
-        unknown = [n for n in names if n not in FIGURES]
+        unknown = [n for n in names if n not in FIGURES and n not in RECORDS]
         if unknown:
-            log(f"unknown figure(s) {', '.join(unknown)}; figures are {', '.join(FIGURES)}")
+            known = ", ".join([*FIGURES, *RECORDS])
+            log(f"unknown figure(s) {', '.join(unknown)}; figures are {known}")
             return 2
     if args.rows < 1000 or (args.repeat is not None and args.repeat < 1):
         log("--rows must be at least 1000 and --repeat at least 1")
@@ -65,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         log(f"{name}:")
         figure_started = time.perf_counter()
-        contest = FIGURES[name](settings)
-        try:
-            record = measure(name, contest, settings.repeat or contest.repeat)
-        finally:
-            if contest.cleanup is not None:
-                contest.cleanup()
+        if name in RECORDS:
+            record = RECORDS[name](settings)
+        else:
+            contest = FIGURES[name](settings)
+            try:
+                record = measure(name, contest, settings.repeat or contest.repeat)
+            finally:
+                if contest.cleanup is not None:
+                    contest.cleanup()
         emit(record)
         log(f"  done in {time.perf_counter() - figure_started:.1f}s")
     log(f"all figures in {time.perf_counter() - started:.1f}s")
