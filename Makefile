@@ -43,7 +43,7 @@ test: lint typecheck unit
 # build downloads from outside the package registries: their other requirements are listed
 # here, then dbt-core and dbt-duckdb are installed without dependencies.
 PEERS := .venv-peers
-$(PEERS)/.installed:
+$(PEERS)/.installed-2:
 	$(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/pip install --quiet --upgrade pip
 	$(PEERS)/bin/pip install --quiet "dlt[deltalake]==1.31.0" pandas sqlalchemy psycopg2-binary
@@ -58,7 +58,7 @@ $(PEERS)/.installed:
 	$(PEERS)/bin/pip install --quiet --no-deps "dbt-core==1.12.6" "dbt-duckdb==1.11.1"
 	touch $@
 
-bench: install services $(PEERS)/.installed
+bench: install services $(PEERS)/.installed-2
 	$(BIN)/python bench/run.py
 
 clean:

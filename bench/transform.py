@@ -642,7 +642,7 @@ def _dbt(pristine_db: Path, folder: Path, threads: int) -> tuple[Contender, Path
         if "No module named 'dbt" in done.stderr:
             raise RuntimeError(
                 "dbt is missing from .venv-peers (made before dbt joined the peers): "
-                "rm .venv-peers/.installed and run `make bench`"
+                "rm .venv-peers/.installed-2 and run `make bench`"
             )
         if done.returncode != 0:
             raise RuntimeError(f"dbt failed: {(done.stdout + done.stderr)[-3000:]}")
