@@ -41,6 +41,7 @@ from lakebed.errors import (
 )
 from lakebed.process.result import QueryResult
 from lakebed.process.stream_decode import QUARANTINE_SCHEMA, decode, quarantine_rows
+from lakebed.process.stream_fetch import Prefetcher
 from lakebed.process.stream_metrics import REGISTRY, MetricsRegistry, PipelineMetrics, write_status
 from lakebed.process.stream_progress import (
     STREAM_KEY,
@@ -115,6 +116,7 @@ class StreamProcessor:
         self.ends: dict[int, int] = {}  # the topic's end offsets, as last looked up
         self.pending_end: dict[int, int] | None = None
         self._uncommitted = False
+        self._prefetch: Prefetcher | None = None
         self.stop_when_caught_up = False
         self._last_commit = time.monotonic()
         self._output: Table | None = None
@@ -261,25 +263,19 @@ class StreamProcessor:
         assert self.consumer is not None
         parts: list[pa.Table] = []
         count = 0
-        deadline = time.monotonic() + self.max_wait
-        if self.pending_end is None and self.stop_when_caught_up and self.caught_up():
-            return pa.table({})
+        if self.pending_end is None:
+            if self.stop_when_caught_up and self.caught_up():
+                return pa.table({})
+            if self._prefetch is None:
+                self._prefetch = Prefetcher(self.consumer, self.max_records)
+            return self._prefetch.take(self.max_records, self.max_wait)
         while count < self.max_records:
-            if self.pending_end is not None:
-                records = self._within_pending(
-                    self.consumer.poll(self.max_records - count, timeout=0.05)
-                )
-                parts.append(records)
-                count += records.num_rows
-                if self._pending_reached():
-                    break
-                continue
-            left = 0.0 if parts else deadline - time.monotonic()
-            records = self.consumer.poll(self.max_records - count, timeout=max(left, 0.0))
-            if records.num_rows:
-                parts.append(records)
-                count += records.num_rows
-            elif parts or left <= 0:
+            records = self._within_pending(
+                self.consumer.poll(self.max_records - count, timeout=0.05)
+            )
+            parts.append(records)
+            count += records.num_rows
+            if self._pending_reached():
                 break
         return pa.concat_tables(parts) if parts else pa.table({})
 
@@ -457,10 +453,10 @@ class StreamProcessor:
         assert self.consumer is not None
         # Mirror progress to the bus's consumer group, so Kafka tools show this pipeline's
         # lag too. The Delta log stays the truth: a failure here loses nothing.
-        with contextlib.suppress(Exception):
-            self.consumer.commit(
-                {TopicPartition(self.spec.topic, p): o for p, o in self.positions.items()}
-            )
+        offsets = {TopicPartition(self.spec.topic, p): o for p, o in self.positions.items()}
+        lock = self._prefetch.lock if self._prefetch is not None else contextlib.nullcontext()
+        with contextlib.suppress(Exception), lock:
+            self.consumer.commit(offsets)
         if output is not None and self._producer is not None and self.spec.config.topic_out:
             key_columns = self.spec.upsert_key
             records = []
@@ -507,12 +503,20 @@ class StreamProcessor:
         self.ends = self.bus.end_offsets(self.spec.topic)
         return all(self.positions.get(p, 0) >= end for p, end in self.ends.items())
 
+    def _close_consumer(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+
     def _reset(self) -> None:
         """Forget everything not committed: the next `recover` starts from the Delta log."""
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                self.consumer.close()
+        with contextlib.suppress(Exception):
+            self._close_consumer()
         self.consumer = None
+        self._prefetch = None
         self.state = self._new_state()
         self.pending_end = None
         self.batch = 0
@@ -577,8 +581,7 @@ class StreamProcessor:
         finally:
             with contextlib.suppress(Exception):
                 write_status(self.catalog.state_dir, self.metrics)
-            if self.consumer is not None:
-                self.consumer.close()
+            self._close_consumer()
             if self._producer is not None:
                 self._producer.close()
         return self.metrics
