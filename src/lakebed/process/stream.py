@@ -41,7 +41,6 @@ from lakebed.errors import (
 )
 from lakebed.process.result import QueryResult
 from lakebed.process.stream_decode import QUARANTINE_SCHEMA, decode, quarantine_rows
-from lakebed.process.stream_fetch import Prefetcher
 from lakebed.process.stream_metrics import REGISTRY, MetricsRegistry, PipelineMetrics, write_status
 from lakebed.process.stream_progress import (
     STREAM_KEY,
@@ -59,6 +58,8 @@ _REPLAY_STALL_SECONDS = 30.0
 # A broker restart takes seconds; give up (and fail the pipeline) after about 5 minutes.
 RETRY_ATTEMPTS = 14
 RETRY_MAX_SECONDS = 30.0
+# How often progress is mirrored to the consumer group (a synchronous broker round trip).
+MIRROR_SECONDS = 2.0
 
 
 class StreamCatalog(Protocol):
@@ -116,7 +117,7 @@ class StreamProcessor:
         self.ends: dict[int, int] = {}  # the topic's end offsets, as last looked up
         self.pending_end: dict[int, int] | None = None
         self._uncommitted = False
-        self._prefetch: Prefetcher | None = None
+        self._last_mirror = 0.0
         self.stop_when_caught_up = False
         self._last_commit = time.monotonic()
         self._output: Table | None = None
@@ -266,9 +267,7 @@ class StreamProcessor:
         if self.pending_end is None:
             if self.stop_when_caught_up and self.caught_up():
                 return pa.table({})
-            if self._prefetch is None:
-                self._prefetch = Prefetcher(self.consumer, self.max_records)
-            return self._prefetch.take(self.max_records, self.max_wait)
+            return self._available()
         while count < self.max_records:
             records = self._within_pending(
                 self.consumer.poll(self.max_records - count, timeout=0.05)
@@ -276,6 +275,23 @@ class StreamProcessor:
             parts.append(records)
             count += records.num_rows
             if self._pending_reached():
+                break
+        return pa.concat_tables(parts) if parts else pa.table({})
+
+    def _available(self) -> pa.Table:
+        # Reading ahead in a thread was measured slower: on two cores the JSON parser and
+        # the Delta writer already use both, and the GIL serialises the message objects.
+        assert self.consumer is not None
+        parts: list[pa.Table] = []
+        count = 0
+        deadline = time.monotonic() + self.max_wait
+        while count < self.max_records:
+            left = 0.0 if parts else deadline - time.monotonic()
+            records = self.consumer.poll(self.max_records - count, timeout=max(left, 0.0))
+            if records.num_rows:
+                parts.append(records)
+                count += records.num_rows
+            elif parts or left <= 0:
                 break
         return pa.concat_tables(parts) if parts else pa.table({})
 
@@ -450,13 +466,7 @@ class StreamProcessor:
         metrics.duplicates += duplicates
 
     def _after_commit(self, output: pa.Table | None) -> None:
-        assert self.consumer is not None
-        # Mirror progress to the bus's consumer group, so Kafka tools show this pipeline's
-        # lag too. The Delta log stays the truth: a failure here loses nothing.
-        offsets = {TopicPartition(self.spec.topic, p): o for p, o in self.positions.items()}
-        lock = self._prefetch.lock if self._prefetch is not None else contextlib.nullcontext()
-        with contextlib.suppress(Exception), lock:
-            self.consumer.commit(offsets)
+        self._mirror()
         if output is not None and self._producer is not None and self.spec.config.topic_out:
             key_columns = self.spec.upsert_key
             records = []
@@ -470,6 +480,19 @@ class StreamProcessor:
                 )
             self._producer.produce(self.spec.config.topic_out, records)
             self._producer.flush(30.0)
+
+    def _mirror(self, *, force: bool = False) -> None:
+        """Copy the committed positions to the bus's consumer group (at most every few
+        seconds), so Kafka's own tools show this pipeline's lag too. The Delta log stays
+        the truth: a failure here loses nothing."""
+        if self.consumer is None or (
+            not force and time.monotonic() - self._last_mirror < MIRROR_SECONDS
+        ):
+            return
+        self._last_mirror = time.monotonic()
+        offsets = {TopicPartition(self.spec.topic, p): o for p, o in self.positions.items()}
+        with contextlib.suppress(Exception):
+            self.consumer.commit(offsets)
 
     def _report(self, events: int, started: float) -> None:
         metrics = self.metrics
@@ -504,9 +527,6 @@ class StreamProcessor:
         return all(self.positions.get(p, 0) >= end for p, end in self.ends.items())
 
     def _close_consumer(self) -> None:
-        if self._prefetch is not None:
-            self._prefetch.close()
-            self._prefetch = None
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
@@ -516,7 +536,6 @@ class StreamProcessor:
         with contextlib.suppress(Exception):
             self._close_consumer()
         self.consumer = None
-        self._prefetch = None
         self.state = self._new_state()
         self.pending_end = None
         self.batch = 0
@@ -573,6 +592,7 @@ class StreamProcessor:
                     break
             if self._uncommitted:  # record how far it got, so a restart replays less
                 self._commit(None, QUARANTINE_SCHEMA.empty_table(), 0, 0, force=True)
+            self._mirror(force=True)
             self.metrics.state = "stopped"
         except BaseException as exc:
             self.metrics.state = "failed"
