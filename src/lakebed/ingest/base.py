@@ -91,6 +91,10 @@ class Batch:
         if count != self.data.num_rows:
             raise ValueError(f"batch {self.label!r}: {count} origins for {self.data.num_rows} rows")
 
+    @property
+    def rows(self) -> int:
+        return int(self.data.num_rows)
+
     def origin_columns(self) -> tuple[pa.Array, pa.Array]:
         """(location, position) per record as Arrow arrays (string, int64)."""
         rows = self.data.num_rows
@@ -110,6 +114,57 @@ class Batch:
                 locations.append(text)
                 positions.append(None)
         return pa.array(locations, pa.string()), pa.array(positions, pa.int64())
+
+
+class StreamAbandonedError(Exception):
+    """Raised while a `StreamedBatch` is read when its records need the whole read after all
+    (a malformed record, a type only the whole input settles). Nothing of the batch is
+    committed; the runner takes `StreamedBatch.whole()` instead."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Some records of a `StreamedBatch`, with their positions (see `RowOrigins`)."""
+
+    data: pa.Table
+    positions: pa.Array
+
+
+class StreamedBatch:
+    """A batch the runner writes piece by piece as it is read, still as one Delta commit, so
+    that reading the next piece overlaps writing this one.
+
+    Connectors yield these only when `SourceContext.streaming` is set. `pieces()` gives the
+    records of one location (`RowOrigins.location`) in order and every piece with the same
+    columns and types, or raises `StreamAbandonedError`; `whole()` reads the same input as a plain
+    `Batch` (with its rejects), which the runner falls back to. `state_delta` is resolved
+    when the runner first asks for it (a checksum may still be computing meanwhile).
+    """
+
+    def __init__(
+        self,
+        *,
+        location: str,
+        pieces: Callable[[], Iterator[Piece]],
+        whole: Callable[[], Batch],
+        state_delta: Callable[[], dict[str, Any]],
+        bytes_read: int = 0,
+        label: str = "",
+    ) -> None:
+        self.location = location
+        self.pieces = pieces
+        self.whole = whole
+        self._state_delta = state_delta
+        self._resolved: dict[str, Any] | None = None
+        self.bytes_read = bytes_read
+        self.label = label
+        self.rows = 0  # records written, set by the runner (progress reports it)
+
+    @property
+    def state_delta(self) -> dict[str, Any]:
+        if self._resolved is None:
+            self._resolved = self._state_delta()
+        return self._resolved
 
 
 class IngestProgress:
@@ -138,6 +193,8 @@ class SourceContext:
 
     name: str
     project_dir: Path
+    # The runner writes `StreamedBatch`es (an append source); without it, plain batches only.
+    streaming: bool = False
 
 
 class Connector(ABC):
@@ -151,9 +208,12 @@ class Connector(ABC):
         self.context = context
 
     @abstractmethod
-    def batches(self, state: Mapping[str, Any], progress: IngestProgress) -> Iterator[Batch]:
+    def batches(
+        self, state: Mapping[str, Any], progress: IngestProgress
+    ) -> Iterator[Batch | StreamedBatch]:
         """Yield the records that are new since `state` (the merged deltas of every batch
         committed so far; empty on the first run). Yield nothing when nothing is new.
+        `StreamedBatch`es only when `self.context.streaming` is set.
 
         Raise `lakebed.errors.IngestError` (or a subclass) for a failure that should fail
         the run, after the connector's own retries.

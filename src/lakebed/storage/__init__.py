@@ -1,7 +1,7 @@
 """Delta Lake tables in bronze/silver/gold/quarantine layers (delta-rs)."""
 
 from lakebed.storage.naming import CDF_LAYERS, LAYERS, TableName
-from lakebed.storage.schema import columns_of, reconcile, to_arrow
+from lakebed.storage.schema import columns_of, normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot, absolute_file_path
 from lakebed.storage.store import DeltaStore
 from lakebed.storage.table import AsOf, Table, WriteResult
@@ -19,6 +19,7 @@ __all__ = [
     "absolute_file_path",
     "columns_of",
     "last_per_key",
+    "normalise",
     "reconcile",
     "to_arrow",
 ]

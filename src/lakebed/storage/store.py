@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from lakebed.errors import SchemaMismatchError, StorageError, TableExistsError, TableNotFoundError
+from lakebed.storage import streams
 from lakebed.storage.naming import CDF_LAYERS, TableName
 from lakebed.storage.schema import normalise
 from lakebed.storage.table import CommitHook, Table, WriteResult
@@ -75,10 +78,7 @@ class DeltaStore:
             raise SchemaMismatchError(
                 str(name), [f"partition column {c} is not in the schema" for c in unknown]
             )
-        configuration: dict[str, str | None] = {}
-        if name.layer in CDF_LAYERS:
-            configuration["delta.enableChangeDataFeed"] = "true"
-        configuration.update(properties or {})
+        configuration = _configuration(name, properties)
         empty = normalise(schema.empty_table(), table=str(name))
         try:
             DeltaTable.create(
@@ -100,6 +100,33 @@ class DeltaStore:
             self._on_commit(table, WriteResult(str(name), 0, "CREATE TABLE"))
         return table
 
+    def create_from_stream(
+        self,
+        name: TableName,
+        schema: pa.Schema,
+        pieces: Iterable[pa.Table],
+        *,
+        description: str | None = None,
+        properties: dict[str, str] | None = None,
+        app_transaction: tuple[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Create an unpartitioned table with its first rows as they arrive: one commit
+        defines the table (columns `schema`, as `create` would) and adds the rows, written
+        as `Table.append_stream` writes them. Nothing is created when the pieces raise;
+        `TableExistsError` when the table exists by the time of the commit."""
+        if self.exists(name):
+            raise TableExistsError(str(name))
+        return streams.create_from_stream(
+            self._handle(name),
+            schema,
+            pieces,
+            description=description,
+            configuration=_configuration(name, properties),
+            app_transaction=app_transaction,
+            metadata=metadata,
+        )
+
     def drop(self, name: TableName) -> None:
         """Delete a table and all its files (no time travel back)."""
         if not self.exists(name):
@@ -107,3 +134,12 @@ class DeltaStore:
         if "://" in self.root:
             raise StorageError("drop is only supported on local storage", table=str(name))
         shutil.rmtree(self.path(name))
+
+
+def _configuration(name: TableName, properties: dict[str, str] | None) -> dict[str, str | None]:
+    """A new table's Delta properties: silver and gold record a change data feed."""
+    configuration: dict[str, str | None] = {}
+    if name.layer in CDF_LAYERS:
+        configuration["delta.enableChangeDataFeed"] = "true"
+    configuration.update(properties or {})
+    return configuration

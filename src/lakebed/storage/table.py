@@ -6,7 +6,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,12 +33,12 @@ from lakebed.errors import (
     TableNotFoundError,
     VersionNotFoundError,
 )
-from lakebed.storage import merges
+from lakebed.storage import merges, streams
 from lakebed.storage.files import read_files
 from lakebed.storage.naming import TableName
 from lakebed.storage.schema import normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot
-from lakebed.storage.table_support import WRITER_PROPERTIES
+from lakebed.storage.table_support import WRITER_PROPERTIES, writer_properties
 
 AsOf = int | str | datetime
 T = TypeVar("T")
@@ -329,11 +329,37 @@ class Table:
                 mode="append",
                 schema_mode="merge" if merge_schema else None,
                 commit_properties=self._commit_properties(app_transaction, metadata),
-                writer_properties=WRITER_PROPERTIES,
+                writer_properties=writer_properties(fitted.data.schema),
             )
             return self._latest("APPEND")
 
         return self._retrying("append", attempt)
+
+    def append_stream(
+        self,
+        schema: pa.Schema,
+        pieces: Iterable[pa.Table],
+        *,
+        allow_missing_columns: bool = False,
+        app_transaction: tuple[str, int] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Append rows as they arrive, in one commit, without holding them all in memory:
+        each piece (with columns `schema`) is checked and cast as `append` does and written
+        while the next is produced.
+
+        An exception raised by `pieces` (or a piece that does not fit) stops the write and
+        propagates as it is: nothing is committed. A stream is read once, so a commit that
+        loses a race raises `ConcurrentWriteError` rather than being retried.
+        """
+        return streams.append_stream(
+            self,
+            schema,
+            pieces,
+            allow_missing_columns=allow_missing_columns,
+            app_transaction=app_transaction,
+            metadata=metadata,
+        )
 
     def overwrite(
         self,
@@ -389,7 +415,7 @@ class Table:
                 schema_mode=evolve,
                 partition_by=partition_by if schema_mode == "overwrite" else None,
                 commit_properties=self._commit_properties(app_transaction, metadata),
-                writer_properties=WRITER_PROPERTIES,
+                writer_properties=writer_properties(fitted_data.schema),
             )
         return self._latest("OVERWRITE")
 

@@ -13,6 +13,39 @@ WRITER_PROPERTIES = WriterProperties(
     default_column_properties=ColumnProperties(statistics_enabled="CHUNK"),
 )
 
+# Delta (binary packed) encoding stores rising or clustered integers and times (ids, line
+# numbers, event times) in a few bits each, where a dictionary is given up after hashing
+# every value and the plain values are eight bytes: on a typical bronze load, files a third
+# smaller, written faster. Bronze's `_origin_row` (a record's line or index) always rises.
+ORIGIN_ROW = "_origin_row"
+_DELTA_ENCODED = ColumnProperties(
+    dictionary_enabled=False, statistics_enabled="CHUNK", encoding="DELTA_BINARY_PACKED"
+)
+
+
+def writer_properties(schema: pa.Schema, *, delta_encode: bool = False) -> WriterProperties:
+    """The writer settings for data with columns `schema`: `WRITER_PROPERTIES`, with
+    `_origin_row`, and with `delta_encode` every integer, date and timestamp column, delta
+    encoded (see above)."""
+    encoded = [
+        f.name
+        for f in schema
+        if _delta_encodable(f.type) and (delta_encode or f.name == ORIGIN_ROW)
+    ]
+    if not encoded:
+        return WRITER_PROPERTIES
+    return WriterProperties(
+        compression="SNAPPY",
+        default_column_properties=ColumnProperties(statistics_enabled="CHUNK"),
+        column_properties=dict.fromkeys(encoded, _DELTA_ENCODED),
+    )
+
+
+def _delta_encodable(dtype: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(dtype) or pa.types.is_timestamp(dtype) or pa.types.is_date(dtype)
+    )
+
 
 def key_strings(table: pa.Table, keys: list[str]) -> pa.Array:
     """One comparable string per row for a (possibly composite) key."""

@@ -41,6 +41,7 @@ __all__ = [
     "JsonOptions",
     "ParsedFile",
     "compression_from_name",
+    "decompress",
     "format_from_name",
     "parse_file",
 ]
@@ -161,7 +162,7 @@ def parse_file(
     """Parse one file's bytes as stored (`raw`, maybe compressed); `origin` is the file's path
     as it appears in origins (`<origin>:<position>`)."""
     try:
-        data = _decompress(raw, compression)
+        data = decompress(raw, compression)
     except (OSError, pa.ArrowException) as exc:
         return ParsedFile.empty(
             [_whole_file_reject(raw, f"cannot {compression}-decompress: {exc}", origin)]
@@ -177,7 +178,8 @@ def parse_file(
     return _parse_parquet(data, origin)
 
 
-def _decompress(raw: bytes, compression: Compression) -> bytes:
+def decompress(raw: bytes, compression: Compression) -> bytes:
+    """A file's bytes as stored, uncompressed (raises OSError or ArrowException if broken)."""
     if compression == "none" or not raw:
         return raw
     stream = pa.CompressedInputStream(pa.BufferReader(raw), compression)
@@ -206,10 +208,11 @@ def _transcode(data: bytes, encoding: str) -> tuple[bytes, str | None]:
     return text.encode("utf-8"), None
 
 
-def _valid_utf8(data: bytes) -> bool:
+def _valid_utf8(data: bytes | pa.Buffer) -> bool:
     """Whether `data` is valid UTF-8, checked by Arrow's (SIMD) validation without a copy."""
     offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64).tobytes())
-    whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
+    values = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+    whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, values])
     try:
         whole.cast(pa.large_string())
     except pa.ArrowInvalid:
@@ -225,11 +228,19 @@ def _line_count(data: bytes) -> int | None:
         end -= 1
     if end == 0:
         return 0
-    view = np.frombuffer(data, dtype=np.uint8, count=end)
-    newlines = int(np.count_nonzero(view == 0x0A))
-    if data.find(b"\r", 0, end) != -1 and int(np.count_nonzero(view == 0x0D)) != newlines:
+    newlines = _count_byte(data, 0x0A, end)
+    if data.find(b"\r", 0, end) != -1 and _count_byte(data, 0x0D, end) != newlines:
         return None
     return newlines + 1
+
+
+def _count_byte(data: bytes, byte: int, end: int) -> int:
+    """How often `byte` occurs in `data[:end]`, a cache-sized slice at a time: one
+    comparison of the whole file would first allocate (and fault in) a file-sized mask."""
+    view = np.frombuffer(data, dtype=np.uint8, count=end)
+    step = 1 << 20
+    counts = (np.count_nonzero(view[at : at + step] == byte) for at in range(0, end, step))
+    return sum(int(count) for count in counts)
 
 
 # -- CSV -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import glob
 import hashlib
+import io
 import os
 import posixpath
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from lakebed.errors import IngestError, SourceAuthError, SourceUnavailableError
@@ -90,11 +92,31 @@ class FoundFile:
 
 class Fetched:
     """A file's bytes as stored, and their SHA-256 (computed beside the caller's parsing
-    when the bytes were read locally)."""
+    when the bytes were read locally).
 
-    def __init__(self, data: bytes, digest: str | Future[str]) -> None:
-        self.data = data
+    Local files are read into Arrow's memory pool (`buffer`), which reuses its memory
+    from one file to the next; `data` is the same bytes as a `bytes` object (a copy, made
+    on first use when the file was read into the pool).
+    """
+
+    def __init__(self, content: bytes | pa.Buffer, digest: str | Future[str]) -> None:
+        self._content = content
         self._digest = digest
+
+    @property
+    def buffer(self) -> pa.Buffer:
+        content = self._content
+        return content if isinstance(content, pa.Buffer) else pa.py_buffer(content)
+
+    @property
+    def data(self) -> bytes:
+        if isinstance(self._content, pa.Buffer):
+            self._content = self._content.to_pybytes()
+        return self._content
+
+    @property
+    def size(self) -> int:
+        return len(self._content)
 
     def sha256(self) -> str:
         return self._digest if isinstance(self._digest, str) else self._digest.result()
@@ -195,7 +217,33 @@ def _hidden(relative: str, rest_pattern: str) -> bool:
 
 # -- local -----------------------------------------------------------------------------------
 
-_hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lakebed-sha256")
+# One thread, so that the pieces of a file are hashed in order.
+_hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakebed-sha256")
+_READ_PIECE = 8 << 20
+
+
+def _read_hashing(file: io.FileIO) -> Fetched:
+    """The whole file, read into Arrow's memory pool a piece at a time while the pieces
+    read so far are hashed on another thread (hashlib releases the GIL): the checksum is
+    ready about when the last byte is read."""
+    size = os.fstat(file.fileno()).st_size
+    buffer = pa.allocate_buffer(size)
+    view = memoryview(buffer)
+    digest = hashlib.sha256()
+    done = 0
+    while done < size:
+        count = file.readinto(view[done : done + _READ_PIECE])
+        if not count:
+            break
+        _hasher.submit(digest.update, view[done : done + count])
+        done += count
+    if done != size or file.read(1):
+        # The file changed size while it was read: read it again, whole.
+        _hasher.submit(lambda: None).result()  # the hasher lets go of the buffer
+        file.seek(0)
+        data = file.read()
+        return Fetched(data, _hasher.submit(lambda: hashlib.sha256(data).hexdigest()))
+    return Fetched(buffer, _hasher.submit(digest.hexdigest))
 
 
 class LocalFiles(FileSystem):
@@ -243,11 +291,10 @@ class LocalFiles(FileSystem):
 
     def read(self, found: FoundFile) -> Fetched | None:
         try:
-            data = Path(found.location).read_bytes()
+            with open(found.location, "rb", buffering=0) as file:
+                return _read_hashing(file)
         except FileNotFoundError:
             return None
-        # Hashed on another thread (hashlib releases the GIL) while the caller parses.
-        return Fetched(data, _hasher.submit(lambda: hashlib.sha256(data).hexdigest()))
 
 
 # -- remote ----------------------------------------------------------------------------------

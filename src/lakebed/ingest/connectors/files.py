@@ -15,6 +15,12 @@ is read and hashed: the same bytes only update its entry, new bytes are reloaded
 replace the rows it loaded before) or, with `on_change: ignore`, left as loaded. A file
 that disappears keeps its entry and its rows.
 
+A new CSV file of 16 MB or more (uncompressed, UTF-8) is handed to the runner as a
+`StreamedBatch` when the runner can take one (append sources): its rows are written while
+the rest of the file is parsed (`csv_pieces`), with the same result as reading it whole,
+which is what happens to any file that turns out to need it (a malformed record, a column
+whose type only the whole file settles).
+
 Each row's origin is the file's key (bronze `_origin`) and its position in the file
 (`_origin_row`): the 1-based line of the record for CSV (the header is line 1) and NDJSON,
 the 0-based record index for JSON arrays and Parquet (see `file_formats`); a rejected
@@ -38,18 +44,23 @@ from lakebed.ingest.base import (
     IngestProgress,
     Reject,
     RowOrigins,
+    StreamedBatch,
     register_connector,
 )
+from lakebed.ingest.connectors.csv_pieces import csv_pieces, streamable
 from lakebed.ingest.connectors.file_formats import (
+    Compression,
     CsvOptions,
     FileFormat,
     JsonOptions,
     ParsedFile,
     compression_from_name,
+    decompress,
     format_from_name,
     parse_file,
 )
 from lakebed.ingest.connectors.file_systems import (
+    Fetched,
     FoundFile,
     S3Options,
     SftpOptions,
@@ -131,7 +142,9 @@ class FilesConnector(Connector):
     def files_options(self) -> FilesOptions:
         return cast(FilesOptions, self.options)
 
-    def batches(self, state: Mapping[str, Any], progress: IngestProgress) -> Iterator[Batch]:
+    def batches(
+        self, state: Mapping[str, Any], progress: IngestProgress
+    ) -> Iterator[Batch | StreamedBatch]:
         options = self.files_options
         loaded: Mapping[str, Mapping[str, Any]] = state.get("files", {})
         with open_file_system(
@@ -159,8 +172,17 @@ class FilesConnector(Connector):
                     progress.advance("files")
                     continue
                 if previous is not None and fetched.sha256() == previous.get("sha256"):
-                    yield _bookkeeping(found, fetched.sha256(), bytes_read=len(fetched.data))
+                    yield _bookkeeping(found, fetched.sha256(), bytes_read=fetched.size)
                     progress.advance("files")
+                    continue
+                if previous is None and self.context.streaming:
+                    streamed = self._read_new(found, fetched)
+                    del fetched
+                    yield streamed
+                    progress.advance("files")
+                    progress.advance("rows", streamed.rows)
+                    progress.advance("bytes", streamed.bytes_read)
+                    del streamed  # nor while the next file is read
                     continue
                 batch = self._parse(found, fetched.data, fetched.sha256)
                 del fetched  # the file's bytes need not live while the runner writes
@@ -168,14 +190,21 @@ class FilesConnector(Connector):
                     batch.replace_predicate = origin_predicate(found.key)
                 yield batch
                 progress.advance("files")
-                progress.advance("rows", batch.data.num_rows)
+                progress.advance("rows", batch.rows)
                 progress.advance("bytes", batch.bytes_read)
 
-    def _parse(self, found: FoundFile, raw: bytes, sha256: Callable[[], str]) -> Batch:
+    def _parse(
+        self,
+        found: FoundFile,
+        raw: bytes,
+        sha256: Callable[[], str],
+        *,
+        decompressed: bool = False,
+        bytes_read: int | None = None,
+    ) -> Batch:
+        """The file's records, read whole; `raw` as stored, or already `decompressed`."""
         options = self.files_options
-        compression = options.compression
-        if compression == "auto":
-            compression = compression_from_name(found.key)
+        compression = "none" if decompressed else self._compression(found)
         file_format = options.format or format_from_name(found.key)
         if file_format is None:
             error = f"cannot tell the format of {found.key} from its extension; set `format`"
@@ -194,7 +223,43 @@ class FilesConnector(Connector):
             origins=RowOrigins(found.key, pa.array(parsed.positions, pa.int64())),
             state_delta={"files": {found.key: _entry(found, sha256())}},
             rejects=parsed.rejects,
-            bytes_read=len(raw),
+            bytes_read=len(raw) if bytes_read is None else bytes_read,
+            label=found.key,
+        )
+
+    def _compression(self, found: FoundFile) -> Compression:
+        compression = self.files_options.compression
+        return compression_from_name(found.key) if compression == "auto" else compression
+
+    def _read_new(self, found: FoundFile, fetched: Fetched) -> Batch | StreamedBatch:
+        """A new file for a runner that takes streamed batches: a large CSV file as one it
+        writes while the file is parsed, anything else read whole."""
+        options = self.files_options
+        if (options.format or format_from_name(found.key)) != "csv":
+            return self._parse(found, fetched.data, fetched.sha256)
+        content = fetched.buffer
+        compression = self._compression(found)
+        if compression != "none":
+            try:
+                plain = decompress(fetched.data, compression)
+            except (OSError, pa.ArrowException):  # the whole read rejects the file
+                return self._parse(found, fetched.data, fetched.sha256)
+            content = pa.py_buffer(plain)
+        sha256 = fetched.sha256
+
+        def whole() -> Batch:
+            if compression == "none":
+                return self._parse(found, fetched.data, sha256)
+            return self._parse(found, plain, sha256, decompressed=True, bytes_read=fetched.size)
+
+        if not streamable(options.csv, content.size):
+            return whole()
+        return StreamedBatch(
+            location=found.key,
+            pieces=lambda: csv_pieces(content, options.csv),
+            whole=whole,
+            state_delta=lambda: {"files": {found.key: _entry(found, sha256())}},
+            bytes_read=fetched.size,
             label=found.key,
         )
 
