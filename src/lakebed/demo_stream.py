@@ -35,9 +35,7 @@ def _event(rng: np.random.Generator, number: int, at: datetime) -> dict[str, obj
     }
 
 
-def order_events(
-    count: int, *, start: datetime, minutes: int = 15, seed: int = 7
-) -> list[Record]:
+def order_events(count: int, *, start: datetime, minutes: int = 15, seed: int = 7) -> list[Record]:
     """`count` checkout events over `minutes` of event time starting at `start`, keyed by
     customer; about 0.2% arrive minutes late and 0.1% are garbled (not JSON)."""
     rng = np.random.default_rng(seed)
