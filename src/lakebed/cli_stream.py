@@ -42,6 +42,15 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.1f} s"
 
 
+def _lag(lag: dict[str, int]) -> str:
+    """Records behind in all, and per partition while that stays short."""
+    total = sum(lag.values())
+    behind = sorted((int(p), n) for p, n in lag.items() if n)
+    if not total or len(behind) > 4:
+        return f"{total:,}"
+    return f"{total:,} (" + ", ".join(f"p{p} {n:,}" for p, n in behind) + ")"
+
+
 def status_view(statuses: list[PipelineMetrics]) -> RichTable:
     view = RichTable(title="pipelines", title_justify="left", header_style="bold")
     headers = ("pipeline", "state", "target", "events/s", "lag", "event-time delay")
@@ -54,7 +63,7 @@ def status_view(statuses: list[PipelineMetrics]) -> RichTable:
             Text(s.state, style=_STATE_STYLE.get(s.state, "yellow")),
             s.target,
             f"{s.events_per_second:,.0f}",
-            Text(f"{s.total_lag:,}", style="yellow" if s.total_lag else ""),
+            Text(_lag(s.lag), style="yellow" if s.total_lag else ""),
             _duration(s.watermark_delay_seconds),
             f"{s.events_in:,}",
             f"{s.rows_out:,}",

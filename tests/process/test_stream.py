@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lakebed import Lakehouse
-from lakebed.bus import Record
+from lakebed.bus import BEGINNING, Record, TopicPartition
 from lakebed.errors import ConfigError
 from lakebed.process.stream import StreamProcessor
 from process.streams import T0, event, run_until_caught_up, stream_project
@@ -311,3 +311,28 @@ def test_pipeline_config_errors_name_the_key(
     with pytest.raises(ConfigError, match=message) as info:
         lh.pipelines()
     assert "lakebed.yml" in str(info.value)
+
+
+def test_results_also_go_to_an_output_topic(project: Path) -> None:
+    sql = (
+        "SELECT window_start, customer, count(*) AS n "
+        "FROM TUMBLE(topic.orders, ts, INTERVAL '10 seconds') GROUP BY ALL"
+    )
+    lh = stream_project(project, {"counts": {"sql": sql, "topic_out": "counts"}})
+    lh.produce("orders", [event(i, i) for i in range(12)])
+    run_until_caught_up(lh)
+    consumer = lh.bus.consumer()
+    consumer.assign({TopicPartition("counts", 0): BEGINNING})
+    records = consumer.poll(100, timeout=5.0)
+    consumer.close()
+    sent = sorted(
+        (json.loads(v)["customer"], json.loads(v)["n"], k.decode())
+        for k, v in zip(
+            records.column("key").to_pylist(), records.column("value").to_pylist(), strict=True
+        )
+    )
+    # Window [0, 10) closed when event 11 arrived; [10, 20) is still open.
+    assert [(c, n) for c, n, _ in sent] == [("c0", 4), ("c1", 3), ("c2", 3)]
+    assert all(key.endswith(f"|{c}") for c, _, key in sent)  # keyed by window and customer
+    table = lh.sql("SELECT customer, n FROM silver.counts ORDER BY customer").rows()
+    assert table == [(c, n) for c, n, _ in sent]
