@@ -39,6 +39,7 @@ from lakebed.errors import (
     StreamError,
     TopicNotFoundError,
 )
+from lakebed.ingest.runner import Catalog
 from lakebed.process.result import QueryResult
 from lakebed.process.stream_decode import QUARANTINE_SCHEMA, decode, quarantine_rows
 from lakebed.process.stream_metrics import REGISTRY, MetricsRegistry, PipelineMetrics, write_status
@@ -52,7 +53,7 @@ from lakebed.process.stream_progress import (
 from lakebed.process.stream_spec import PipelineSpec
 from lakebed.process.stream_state import OperatorState
 from lakebed.process.windows import EVENT_TIME, STREAM_RELATION, parse_duration_us
-from lakebed.storage import DeltaStore, Table, TableName
+from lakebed.storage import Table, TableName
 
 _REPLAY_STALL_SECONDS = 30.0
 # A broker restart takes seconds; give up (and fail the pipeline) after about 5 minutes.
@@ -62,27 +63,11 @@ RETRY_MAX_SECONDS = 30.0
 MIRROR_SECONDS = 2.0
 
 
-class StreamCatalog(Protocol):
-    """What a pipeline needs of the lakehouse (kept abstract: process sits below it)."""
+class StreamCatalog(Catalog, Protocol):
+    """What a pipeline needs of the lakehouse: ingestion's catalog, plus SQL and the
+    project's state folder (kept abstract: process sits below the lakehouse)."""
 
     state_dir: Path
-    storage: DeltaStore
-
-    def table(self, name: str | TableName) -> Table: ...
-
-    def create_table(
-        self,
-        name: str | TableName,
-        schema: pa.Schema,
-        *,
-        partition_by: list[str] | None = None,
-        description: str | None = None,
-        owner: str | None = None,
-        domain: str | None = None,
-        tags: list[str] | None = None,
-        properties: dict[str, str] | None = None,
-        exist_ok: bool = False,
-    ) -> Table: ...
 
     def sql(
         self, query: str, *, relations: Mapping[str, pa.Table] | None = None
