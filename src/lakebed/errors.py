@@ -295,7 +295,7 @@ class TopicNotFoundError(BusError, Terminal):
         hint = (
             f"did you mean {', '.join(matches)}?"
             if matches
-            else "create it with `lakebed topics create NAME` or produce to it first"
+            else "create it with `lakebed topics --create NAME` or produce to it first"
         )
         super().__init__(f"topic {topic!r} does not exist", hint=hint)
         self.topic = topic
