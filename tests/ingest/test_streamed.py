@@ -42,7 +42,7 @@ def _project(root: Path, **source: Any) -> Path:
 def _csv(root: Path, name: str, text: str) -> None:
     (root / "in").mkdir(exist_ok=True)
     data = text.encode()
-    (root / "in" / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    (root / "in" / name).write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
 
 
 def _loaded(lh: Lakehouse, summary: Any, streams: int) -> Loaded:
