@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +338,36 @@ def test_results_also_go_to_an_output_topic(project: Path) -> None:
     assert all(key.endswith(f"|{c}") for c, _, key in sent)  # keyed by window and customer
     table = lh.sql("SELECT customer, n FROM silver.counts ORDER BY customer").rows()
     assert table == [(c, n) for c, n, _ in sent]
+
+
+def test_a_latest_pipeline_reads_what_comes_after_its_first_start(project: Path) -> None:
+    lh = stream_project(project, {"orders": {"topic": "orders", "start": "latest"}})
+    lh.produce("orders", [event(i, i) for i in range(10)])
+    run_until_caught_up(lh)  # starts at the end: reads nothing, remembers where it began
+    assert "bronze.orders" not in [t.name for t in lh.tables()]
+    lh.produce("orders", [event(i, i) for i in range(10, 13)])
+    run_until_caught_up(lh)
+    assert lh.sql("SELECT id FROM bronze.orders ORDER BY id").rows() == [(10,), (11,), (12,)]
+
+
+def test_a_pipeline_can_start_at_a_time(project: Path) -> None:
+    lh = stream_project(project, {})
+    now = int(time.time() * 1000)
+    lh.produce(
+        "orders",
+        [
+            Record(json.dumps(event(i, i)).encode(), timestamp_ms=now - 60_000 + i * 1000)
+            for i in range(10)
+        ],
+    )
+    moment = datetime.fromtimestamp((now - 55_000) / 1000, UTC).isoformat()
+    lh.close()
+    lh = stream_project(project, {"orders": {"topic": "orders", "start": moment}})
+    run_until_caught_up(lh)
+    assert lh.sql("SELECT min(id), count(*) FROM bronze.orders").rows() == [(5, 5)]
+
+
+def test_start_must_be_earliest_latest_or_a_time(project: Path) -> None:
+    lh = stream_project(project, {"orders": {"topic": "orders", "start": "yesterday"}})
+    with pytest.raises(ConfigError, match="expected earliest, latest or an ISO time"):
+        lh.pipelines()

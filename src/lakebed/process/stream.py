@@ -99,6 +99,7 @@ class StreamProcessor:
         self.state = self._new_state()
         self.batch = 0
         self.positions: dict[int, int] = {}
+        self.durable: dict[int, int] = {}  # the positions committed to Delta
         self.ends: dict[int, int] = {}  # the topic's end offsets, as last looked up
         self.pending_end: dict[int, int] | None = None
         self._uncommitted = False
@@ -147,13 +148,13 @@ class StreamProcessor:
             self.state.watermark = progress.watermark_us
             replay = dict(progress.replay)
         else:
-            begin = starts if spec.config.start == "earliest" else self.bus.end_offsets(spec.topic)
-            self.positions = dict(begin)
+            self.positions = self._start_offsets(starts)
             replay = {}
         for partition, first in starts.items():
             self.positions.setdefault(partition, first)
             # Retention dropped events before they were processed: go on from what is kept.
             self.positions[partition] = max(self.positions[partition], first)
+        self.durable = dict(self.positions)
         self._replay(replay, quarantine)
         self.consumer = self.bus.consumer(spec.group)
         self.consumer.assign(
@@ -165,6 +166,28 @@ class StreamProcessor:
             schema = self._output.schema()
             payload = [f for f in schema if f.name not in ("_topic", "_partition", "_offset")]
             self.schema_hint = pa.schema([f for f in payload if f.name != EVENT_TIME])
+
+    def _start_offsets(self, starts: dict[int, int]) -> dict[int, int]:
+        """Where a pipeline with nothing committed begins: `start:` in its settings. A
+        `latest` or timed start is kept in the pipeline's consumer group by its first run,
+        so a run that read nothing does not move the start on (an `earliest` pipeline whose
+        target was dropped starts over)."""
+        config = self.spec.config
+        if config.start == "earliest":
+            return dict(starts)
+        reader = self.bus.consumer(self.spec.group)
+        try:
+            partitions = [TopicPartition(self.spec.topic, p) for p in starts]
+            began = reader.committed(partitions)
+        finally:
+            reader.close()
+        if all(began.get(tp) is not None for tp in partitions):
+            return {tp.partition: int(began[tp] or 0) for tp in partitions}
+        if config.start == "latest":
+            return dict(self.bus.end_offsets(self.spec.topic))
+        at = config.start_ms
+        assert at is not None
+        return dict(self.bus.offsets_for_time(self.spec.topic, at))
 
     def _committed(self, table: Table | None) -> Progress | None:
         if table is None:
@@ -435,6 +458,7 @@ class StreamProcessor:
                     output, allow_missing_columns=True, app_transaction=txn, metadata=metadata
                 )
         self.batch = number
+        self.durable = dict(self.positions)
         self.pending_end = None
         self._uncommitted = False
         self._last_commit = time.monotonic()
@@ -467,15 +491,16 @@ class StreamProcessor:
             self._producer.flush(30.0)
 
     def _mirror(self, *, force: bool = False) -> None:
-        """Copy the committed positions to the bus's consumer group (at most every few
+        """Copy the durable positions to the bus's consumer group (at most every few
         seconds), so Kafka's own tools show this pipeline's lag too. The Delta log stays
-        the truth: a failure here loses nothing."""
+        the truth; before a pipeline's first commit, the group remembers where a `latest`
+        or timed start began."""
         if self.consumer is None or (
             not force and time.monotonic() - self._last_mirror < MIRROR_SECONDS
         ):
             return
         self._last_mirror = time.monotonic()
-        offsets = {TopicPartition(self.spec.topic, p): o for p, o in self.positions.items()}
+        offsets = {TopicPartition(self.spec.topic, p): o for p, o in self.durable.items()}
         with contextlib.suppress(Exception):
             self.consumer.commit(offsets)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,7 +87,9 @@ class PipelineConfig(BaseModel):
     output: Literal["append", "upsert"] = "append"
     key: list[str] | None = None
     topic_out: str | None = None
-    start: Literal["earliest", "latest"] = "earliest"
+    # Where a new pipeline starts reading: earliest, latest, or an ISO time (the first
+    # record at or after it in each partition).
+    start: str = "earliest"
     max_batch_records: int = Field(default=200_000, gt=0)
     max_batch_wait: str | float = "500 ms"
     commit_interval: str | float = "5 seconds"
@@ -114,6 +117,30 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> Any:
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        if isinstance(value, str) and value not in ("earliest", "latest"):
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"expected earliest, latest or an ISO time like 2026-11-26T12:00:00Z: {value!r}"
+                ) from None
+        return value
+
+    @property
+    def start_ms(self) -> int | None:
+        """The start as epoch milliseconds, when it is a time."""
+        if self.start in ("earliest", "latest"):
+            return None
+        moment = datetime.fromisoformat(self.start)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
