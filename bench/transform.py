@@ -467,8 +467,13 @@ def _bronze_database(project: Path, path: Path) -> Path:
     return path
 
 
+# Bumped when lakebed writes the bronze files differently (2: row groups of 2^18 rows,
+# columns encoded by type), so the cached project holds files as lakebed writes them now.
+BRONZE_LAYOUT = 2
+
+
 def _bronze(shape: Shape) -> tuple[Path, Path]:
-    key = f"transform-n{shape.orders}"
+    key = f"transform-n{shape.orders}-l{BRONZE_LAYOUT}"
     project = cached_project(key, functools.partial(_write_bronze, shape=shape))
     return project, _bronze_database(project, DATA_DIR / f"{key}-v{DATA_VERSION}.duckdb")
 

@@ -108,6 +108,30 @@ def test_incremental_merge_equals_a_full_rebuild_after_inserts_updates_deletes(
     assert lh.run().nodes[0].status == "up_to_date"
 
 
+def test_an_increment_marks_the_rows_it_replaces_instead_of_rewriting_the_table(
+    lh: Lakehouse,
+) -> None:
+    """A merged model's table records deletion vectors: a few updated keys leave its files
+    in place, and the model downstream reads the change (pre- and post-images) right."""
+    lh.write("silver.events", {"id": list(range(1000)), "v": [float(i) for i in range(1000)]})
+    merge = "materialized: incremental\nincremental_strategy: merge\nunique_key: [id]\n"
+    _model(lh.root, "gold.scaled", "select id, v * 10 as v10 from silver.events", merge)
+    _model(lh.root, "gold.flagged", "select id, v10 > 5000 as big from gold.scaled", merge)
+    assert [n.mode for n in lh.run().nodes] == ["full", "full"]
+    files = set(lh.table("gold.scaled").snapshot().paths)
+    events = lh.table("silver.events")
+    events.update({"v": "v + 1000"}, predicate="id in (7, 400)")
+    events.append({"id": [1000], "v": [1.0]})
+    assert [n.mode for n in lh.run().nodes] == ["incremental", "incremental"]
+    scaled = lh.table("gold.scaled").snapshot()
+    assert files < set(scaled.paths)  # the first build's file is still there
+    assert sorted(n for rows in scaled.deleted.values() for n in rows.to_pylist()) == [7, 400]
+    assert (
+        _rows(lh, "gold.flagged")
+        == lh.sql("select id, v * 10 > 5000 as big from silver.events order by all").rows()
+    )
+
+
 def test_incremental_append_reads_only_new_rows_of_an_append_only_input(lh: Lakehouse) -> None:
     lh.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"]})
     _model(

@@ -318,6 +318,41 @@ def test_queries_during_concurrent_writes_match_the_version_they_report(
     assert len(seen) > 1  # the writer did commit while we were reading
 
 
+@pytest.mark.slow
+def test_queries_from_several_threads_each_see_their_own_snapshot(lh: Lakehouse, t: Table) -> None:
+    """Queries run at the same time on workspaces of their own: one thread's views (of a
+    newer version) never change what another thread's query reads."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def query(rounds: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(rounds):
+                result = lh.sql(
+                    "select (select count(*) from silver.t) as n, "
+                    "(select count(*) from silver.t a join silver.t b using (id)) as m"
+                )
+                n, m = result.rows()[0]
+                assert n == m == t.read(as_of=result.versions["silver.t"]).num_rows
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=query, args=(30,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    barrier.wait(timeout=30)
+    for i in range(10):
+        t.append(batch([1000 + i], "c"))
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert lh.sql("select count(*) from silver.t").scalar() == 20
+    lh.drop_table("silver.t")
+    with pytest.raises(TableNotFoundError):
+        lh.sql("select count(*) from silver.t")
+
+
 # -- results ---------------------------------------------------------------------------------
 
 

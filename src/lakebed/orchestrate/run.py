@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
 from lakebed.errors import CheckFailedError, LakebedError, Retryable, TransformError
-from lakebed.govern import CheckResult, audit, column_lineage, parse_checks
+from lakebed.govern import CheckResult, ColumnEdge, audit, column_lineage, parse_checks
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 from lakebed.transform.materialize import Backfill, Workspace, compute, fingerprint, publish
@@ -29,6 +30,8 @@ class RunContext(Workspace, Protocol):
     """What a run needs of the lakehouse beyond building one model."""
 
     def views(self) -> dict[TableName, str]: ...
+
+    def view_sql(self, name: TableName) -> str | None: ...
 
     def describe_columns(self, name: str | TableName, descriptions: dict[str, str]) -> None: ...
 
@@ -116,11 +119,48 @@ def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
         else ctx.table(name).schema().names
         for name in model.inputs
     }
+    frozen = tuple(sorted((name, tuple(names)) for name, names in schemas.items()))
     try:
-        edges = column_lineage(model.sql, model.name, schemas, output_columns=columns)
+        edges = _lineage(model.sql, model.name, frozen, tuple(columns))
     except LakebedError:
         return  # lineage is best effort: it never fails a build that published its data
-    ctx.metastore.replace_lineage(str(model.name), edges)
+    ctx.metastore.replace_lineage(str(model.name), list(edges))
+
+
+@lru_cache(maxsize=256)
+def _lineage(
+    sql: str,
+    name: TableName,
+    schemas: tuple[tuple[TableName, tuple[str, ...]], ...],
+    columns: tuple[str, ...],
+) -> tuple[ColumnEdge, ...]:
+    """`column_lineage`, once per SQL and input schemas (a scheduler builds the same models
+    over and over; tracing columns through sqlglot's scopes is pure Python work)."""
+    return tuple(column_lineage(sql, name, dict(schemas), output_columns=list(columns)))
+
+
+def _view_current(ctx: RunContext, model: Model) -> bool:
+    """Whether the catalog holds the view as the model defines it now."""
+    if ctx.view_sql(model.name) != model.sql:
+        return False
+    record = ctx.metastore.get_table(str(model.name))
+    if record is None:
+        return False
+    config = model.config
+    wanted = {
+        "description": config.description,
+        "owner": config.owner,
+        "domain": config.domain,
+        "tags": config.tags or None,
+    }
+    stored = {
+        "description": record.description,
+        "owner": record.owner,
+        "domain": record.domain,
+        "tags": record.tags,
+    }
+    # Settings left out keep what the catalog has (as registering would).
+    return all(value is None or stored[key] == value for key, value in wanted.items())
 
 
 def build_model(
@@ -130,12 +170,21 @@ def build_model(
     run_id: str,
     full_refresh: bool = False,
     backfill: Backfill | None = None,
+    inputs_changed: bool = True,
 ) -> NodeResult:
-    """Compute, audit and publish one model; raises on failure (the caller records it)."""
+    """Compute, audit and publish one model; raises on failure (the caller records it).
+
+    `inputs_changed` False says no input of the model was rebuilt in full or redefined in
+    this run (so none lost or retyped a column): a view already in the catalog as it is
+    defined still binds and is left as it is.
+    """
     started = time.perf_counter()
     if model.config.materialized == "view":
         if model.sql is None:
             raise TransformError(f"{model.name}: only SQL models can be views ({model.path})")
+        if not inputs_changed and not full_refresh and _view_current(ctx, model):
+            seconds = time.perf_counter() - started
+            return NodeResult(str(model.name), "up_to_date", "view", seconds=seconds)
         ctx.register_view(
             model.name,
             model.sql,
@@ -239,15 +288,33 @@ def run_models(
             finally:
                 ctx.metastore.release_lease(lease, me)
 
+        def inputs_changed(name: TableName) -> bool:
+            """True unless every input is a model of this run that kept its columns (built
+            incrementally, or up to date)."""
+            model = graph.models[name]
+            for upstream in model.inputs:
+                done = results.get(upstream)
+                if upstream not in deps[name] or done is None:
+                    return True
+                if done.status != "up_to_date" and done.mode != "incremental":
+                    return True
+            return False
+
         def build(name: TableName) -> NodeResult:
             model = graph.models[name]
             tries = 0
+            changed = inputs_changed(name)
             while True:
                 tries += 1
                 try:
                     with ctx.track_run("model", str(name), run=run_id) as record:
                         node = build_model(
-                            ctx, model, run_id=run_id, full_refresh=full_refresh, backfill=backfill
+                            ctx,
+                            model,
+                            run_id=run_id,
+                            full_refresh=full_refresh,
+                            backfill=backfill,
+                            inputs_changed=changed,
                         )
                         record.rows = node.rows
                     node.attempts = tries

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
 from typing import Any
@@ -24,7 +25,13 @@ from sqlglot.errors import ParseError
 from lakebed.errors import QueryError, SqlSyntaxError, StorageError, TableNotFoundError
 from lakebed.process.pruning import Reference, prune, references, table_name_of
 from lakebed.process.result import QueryResult
-from lakebed.process.scan import ScanLayout, file_columns, quote_identifier, scan_sql
+from lakebed.process.scan import (
+    ScanLayout,
+    deleted_positions,
+    file_columns,
+    quote_identifier,
+    scan_sql,
+)
 from lakebed.storage import LAYERS, AsOf, Snapshot, TableName
 
 # Resolves a table to the snapshot a query reads (latest, or as of a version/time).
@@ -41,8 +48,32 @@ def _parse_statements(query: str) -> tuple[exp.Expr, ...]:
     return tuple(s for s in sqlglot.parse(query, read="duckdb") if s is not None)
 
 
+@dataclass
+class _Workspace:
+    """A connection of the engine with a catalog of its own for the `layer.name` views, so
+    queries on different workspaces run at the same time (the views of one query cannot
+    be replaced under it by another's)."""
+
+    con: duckdb.DuckDBPyConnection
+    # Per view: the files it reads (root, table id, version, paths).
+    views: dict[TableName, tuple[str, str, int, tuple[str, ...]]] = field(default_factory=dict)
+    stale: set[TableName] = field(default_factory=set)  # dropped tables: drop their views
+
+
+@dataclass
+class _Query:
+    """What one query pinned: a snapshot per table, and the views it reads through."""
+
+    as_of: AsOf | None
+    pinned: dict[TableName, Snapshot] = field(default_factory=dict)
+    # The SELECT of each referenced name that is a view (None: a table).
+    view_sql: dict[TableName, str | None] = field(default_factory=dict)
+    view_order: list[TableName] = field(default_factory=list)
+
+
 class DuckDBEngine:
-    """One in-process DuckDB database; thread-safe (queries run one at a time)."""
+    """One in-process DuckDB database; thread-safe: concurrent queries run at the same time,
+    each on a workspace (connection and view catalog) of its own."""
 
     def __init__(
         self,
@@ -56,44 +87,88 @@ class DuckDBEngine:
         self._resolve = resolve
         self._known_tables = known_tables
         self._view_of = view_sql or (lambda name: None)
-        # Per query: the SELECT of each referenced name that is a view (None: a table).
-        self._view_sql: dict[TableName, str | None] = {}
-        self._view_order: list[TableName] = []
         self._lock = threading.RLock()
         self._con = duckdb.connect(":memory:")
-        # Naive timestamps in SQL mean UTC, the same as in file skipping.
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._session = [
+            # Naive timestamps in SQL mean UTC, the same as in file skipping.
+            "SET TimeZone = 'UTC'",
+            # The CLI owns the terminal: DuckDB's own progress bar would land in query output.
+            "SET enable_progress_bar = false",
+        ]
+        for statement in self._session:
+            self._con.execute(statement)
         self._con.execute("SET parquet_metadata_cache = true")
-        # The CLI owns the terminal: DuckDB's own progress bar would land in query output.
-        self._con.execute("SET enable_progress_bar = false")
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self._con.execute(f"SET memory_limit = '{memory_limit}'")
         for layer in LAYERS:
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-        # Per table version: how to scan it; per view: what it currently reads.
+        # Per table version: how to scan it (shared by the workspaces).
         self._layouts: dict[tuple[str, str, int], ScanLayout] = {}
-        self._views: dict[TableName, tuple[str, str, int, tuple[str, ...]]] = {}
+        self._workspaces: list[_Workspace] = []
+        self._idle: list[_Workspace] = []
+        self._closed = False
 
     def close(self) -> None:
+        """Close the database; a query still running finishes first (its workspace closes
+        when it is done)."""
         with self._lock:
-            self._con.close()
+            self._closed = True
+            for workspace in self._idle:
+                workspace.con.close()
+                self._workspaces.remove(workspace)
+            self._idle.clear()
+            if not self._workspaces:
+                self._con.close()
 
     def forget(self, name: TableName) -> None:
         """Drop what the engine keeps about a table (after the table is dropped)."""
         with self._lock:
-            self._views.pop(name, None)
-            self._con.execute(f"DROP VIEW IF EXISTS {name.layer}.{quote_identifier(name.name)}")
+            for workspace in self._workspaces:
+                workspace.stale.add(name)
+
+    def _acquire(self) -> _Workspace:
+        with self._lock:
+            if self._closed:
+                raise QueryError("the lakehouse is closed", hint="open it again to query it")
+            workspace = self._idle.pop() if self._idle else None
+            if workspace is None:
+                con = self._con.cursor()
+                for statement in self._session:
+                    con.execute(statement)
+                catalog = f"__lakebed_workspace_{len(self._workspaces)}"
+                con.execute(f"ATTACH ':memory:' AS {catalog}")
+                con.execute(f"USE {catalog}")
+                for layer in LAYERS:
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+                workspace = _Workspace(con)
+                self._workspaces.append(workspace)
+            stale, workspace.stale = workspace.stale, set()
+        for name in stale:
+            workspace.views.pop(name, None)
+            view = f"{name.layer}.{quote_identifier(name.name)}"
+            workspace.con.execute(f"DROP VIEW IF EXISTS {view}")
+        return workspace
+
+    def _release(self, workspace: _Workspace) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(workspace)
+                return
+            workspace.con.close()
+            self._workspaces.remove(workspace)
+            if not self._workspaces:
+                self._con.close()
 
     # -- planning ---------------------------------------------------------------------------
 
-    def _parse(self, query: str) -> exp.Expr | None:
+    def _parse(self, con: duckdb.DuckDBPyConnection, query: str) -> exp.Expr | None:
         """The query's syntax tree; None when sqlglot cannot read it but DuckDB may."""
         try:
             statements = _parse_statements(query)
         except ParseError:
-            self._raise_duckdb_syntax(query)
+            self._raise_duckdb_syntax(con, query)
             return None
         if len(statements) != 1:
             raise QueryError(
@@ -114,20 +189,22 @@ class DuckDBEngine:
             hint="write with lh.table('layer.name').append/merge/overwrite/delete/update",
         )
 
-    def _raise_duckdb_syntax(self, query: str) -> None:
+    def _raise_duckdb_syntax(self, con: duckdb.DuckDBPyConnection, query: str) -> None:
         try:
-            self._con.extract_statements(query)
+            con.extract_statements(query)
         except duckdb.ParserException as exc:
             raise SqlSyntaxError(str(exc), query=query) from exc
         except duckdb.Error:
             return
 
-    def _view(self, name: TableName) -> str | None:
-        if name not in self._view_sql:
-            self._view_sql[name] = self._view_of(name)
-        return self._view_sql[name]
+    def _view(self, state: _Query, name: TableName) -> str | None:
+        if name not in state.view_sql:
+            state.view_sql[name] = self._view_of(name)
+        return state.view_sql[name]
 
-    def _expand_views(self, names: set[TableName]) -> tuple[set[TableName], list[TableName]]:
+    def _expand_views(
+        self, state: _Query, names: set[TableName]
+    ) -> tuple[set[TableName], list[TableName]]:
         """The tables behind the views among `names`, and those views, dependencies first."""
         tables: set[TableName] = set()
         ordered: list[TableName] = []
@@ -137,7 +214,7 @@ class DuckDBEngine:
             if name in seen:
                 return
             seen.add(name)
-            sql = self._view(name)
+            sql = self._view(state, name)
             if sql is None:
                 tables.add(name)
                 return
@@ -151,76 +228,100 @@ class DuckDBEngine:
             visit(name)
         return tables, ordered
 
-    def _referenced(self, tree: exp.Expr | None, query: str) -> dict[TableName, list[Reference]]:
+    def _referenced(
+        self, state: _Query, tree: exp.Expr | None, query: str
+    ) -> dict[TableName, list[Reference]]:
         if tree is not None:
             schemas: dict[TableName, set[str]] = {}
 
             def columns_of(name: TableName) -> set[str]:
-                if name not in self._pinned:
+                if name not in state.pinned:
                     return set()  # a view: its rows are not filtered by file statistics
                 if name not in schemas:
-                    schemas[name] = set(self._pinned[name].schema.names)
+                    schemas[name] = set(state.pinned[name].schema.names)
                 return schemas[name]
 
             # Pin snapshots before analysing predicates (the analysis needs their schemas).
             names = {n for n in map(table_name_of, tree.find_all(exp.Table)) if n is not None}
-            tables, self._view_order = self._expand_views(names)
-            self._pin(tables)
+            tables, state.view_order = self._expand_views(state, names)
+            self._pin(state, tables)
             found = references(tree, columns_of)
-            refs = {n: r for n, r in found.items() if self._view(n) is None}
-            behind_views, _ = self._expand_views({n for n in names if self._view(n) is not None})
+            refs = {n: r for n, r in found.items() if self._view(state, n) is None}
+            behind_views, _ = self._expand_views(
+                state, {n for n in names if self._view(state, n) is not None}
+            )
             for name in behind_views:
                 refs.setdefault(name, []).append([])  # read through a view: all files
             return {n: r for n, r in refs.items() if n in tables}
         # Statements sqlglot cannot analyse: expose every table named in the text.
         known = [TableName.parse(n) for n in self._known_tables()]
         lowered = query.lower()
-        tables, self._view_order = self._expand_views({n for n in known if str(n) in lowered})
-        self._pin(tables)
+        tables, state.view_order = self._expand_views(
+            state, {n for n in known if str(n) in lowered}
+        )
+        self._pin(state, tables)
         return {name: [[]] for name in tables}
 
-    def _pin(self, names: Iterable[TableName]) -> None:
+    def _pin(self, state: _Query, names: Iterable[TableName]) -> None:
         known: list[str] | None = None
         for name in sorted(names):
-            if name in self._pinned:
+            if name in state.pinned:
                 continue
             try:
-                self._pinned[name] = self._resolve(name, self._as_of)
+                state.pinned[name] = self._resolve(name, state.as_of)
             except TableNotFoundError as exc:
                 known = known if known is not None else list(self._known_tables())
                 raise TableNotFoundError(str(name), known) from exc
 
-    def _layout(self, snapshot: Snapshot) -> ScanLayout:
+    def _layout(self, con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> ScanLayout:
         key = (snapshot.root, snapshot.table_id, snapshot.version)
-        layout = self._layouts.get(key)
+        with self._lock:
+            layout = self._layouts.get(key)
         if layout is None:
-            if len(self._layouts) > 1024:
-                self._layouts.clear()
-            layout = self._layouts[key] = ScanLayout.of(self._con, snapshot)
+            layout = ScanLayout.of(con, snapshot)
+            with self._lock:
+                if len(self._layouts) > 1024:
+                    self._layouts.clear()
+                self._layouts[key] = layout
         return layout
 
-    def _create_view(self, name: TableName, snapshot: Snapshot, full: Snapshot) -> None:
+    def _create_view(
+        self, workspace: _Workspace, name: TableName, snapshot: Snapshot, full: Snapshot
+    ) -> None:
         state = (snapshot.root, snapshot.table_id, snapshot.version, tuple(snapshot.paths))
-        if self._views.get(name) == state:
+        if workspace.views.get(name) == state:
             return  # the view already reads exactly these files
-        self._views.pop(name, None)
+        workspace.views.pop(name, None)
+        con = workspace.con
         empty_name = f"__empty_{name.layer}_{name.name}"
         if snapshot.num_files == 0:
-            self._con.register(empty_name, snapshot.schema.empty_table())
-        layout = self._layout(full)
+            con.register(empty_name, snapshot.schema.empty_table())
+        layout = self._layout(con, full)
+        # Rows deletion vectors remove: the view anti-joins their positions, registered here.
+        deleted_name: str | None = None
+        deleted = deleted_positions(snapshot, layout)
+        if deleted is not None:
+            deleted_name = f"__deleted_{name.layer}_{name.name}"
+            con.register(deleted_name, deleted)
         missing: frozenset[str] = frozenset()
         for _ in range(2):
-            body = scan_sql(snapshot, layout, empty_relation=empty_name, missing_columns=missing)
+            body = scan_sql(
+                snapshot,
+                layout,
+                empty_relation=empty_name,
+                missing_columns=missing,
+                deleted_relation=deleted_name,
+            )
             view = f"{name.layer}.{quote_identifier(name.name)}"
             try:
-                self._con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
-                self._views[name] = state
+                con.execute(f"CREATE OR REPLACE VIEW {view} AS {body}")
+                workspace.views[name] = state
                 return
             except duckdb.BinderException as exc:
                 if missing or not _MISSING_COLUMN.search(str(exc)):
                     raise
                 # A column added by schema evolution that no file holds yet.
-                in_files = file_columns(self._con, snapshot) | set(snapshot.partition_by)
+                in_files = file_columns(con, snapshot) | set(snapshot.partition_by)
                 missing = frozenset(set(snapshot.schema.names) - in_files)
 
     # -- running ----------------------------------------------------------------------------
@@ -238,31 +339,38 @@ class DuckDBEngine:
         `relations` are extra Arrow tables the query may name (e.g. the changed rows an
         incremental model reads instead of a whole table); they exist for this query only.
         """
-        with self._lock:
+        workspace = self._acquire()
+        try:
             for relation_name, relation in (relations or {}).items():
-                self._con.register(relation_name, relation)
+                workspace.con.register(relation_name, relation)
             try:
-                return self._sql(query, as_of, params)
+                return self._sql(workspace, query, as_of, params)
             finally:
                 for relation_name in relations or {}:
-                    self._con.unregister(relation_name)
+                    workspace.con.unregister(relation_name)
+        finally:
+            self._release(workspace)
 
-    def _sql(self, query: str, as_of: AsOf | None, params: Sequence[Any] | None) -> QueryResult:
-        self._pinned: dict[TableName, Snapshot] = {}
-        self._as_of = as_of
-        self._view_sql = {}
-        self._view_order = []
-        tree = self._parse(query)
-        refs = self._referenced(tree, query)
+    def _sql(
+        self,
+        workspace: _Workspace,
+        query: str,
+        as_of: AsOf | None,
+        params: Sequence[Any] | None,
+    ) -> QueryResult:
+        state = _Query(as_of)
+        con = workspace.con
+        tree = self._parse(con, query)
+        refs = self._referenced(state, tree, query)
         scanned: dict[str, int] = {}
         total: dict[str, int] = {}
         for name, table_refs in refs.items():
-            full = self._pinned[name]
+            full = state.pinned[name]
             pruned = prune(full, table_refs)
             scanned[str(name)] = pruned.num_files
             total[str(name)] = full.num_files
             try:
-                self._create_view(name, pruned, full)
+                self._create_view(workspace, name, pruned, full)
             except duckdb.IOException as exc:
                 raise StorageError(
                     f"cannot read the files of {name} version {full.version}: {exc}",
@@ -271,15 +379,15 @@ class DuckDBEngine:
                 ) from exc
             except duckdb.Error as exc:
                 raise QueryError(f"cannot scan {name}: {exc}", query=query) from exc
-        for view in self._view_order:
-            self._views.pop(view, None)  # the name now holds a lakehouse view, not files
+        for view in state.view_order:
+            workspace.views.pop(view, None)  # the name now holds a lakehouse view, not files
             target = f"{view.layer}.{quote_identifier(view.name)}"
             try:
-                self._con.execute(f"CREATE OR REPLACE VIEW {target} AS {self._view(view)}")
+                con.execute(f"CREATE OR REPLACE VIEW {target} AS {self._view(state, view)}")
             except duckdb.Error as exc:
                 raise QueryError(f"view {view} does not bind: {exc}", query=query) from exc
         try:
-            relation = self._con.sql(query, params=params)
+            relation = con.sql(query, params=params)
             table = relation.to_arrow_table() if relation is not None else pa.table({})
         except duckdb.ParserException as exc:
             raise SqlSyntaxError(str(exc), query=query) from exc
@@ -292,7 +400,7 @@ class DuckDBEngine:
             ) from exc
         except duckdb.Error as exc:
             raise QueryError(str(exc), query=query) from exc
-        versions = {str(n): s.version for n, s in self._pinned.items()}
+        versions = {str(n): s.version for n, s in state.pinned.items()}
         return QueryResult(table, query, versions, scanned, total)
 
     def _catalog_error(self, exc: duckdb.CatalogException, query: str) -> Exception:

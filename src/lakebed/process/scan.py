@@ -9,6 +9,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakebed.errors import StorageError
 from lakebed.storage import Snapshot
 
 
@@ -85,24 +86,95 @@ def _file_list(paths: list[str]) -> str:
     return "[" + ", ".join(quote_literal(p) for p in paths) + "]"
 
 
+# DuckDB's virtual columns of a parquet scan, used to leave out rows deletion vectors delete.
+_POSITION_COLUMNS = ("file_index", "file_row_number")
+
+
+def _scan_groups(
+    snapshot: Snapshot, partitions: list[str], hive: bool
+) -> list[tuple[tuple[object, ...], list[str]]]:
+    """The file lists of the scan's `read_parquet` calls, in order, with their partition
+    values: one call unless the files of a partitioned table sit outside hive folders (then
+    one per distinct partition tuple)."""
+    if not partitions or hive:
+        return [((), snapshot.paths)]
+    keys = pa.table({c: snapshot.files.column(f"partition.{c}") for c in partitions})
+    groups: dict[tuple[object, ...], list[str]] = {}
+    for index, row in enumerate(keys.to_pylist()):
+        groups.setdefault(tuple(row[c] for c in partitions), []).append(snapshot.paths[index])
+    return list(groups.items())
+
+
+def _partitions(snapshot: Snapshot) -> list[str]:
+    return [c for c in snapshot.partition_by if c in snapshot.schema.names]
+
+
+def deleted_positions(snapshot: Snapshot, layout: ScanLayout) -> pa.Table | None:
+    """The rows deletion vectors remove, as `scan_sql` joins them: `__part` (which
+    `read_parquet` call), `__file` (the file's index in it) and `__pos` (the row), or None
+    when no file of the snapshot has a deletion vector."""
+    if not snapshot.deleted:
+        return None
+    parts, files, positions = [], [], []
+    groups = _scan_groups(snapshot, _partitions(snapshot), layout.hive)
+    for part, (_, paths) in enumerate(groups):
+        for index, path in enumerate(paths):
+            rows = snapshot.deleted.get(path)
+            if rows is not None and len(rows):
+                parts.append(pa.repeat(pa.scalar(part, pa.int32()), len(rows)))
+                files.append(pa.repeat(pa.scalar(index, pa.int64()), len(rows)))
+                positions.append(rows.cast(pa.int64()))
+    if not positions:
+        return None
+    return pa.table(
+        {
+            "__part": pa.concat_arrays(parts),
+            "__file": pa.concat_arrays(files),
+            "__pos": pa.concat_arrays(positions),
+        }
+    )
+
+
 def scan_sql(
     snapshot: Snapshot,
     layout: ScanLayout,
     *,
     empty_relation: str,
     missing_columns: frozenset[str] = frozenset(),
+    deleted_relation: str | None = None,
 ) -> str:
     """A SELECT over the snapshot's files with the table's columns in the table's order.
 
     `empty_relation` names a registered empty Arrow table of the schema, used when the
     snapshot has no files. `missing_columns` are read as typed NULLs (in no file yet).
+    `deleted_relation` names a registered `deleted_positions` table, needed when files of
+    the snapshot have deletion vectors: their rows are left out.
     """
     schema = snapshot.schema
     if snapshot.num_files == 0:
         return f"SELECT * FROM {empty_relation}"
     types = layout.types
-    partitions = [c for c in snapshot.partition_by if c in schema.names]
+    partitions = _partitions(snapshot)
     options = [f"union_by_name={'true' if layout.union_by_name else 'false'}"]
+    if deleted_relation is not None:
+        clash = [c for c in _POSITION_COLUMNS if c in schema.names]
+        if clash:
+            raise StorageError(
+                f"{snapshot.table} has deletion vectors and a column named {clash[0]}, "
+                "which the scan needs for row positions",
+                table=str(snapshot.table),
+                hint="rename the column, or rewrite the table (optimize) to drop the vectors",
+            )
+
+    def source(paths: list[str], part: int) -> str:
+        scan = f"read_parquet({_file_list(paths)}, {', '.join(options)}) AS __scan"
+        if deleted_relation is None:
+            return scan
+        deleted = (
+            f"(SELECT __file, __pos FROM {deleted_relation} WHERE __part = {part}) AS __deleted"
+        )
+        on = "__scan.file_index = __deleted.__file AND __scan.file_row_number = __deleted.__pos"
+        return f"{scan} ANTI JOIN {deleted} ON {on}"
 
     def select_list() -> str:
         items = []
@@ -114,21 +186,15 @@ def scan_sql(
         return ", ".join(items)
 
     if not partitions:
-        source = f"read_parquet({_file_list(snapshot.paths)}, {', '.join(options)})"
-        return f"SELECT {select_list()} FROM {source}"
+        return f"SELECT {select_list()} FROM {source(snapshot.paths, 0)}"
     if layout.hive:
         hive_types = ", ".join(f"{quote_literal(c)}: {quote_literal(types[c])}" for c in partitions)
         options += ["hive_partitioning=true", f"hive_types={{{hive_types}}}"]
-        source = f"read_parquet({_file_list(snapshot.paths)}, {', '.join(options)})"
-        return f"SELECT {select_list()} FROM {source}"
+        return f"SELECT {select_list()} FROM {source(snapshot.paths, 0)}"
     # Files outside hive folders: one scan per distinct partition tuple, values as literals.
     options.append("hive_partitioning=false")
-    keys = pa.table({c: snapshot.files.column(f"partition.{c}") for c in partitions})
-    groups: dict[tuple[object, ...], list[str]] = {}
-    for index, row in enumerate(keys.to_pylist()):
-        groups.setdefault(tuple(row[c] for c in partitions), []).append(snapshot.paths[index])
     parts = []
-    for values, paths in groups.items():
+    for part, (values, paths) in enumerate(_scan_groups(snapshot, partitions, hive=False)):
         literals = {
             c: "NULL" if v is None else quote_literal(str(v))
             for c, v in zip(partitions, values, strict=True)
@@ -141,8 +207,7 @@ def scan_sql(
                 items.append(f"CAST(NULL AS {types[name]}) AS {quote_identifier(name)}")
             else:
                 items.append(quote_identifier(name))
-        source = f"read_parquet({_file_list(paths)}, {', '.join(options)})"
-        parts.append(f"SELECT {', '.join(items)} FROM {source}")
+        parts.append(f"SELECT {', '.join(items)} FROM {source(paths, part)}")
     return " UNION ALL ".join(parts)
 
 

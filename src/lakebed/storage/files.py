@@ -3,6 +3,9 @@ Python filesystem shim that aborts the interpreter at exit)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 
@@ -13,9 +16,15 @@ def read_files(
     schema: pa.Schema,
     partition_by: list[str],
     columns: list[str] | None = None,
+    deleted: Mapping[str, pa.Array] | None = None,
 ) -> pa.Table | None:
     """The rows of `paths` (files of the table at `root`) in the table's schema, partition
-    values taken from the hive folders; None when a partition value does not cast."""
+    values taken from the hive folders; None when a partition value does not cast.
+
+    `deleted` holds, per file with a deletion vector, the row positions to leave out.
+    """
+    if deleted and any(path in deleted for path in paths):
+        return _without_deleted(root, paths, schema, partition_by, columns, deleted)
     if not paths:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
@@ -42,3 +51,35 @@ def read_files(
         return table.cast(pa.schema([schema.field(name) for name in table.column_names]))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def _without_deleted(
+    root: str,
+    paths: list[str],
+    schema: pa.Schema,
+    partition_by: list[str],
+    columns: list[str] | None,
+    deleted: Mapping[str, pa.Array],
+) -> pa.Table | None:
+    """`read_files` file by file where deletion vectors apply, keeping the files' order."""
+    pieces: list[pa.Table] = []
+    plain: list[str] = []
+    for path in [*paths, None]:
+        if path is not None and path not in deleted:
+            plain.append(path)
+            continue
+        if plain:
+            piece = read_files(root, plain, schema, partition_by, columns)
+            if piece is None:
+                return None
+            pieces.append(piece)
+            plain = []
+        if path is None:
+            break
+        piece = read_files(root, [path], schema, partition_by, columns)
+        if piece is None:
+            return None
+        keep = np.ones(piece.num_rows, dtype=bool)
+        keep[deleted[path].to_numpy(zero_copy_only=False)] = False
+        pieces.append(piece.filter(pa.array(keep)))
+    return pa.concat_tables(pieces)

@@ -6,6 +6,7 @@ holds files that later commits removed (overwrites, deletes, merges) until vacuu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import unquote
@@ -41,6 +42,8 @@ class Snapshot:
     properties: dict[str, str] = field(default_factory=dict)
     # Delta's table id: a table dropped and created again at the same path gets a new one.
     table_id: str = ""
+    # Per file (absolute path) with a deletion vector: the row positions it deletes (int64).
+    deleted: Mapping[str, pa.Array] = field(default_factory=dict)
 
     @cached_property
     def paths(self) -> list[str]:
@@ -56,7 +59,7 @@ class Snapshot:
         if self.files.num_rows == 0:
             return 0
         total = pc.sum(self.files.column("num_records").fill_null(0)).as_py()
-        return int(total or 0)
+        return int(total or 0) - sum(len(rows) for rows in self.deleted.values())
 
     @property
     def size_bytes(self) -> int:
@@ -73,14 +76,20 @@ class Snapshot:
 
     def select(self, mask: pa.Array | pa.ChunkedArray) -> Snapshot:
         """The same snapshot restricted to the files where `mask` is true (file skipping)."""
+        files = self.files.filter(mask)
+        deleted: Mapping[str, pa.Array] = {}
+        if self.deleted:
+            kept = {absolute_file_path(self.root, p) for p in files.column("path").to_pylist()}
+            deleted = {path: rows for path, rows in self.deleted.items() if path in kept}
         return Snapshot(
             table=self.table,
             root=self.root,
             version=self.version,
             schema=self.schema,
             partition_by=self.partition_by,
-            files=self.files.filter(mask),
+            files=files,
             timestamp_ms=self.timestamp_ms,
             properties=self.properties,
             table_id=self.table_id,
+            deleted=deleted,
         )

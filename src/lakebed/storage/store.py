@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,7 +39,12 @@ class DeltaStore:
         return f"{self.root.rstrip('/')}/{name.relative_path}"
 
     def exists(self, name: TableName) -> bool:
-        return bool(DeltaTable.is_deltatable(self.path(name), self._storage_options))
+        path = self.path(name)
+        # On local disk a table's first commit file says it exists, for a stat() (runs ask
+        # this for every model and input); else (cleaned-up log, object storage) ask delta-rs.
+        if "://" not in path and os.path.exists(f"{path}/_delta_log/{0:020d}.json"):
+            return True
+        return bool(DeltaTable.is_deltatable(path, self._storage_options))
 
     def table(self, name: TableName) -> Table:
         if not self.exists(name):

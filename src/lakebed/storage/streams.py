@@ -98,7 +98,7 @@ def append_stream(
                 mode="append",
                 schema_mode="merge" if merge_schema else None,
                 commit_properties=commit_properties,
-                writer_properties=writer_properties(stream.fitted_schema(), delta_encode=True),
+                writer_properties=writer_properties(stream.fitted_schema()),
             )
     except Exception:
         stream.raise_failure()
@@ -133,7 +133,7 @@ def create_from_stream(
             configuration=configuration,
             storage_options=table._storage_options,
             commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=txns),
-            writer_properties=writer_properties(stream.fitted_schema(), delta_encode=True),
+            writer_properties=writer_properties(stream.fitted_schema()),
         )
     except (DeltaError, OSError) as exc:
         stream.raise_failure()

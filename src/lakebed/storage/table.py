@@ -33,8 +33,9 @@ from lakebed.errors import (
     TableNotFoundError,
     VersionNotFoundError,
 )
-from lakebed.storage import merges, streams
+from lakebed.storage import changes, deletion_vectors, merges, streams
 from lakebed.storage.files import read_files
+from lakebed.storage.merge_on_read import merge_on_read
 from lakebed.storage.naming import TableName
 from lakebed.storage.schema import normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot
@@ -106,6 +107,9 @@ class Table:
         self._on_commit = on_commit
         self._dt: DeltaTable | None = None
         self._lock = threading.RLock()
+        # The deleted rows of the last version asked for: (table id, version) → per file.
+        self._deleted: tuple[tuple[str, int], dict[str, pa.Array]] | None = None
+        self._snapshot: Snapshot | None = None  # the last one taken
 
     def __repr__(self) -> str:
         return f"Table({self.name}, path={self.path!r})"
@@ -135,6 +139,9 @@ class Table:
         if as_of is None:
             return self.delta()
         target = self._version_of(as_of)
+        latest = self.delta()
+        if int(latest.version()) == target:
+            return latest  # the handle kept open is at that version: no replay of the log
         try:
             dt = DeltaTable(self.path, storage_options=self._storage_options)
             dt.load_as_version(target)
@@ -184,20 +191,29 @@ class Table:
     def snapshot(self, as_of: AsOf | None = None) -> Snapshot:
         """The committed files of one version (latest, or `as_of` a version or timestamp)."""
         dt = self._at(as_of)
-        files = pa.table(dt.get_add_actions(flatten=True))
-        metadata = dt.metadata()
-        history = dt.history(1)
-        return Snapshot(
-            table=self.name,
-            root=self.path,
-            version=int(dt.version()),
-            schema=_arrow_schema(dt),
-            partition_by=list(metadata.partition_columns),
-            files=files,
-            timestamp_ms=int(history[0]["timestamp"]) if history else None,
-            properties=dict(metadata.configuration),
-            table_id=str(metadata.id),
-        )
+        with self._lock:
+            version = int(dt.version())
+            metadata = dt.metadata()
+            table_id = str(metadata.id)
+            cached = self._snapshot
+            if cached is not None and (cached.table_id, cached.version) == (table_id, version):
+                return cached  # a version's files never change: queries and commits share it
+            files = pa.table(dt.get_add_actions(flatten=True))
+            history = dt.history(1)
+            snapshot = Snapshot(
+                table=self.name,
+                root=self.path,
+                version=version,
+                schema=_arrow_schema(dt),
+                partition_by=list(metadata.partition_columns),
+                files=files,
+                timestamp_ms=int(history[0]["timestamp"]) if history else None,
+                properties=dict(metadata.configuration),
+                table_id=table_id,
+                deleted=self._deleted_rows(dt),
+            )
+            self._snapshot = snapshot
+            return snapshot
 
     def read(self, *, as_of: AsOf | None = None, columns: list[str] | None = None) -> pa.Table:
         """Read the whole table into Arrow (use the lakehouse's SQL for queries).
@@ -209,10 +225,31 @@ class Table:
         if "://" in self.path:
             return dt.to_pyarrow_table(columns=columns)
         schema = _arrow_schema(dt)
+        deleted = self._deleted_rows(dt)
         table = read_files(
-            self.path, dt.file_uris(), schema, list(dt.metadata().partition_columns), columns
+            self.path,
+            dt.file_uris(),
+            schema,
+            list(dt.metadata().partition_columns),
+            columns,
+            deleted,
         )
-        return table if table is not None else dt.to_pyarrow_table(columns=columns)
+        if table is None:
+            if deleted:
+                return pa.table(dt.scan(columns=columns))
+            return dt.to_pyarrow_table(columns=columns)
+        return table
+
+    def _deleted_rows(self, dt: DeltaTable) -> dict[str, pa.Array]:
+        """`deletion_vectors.deleted_rows` of `dt`, kept for its version (every query and
+        commit takes a snapshot; decoding the vectors each time would add up)."""
+        key = (str(dt.metadata().id), int(dt.version()))
+        cached = self._deleted
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        found = deletion_vectors.deleted_rows(dt)
+        self._deleted = (key, found)
+        return found
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, timestamp, operation, parameters and metrics."""
@@ -437,6 +474,9 @@ class Table:
         `delete_unmatched_target` also deletes target rows whose key is absent from `data`
         (a full sync); `delete_keys` (key columns only) deletes those keys in the same commit.
         Duplicate keys in `data` are an error: which row would win is undefined.
+
+        On a local table with `delta.enableDeletionVectors`, an upsert marks the rows it
+        replaces in deletion vectors instead of rewriting their files (`merge_on_read`).
         """
         key_list = [keys] if isinstance(keys, str) else list(keys)
         dt = self.delta()
@@ -466,6 +506,16 @@ class Table:
                     [f"{source.num_rows - distinct} rows repeat a merge key ({keys_text})"],
                     hint="deduplicate the data by its key before merging",
                 )
+        if (
+            not fitted.new_columns
+            and when_matched == "update"
+            and when_not_matched == "insert"
+            and not delete_unmatched_target
+        ):
+            with self._errors("merge"):
+                done = merge_on_read(self, source, key_list, delete_keys, app_transaction, metadata)
+            if done is not None:
+                return done
         merge_schema = self._evolve(source, fitted.new_columns)
         dt = self.delta()
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
@@ -526,46 +576,12 @@ class Table:
         """Rows changed in versions `from_version`..`to_version` from the change data feed
         (`_change_type`, `_commit_version` columns), or None when the table does not record
         one for that whole range."""
-        dt = self.delta()
-        if self.properties().get("delta.enableChangeDataFeed") != "true":
-            return None
-        try:
-            reader = dt.load_cdf(starting_version=from_version, ending_version=to_version)
-            table = pa.table(reader.read_all())
-        except (DeltaError, OSError, ValueError):
-            return None
-        # The feed comes with view types (string_view); the rest of lakebed uses plain ones.
-        fields = [
-            f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema
-        ]
-        fields = [
-            f.with_type(pa.binary()) if pa.types.is_binary_view(f.type) else f for f in fields
-        ]
-        return table.cast(pa.schema(fields))
+        return changes.change_feed(self, from_version, to_version)
 
     def appended_rows(self, from_version: int, to_version: int) -> pa.Table | None:
         """Rows added by versions `from_version`..`to_version` when every one of them was a
         plain append (so no row was changed or removed); None otherwise."""
-        for entry in self.history():
-            version = int(entry.get("version", -1))
-            if from_version <= version <= to_version:
-                mode = (entry.get("operationParameters") or {}).get("mode")
-                if entry.get("operation") not in ("WRITE", "CREATE TABLE") or mode not in (
-                    "Append",
-                    "ErrorIfExists",
-                    None,
-                ):
-                    return None
-        before = set(self.snapshot(from_version - 1).paths) if from_version > 0 else set()
-        after = self.snapshot(to_version)
-        added = [p for p in after.paths if p not in before]
-        return self._read_paths(added, after)
-
-    def _read_paths(self, paths: list[str], snapshot: Snapshot) -> pa.Table:
-        table = read_files(self.path, paths, snapshot.schema, snapshot.partition_by)
-        if table is None:
-            raise StorageError(f"cannot read the partition values of {self.name}")
-        return table
+        return changes.appended_rows(self, from_version, to_version)
 
     def delete(self, predicate: str | None = None) -> WriteResult:
         """Delete the rows matching a SQL predicate (all rows when None)."""

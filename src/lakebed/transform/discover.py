@@ -12,6 +12,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -218,7 +219,7 @@ def _model_error(error: ConfigError, name: TableName) -> ModelError:
 
 
 def _load_sql(path: Path, name: TableName, settings: Path | None) -> Model:
-    parsed = parse_sql_model(_read(path), file=str(path))
+    parsed = _parsed(_read(path), str(path))
     config = _load_settings(settings, name) if settings is not None else ModelConfig()
     return Model(
         name=name,
@@ -229,6 +230,13 @@ def _load_sql(path: Path, name: TableName, settings: Path | None) -> Model:
         sql=parsed.sql,
         input_lines=parsed.input_lines,
     )
+
+
+@lru_cache(maxsize=1024)
+def _parsed(text: str, file: str) -> SqlModel:
+    """`parse_sql_model`, once per text: a scheduler or server loads the same models again
+    and again (errors are not kept, so a broken model is reported every time)."""
+    return parse_sql_model(text, file=file)
 
 
 def parse_sql_model(text: str, *, file: str = "<sql>") -> SqlModel:

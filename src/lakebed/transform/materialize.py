@@ -9,10 +9,13 @@ crash never processes an input change twice.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
@@ -60,15 +63,18 @@ class Computed:
     previous_fingerprint: str | None = None  # of the build before this one
 
 
+@lru_cache(maxsize=1024)
+def _normalised_sql(sql: str) -> str:
+    """The SQL as sqlglot normalises it (a run asks for each model's several times)."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    return tree.sql(dialect="duckdb", normalize=True, comments=False)
+
+
 def fingerprint(model: Model) -> str:
     """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
     comments and keyword case do not count), or a Python model's source, plus its settings."""
-    import hashlib
-    import inspect
-
     if model.kind == "sql" and model.sql is not None:
-        tree = sqlglot.parse_one(model.sql, read="duckdb")
-        text = tree.sql(dialect="duckdb", normalize=True, comments=False)
+        text = _normalised_sql(model.sql)
     elif model.function is not None:
         text = inspect.getsource(model.function)
     else:
@@ -84,20 +90,24 @@ def app_id(model: Model) -> str:
 def last_build(table: Table) -> dict[str, Any] | None:
     """What the newest model commit of a table recorded: `inputs` (versions processed),
     `fingerprint` and `columns`."""
-    for entry in table.history():
-        raw = entry.get(STATE_KEY)
-        if raw is not None:
-            record = json.loads(raw) if isinstance(raw, str) else raw
-            return dict(record)
-    return None
+    limit = 1
+    while True:
+        # Newest first, a page at a time: the newest commit is nearly always a model build,
+        # and reading the whole history costs a read per commit the table ever had.
+        entries = table.history(limit)
+        for entry in entries:
+            raw = entry.get(STATE_KEY)
+            if raw is not None:
+                record = json.loads(raw) if isinstance(raw, str) else raw
+                return dict(record)
+        if len(entries) < limit:
+            return None
+        limit *= 16
 
 
 def processed_versions(table: Table) -> dict[str, int] | None:
     """The input versions the model's table last processed, from its newest model commit."""
-    record = last_build(table)
-    if record is None:
-        return None
-    return {str(k): int(v) for k, v in record.get("inputs", {}).items()}
+    return _processed(last_build(table))
 
 
 def _input_versions(ws: Workspace, model: Model) -> dict[str, int]:
@@ -136,6 +146,7 @@ def _full(ws: Workspace, model: Model) -> Computed:
     return Computed(model, "full", _run_python(ws, model, frames), versions)
 
 
+@lru_cache(maxsize=1024)
 def _rewrite(sql: str, target: TableName, relation: str) -> str:
     """The model's SQL with every reference to `target` reading `relation` instead."""
     tree = sqlglot.parse_one(sql, read="duckdb")
@@ -164,10 +175,9 @@ def _input_delta(table: Table, since: int, until: int, keys: list[str]) -> _Delt
             return _Delta(changes.select(data_columns), None)
         if not keys or not all(k in data_columns for k in keys):
             return None  # updates or deletes without the key: only a rebuild is exact
-        ranked = changes.append_column(
-            "__rank",
-            pa.array([_RANK.get(k, 2) for k in kinds.to_pylist()], pa.int8()),
-        )
+        order = pa.array(sorted(_RANK, key=_RANK.__getitem__))
+        rank = pc.index_in(kinds, value_set=order).fill_null(_RANK["insert"]).cast(pa.int8())
+        ranked = changes.append_column("__rank", rank)
         ranked = ranked.sort_by([("_commit_version", "ascending"), ("__rank", "ascending")])
         net = last_per_key(ranked, keys)
         is_upsert = pc.is_in(net.column("_change_type"), pa.array(_UPSERT))
@@ -330,14 +340,21 @@ def compute(
         now = _input_versions(ws, model)
         if previous.get("inputs") == now:
             return Computed(model, "up_to_date", pa.table({}), now, previous_fingerprint=before)
-    computed = _compute(ws, model, full_refresh=full_refresh, backfill=backfill)
+    computed = _compute(ws, model, previous, full_refresh=full_refresh, backfill=backfill)
     computed.previous_fingerprint = before
     return computed
+
+
+def _processed(record: dict[str, Any] | None) -> dict[str, int] | None:
+    if record is None:
+        return None
+    return {str(k): int(v) for k, v in record.get("inputs", {}).items()}
 
 
 def _compute(
     ws: Workspace,
     model: Model,
+    previous: dict[str, Any] | None,
     *,
     full_refresh: bool,
     backfill: Backfill | None,
@@ -352,7 +369,7 @@ def _compute(
         return _full(ws, model)
     if not all(ws.storage.exists(name) for name in model.inputs):
         return _full(ws, model)  # a view input has no versions to read changes from
-    last = processed_versions(ws.table(model.name))
+    last = _processed(previous)
     now = _input_versions(ws, model)
     if last is None or set(last) != set(now):
         return _full(ws, model)
@@ -389,6 +406,22 @@ def _compute(
     return Computed(model, "incremental", data, now, deleted_keys=deleted)
 
 
+def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:
+    """Delta properties of a new model table: a merged model marks the rows an increment
+    replaces with deletion vectors, so a small change does not rewrite every file holding
+    one of its keys (local storage: the merge commits its own log entry)."""
+    config = model.config
+    merged = (
+        config.materialized == "incremental"
+        and config.incremental_strategy == "merge"
+        and bool(config.unique_key)
+        and not config.partition_by
+    )
+    if merged and "://" not in ws.storage.root:
+        return {"delta.enableDeletionVectors": "true"}
+    return None
+
+
 def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | None:
     """Commit the (audited) rows with the input versions they reflect, atomically."""
     model = computed.model
@@ -402,7 +435,30 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     }
     metadata = {STATE_KEY: json.dumps(state)}
     scd2 = config.materialized == "scd2"
-    if not ws.storage.exists(model.name):
+    creating = not ws.storage.exists(model.name)
+    if creating and computed.mode == "full" and not scd2 and not config.partition_by:
+        # The table's first commit holds its rows (rather than an empty table, then an
+        # overwrite): one commit, one catalog update.
+        result = ws.storage.create_from_stream(
+            model.name,
+            data.schema,
+            [data],
+            description=config.description,
+            properties=_table_properties(ws, model),
+            app_transaction=(app_id(model), 1),
+            metadata=metadata,
+        )
+        ws.create_table(  # the table exists now: this enters its owner, domain and tags
+            model.name,
+            data.schema,
+            description=config.description,
+            owner=config.owner,
+            domain=config.domain,
+            tags=config.tags or None,
+            exist_ok=True,
+        )
+        return result
+    if creating:
         table = ws.create_table(
             model.name,
             data.drop_columns(["__action"]).schema if scd2 else data.schema,
@@ -411,6 +467,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
             owner=config.owner,
             domain=config.domain,
             tags=config.tags or None,
+            properties=_table_properties(ws, model),
         )
     else:
         table = ws.table(model.name)

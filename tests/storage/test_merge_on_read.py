@@ -1,0 +1,293 @@
+"""Merges with deletion vectors: the replaced rows stay in their files, marked deleted.
+
+Every reader (lakehouse SQL, `Table.read`, delta-rs itself, the change data feed) must see
+exactly what a copy-on-write merge leaves, and delta-rs's own operations must keep working
+on the table afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from lakebed import Lakehouse, Table
+from lakebed.errors import DuplicateTransactionError
+from lakebed.storage import deletion_vectors
+from lakebed.storage.file_stats import stats_from_actions, stats_of
+
+SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.float64()), ("s", pa.string())])
+DV = {"delta.enableDeletionVectors": "true"}
+
+
+def rows(ids: list[int], tag: str) -> pa.Table:
+    return pa.table(
+        {"id": ids, "v": [float(i) / 7 for i in ids], "s": [f"{tag}{i % 5}" for i in ids]},
+        schema=SCHEMA,
+    )
+
+
+def as_dict(data: pa.Table) -> dict[int, tuple[float, str]]:
+    data = data.select(["id", "v", "s"])
+    found = {r["id"]: (r["v"], r["s"]) for r in data.to_pylist()}
+    assert len(found) == data.num_rows, "a key appears twice"
+    return found
+
+
+def every_reader(lh: Lakehouse, table: Table) -> list[dict[int, tuple[float, str]]]:
+    """The table as lakehouse SQL, `Table.read` and delta-rs each read it."""
+    via_sql = lh.sql(f"select * from {table.name}").arrow()
+    via_delta_rs = pa.table(DeltaTable(table.path).scan()).cast(SCHEMA)
+    return [as_dict(via_sql), as_dict(table.read()), as_dict(via_delta_rs)]
+
+
+def log_entry(path: str, version: int) -> list[dict[str, Any]]:
+    with open(f"{path}/_delta_log/{version:020d}.json", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture
+def orders(lh: Lakehouse) -> Table:
+    """silver.orders with deletion vectors on, ids 0..999 in one file (version 1)."""
+    table = lh.create_table("silver.orders", SCHEMA, properties=DV)
+    table.append(rows(list(range(1000)), "a"))
+    return table
+
+
+def test_a_merge_marks_replaced_rows_instead_of_rewriting_their_file(
+    lh: Lakehouse, orders: Table
+) -> None:
+    before = set(orders.snapshot().paths)
+    result = orders.merge(rows([5, 500, 999, 1000, 1001], "b"), ["id"])
+    assert result.metrics["num_target_rows_updated"] == 3
+    assert result.metrics["num_target_rows_inserted"] == 2
+    assert result.metrics["num_deletion_vectors_added"] == 1
+    snapshot = orders.snapshot()
+    assert before < set(snapshot.paths)  # the old file is still live, a new one added
+    (old,) = before
+    assert snapshot.deleted[old].to_pylist() == [5, 500, 999]
+    assert snapshot.num_rows == 1002
+    expected = as_dict(rows(list(range(1000)), "a")) | as_dict(rows([5, 500, 999, 1000, 1001], "b"))
+    for seen in every_reader(lh, orders):
+        assert seen == expected
+
+
+def test_repeated_merges_and_deletes_leave_what_a_merge_means(lh: Lakehouse, orders: Table) -> None:
+    expected = as_dict(rows(list(range(1000)), "a"))
+    rng = np.random.default_rng(7)
+    for step in range(6):
+        # Updates spread over every file written so far, new keys, and deletions.
+        fresh = 1000 + 100 * step
+        ids = sorted({*rng.choice(fresh, 60).tolist(), *range(fresh, fresh + 40)})
+        upserts = rows(ids, f"s{step}")
+        doomed = rng.choice(fresh, 10, replace=False).tolist()
+        orders.merge(upserts, ["id"], delete_keys=pa.table({"id": pa.array(doomed, pa.int64())}))
+        for key in set(doomed) - set(ids):
+            expected.pop(key, None)
+        expected.update(as_dict(upserts))
+        for seen in every_reader(lh, orders):
+            assert seen == expected, f"step {step}"
+        assert orders.snapshot().num_rows == len(expected)
+
+
+def test_the_change_data_feed_holds_pre_and_post_images(orders: Table) -> None:
+    version = orders.merge(
+        rows([1, 2, 2000], "b"), ["id"], delete_keys=pa.table({"id": pa.array([3], pa.int64())})
+    ).version
+    changes = orders.changes(version, version)
+    assert changes is not None
+    found = sorted(
+        (r["_change_type"], r["id"], r["s"])
+        for r in changes.select(["_change_type", "id", "s"]).to_pylist()
+    )
+    assert found == [
+        ("delete", 3, "a3"),
+        ("insert", 2000, "b0"),
+        ("update_postimage", 1, "b1"),
+        ("update_postimage", 2, "b2"),
+        ("update_preimage", 1, "a1"),
+        ("update_preimage", 2, "a2"),
+    ]
+
+
+def test_the_merge_commits_its_transaction_and_metadata_once(orders: Table) -> None:
+    orders.merge(rows([1], "b"), ["id"], app_transaction=("model", 1), metadata={"k": "v1"})
+    assert orders.transaction_version("model") == 1
+    assert orders.history(1)[0]["k"] == "v1"
+    with pytest.raises(DuplicateTransactionError):
+        orders.merge(rows([2], "c"), ["id"], app_transaction=("model", 1))
+    assert as_dict(orders.read())[2] == (2 / 7, "a2")
+
+
+def test_a_file_losing_many_rows_is_rewritten_without_them(lh: Lakehouse, orders: Table) -> None:
+    (old,) = orders.snapshot().paths
+    orders.merge(rows(list(range(0, 1000, 3)), "b"), ["id"])  # a third of the rows
+    snapshot = orders.snapshot()
+    assert old not in snapshot.paths
+    assert not snapshot.deleted
+    assert snapshot.num_rows == 1000
+    for seen in every_reader(lh, orders):
+        assert len(seen) == 1000
+        assert seen[3] == (3 / 7, "b3")
+
+
+def test_a_key_held_by_several_rows_is_merged_copy_on_write(lh: Lakehouse, orders: Table) -> None:
+    orders.append(rows([7], "dup"))
+    result = orders.merge(rows([7], "b"), ["id"])
+    assert "num_deletion_vectors_added" not in result.metrics
+    assert list(lh.sql("select s from silver.orders where id = 7").rows()) == [
+        ("b2",),
+        ("b2",),
+    ]
+
+
+def test_delta_rs_operations_keep_the_deleted_rows_deleted(lh: Lakehouse, orders: Table) -> None:
+    orders.merge(rows([1, 2, 3], "b"), ["id"])
+    orders.delete("id = 10")
+    orders.update({"s": "'u'"}, "id = 20")
+    orders.merge(rows([30], "c"), ["id"], when_matched="delete", when_not_matched="ignore")
+    orders.optimize()
+    data = as_dict(lh.sql("select * from silver.orders").arrow())
+    assert len(data) == 998
+    assert data[1] == (1 / 7, "b1")
+    assert data[20][1] == "u"
+    assert 10 not in data
+    assert 30 not in data
+
+
+def test_time_travel_reads_the_vectors_of_that_version(lh: Lakehouse, orders: Table) -> None:
+    first = orders.merge(rows([1], "b"), ["id"]).version
+    orders.merge(rows([2], "c"), ["id"])
+    then = as_dict(lh.sql("select * from silver.orders", as_of=first).arrow())
+    assert then[1] == (1 / 7, "b1")
+    assert then[2] == (2 / 7, "a2")
+    assert len(then) == 1000
+
+
+def test_concurrent_merges_each_land_once(lh: Lakehouse, orders: Table) -> None:
+    errors: list[BaseException] = []
+
+    def merge(tag: str, ids: list[int]) -> None:
+        try:
+            handle = Lakehouse(lh.root).table("silver.orders")
+            handle.merge(rows(ids, tag), ["id"])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=merge, args=(f"t{i}", [i * 10 + 1, 2000 + i])) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    data = as_dict(lh.sql("select * from silver.orders").arrow())
+    assert len(data) == 1004
+    for i in range(4):
+        assert data[i * 10 + 1][1] == f"t{i}{(i * 10 + 1) % 5}"
+
+
+def test_tables_without_the_property_merge_copy_on_write(lh: Lakehouse) -> None:
+    table = lh.create_table("silver.plain", SCHEMA)
+    table.append(rows([1, 2], "a"))
+    result = table.merge(rows([2], "b"), ["id"])
+    assert "num_deletion_vectors_added" not in result.metrics
+    assert not deletion_vectors.supported(table.delta())
+
+
+def test_the_serialised_vector_is_what_delta_rs_reads(tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    write_deltalake(path, rows(list(range(70_000)), "a"), configuration=DV)
+    positions = np.array([0, 3, 65535, 65536, 69999, *list(range(100, 5300))])
+    (add,) = [a["add"] for a in log_entry(path, 0) if "add" in a]
+    removal = {"path": add["path"], "dataChange": True, "deletionTimestamp": 1, "size": add["size"]}
+    vector = deletion_vectors.inline_descriptor(positions)
+    entry = [{"remove": removal}, {"add": {**add, "deletionVector": vector}}]
+    with open(f"{path}/_delta_log/{1:020d}.json", "w", encoding="utf-8") as handle:
+        handle.write("\n".join(json.dumps(a) for a in entry) + "\n")
+    found = deletion_vectors.deleted_rows(DeltaTable(path))
+    (rows_found,) = found.values()
+    assert rows_found.to_pylist() == sorted(set(positions.tolist()))
+
+
+def test_file_statistics_match_what_delta_rs_writes(tmp_path: Path) -> None:
+    data = pa.table(
+        {
+            "i8": pa.array([1, 2, None], pa.int8()),
+            "i64": pa.array([10**12, -5, 7], pa.int64()),
+            "f": pa.array([1.5, float("nan"), -2.0]),
+            "s": pa.array(["b", "a", None]),
+            "flag": pa.array([True, False, True]),
+            "day": pa.array([dt.date(2024, 1, 1), dt.date(2025, 2, 3), None]),
+            "at": pa.array(
+                [
+                    dt.datetime(2024, 1, 1, 1, 2, 3, 456789, tzinfo=dt.UTC),
+                    dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+                    None,
+                ],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "naive": pa.array(
+                [dt.datetime(2024, 1, 1, 1, 2, 3, 456789), None, None], pa.timestamp("us")
+            ),
+            "amount": pa.array([Decimal("1.23"), Decimal("-4.50"), None], pa.decimal128(10, 2)),
+            "nested": pa.array([{"a": 1}, {"a": 2}, None]),
+        }
+    )
+    path = str(tmp_path / "t")
+    write_deltalake(path, data)
+    theirs = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()[0]
+    ours = stats_of(data)
+    # Read back through delta-rs's own parsing, our statistics give the same bounds.
+    assert stats_from_actions(theirs, data.schema) == ours
+
+
+def test_queries_skip_deleted_rows_in_pruned_and_partitioned_scans(lh: Lakehouse) -> None:
+    table = lh.create_table(
+        "silver.parts",
+        pa.schema([("id", pa.int64()), ("p", pa.string())]),
+        partition_by=["p"],
+        properties=DV,
+    )
+    table.append(
+        pa.table({"id": list(range(100)), "p": ["x" if i < 50 else "y" for i in range(100)]})
+    )
+    # Mark rows 0..9 of the `x` file deleted, as another writer (Spark) would.
+    version = table.version()
+    (add,) = [
+        a["add"]
+        for a in log_entry(table.path, version)
+        if "add" in a and a["add"]["partitionValues"]["p"] == "x"
+    ]
+    removal = {"path": add["path"], "dataChange": True, "deletionTimestamp": 1, "size": add["size"]}
+    vector = deletion_vectors.inline_descriptor(np.arange(10))
+    entry = [{"remove": removal}, {"add": {**add, "deletionVector": vector}}]
+    with open(f"{table.path}/_delta_log/{version + 1:020d}.json", "w", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(a) for a in entry) + "\n")
+    total = lh.sql("select count(*), min(id) from silver.parts").rows()
+    assert total == [(90, 10)]
+    assert lh.sql("select count(*) from silver.parts where p = 'x'").rows() == [(40,)]
+    assert lh.sql("select count(*) from silver.parts where id >= 50").rows() == [(50,)]
+    assert len(table.read()) == 90
+    assert table.snapshot().num_rows == 90
+
+
+def test_vectors_carried_by_a_checkpoint_are_replaced_right(lh: Lakehouse, orders: Table) -> None:
+    orders.merge(rows([1, 2], "b"), ["id"])
+    orders.delta().create_checkpoint()
+    orders.merge(rows([3, 2], "c"), ["id"])  # the same file again: its vector grows
+    (old,) = [p for p in orders.snapshot().paths if p in orders.snapshot().deleted]
+    assert orders.snapshot().deleted[old].to_pylist() == [1, 2, 3]
+    reopened = Lakehouse(lh.root)
+    for seen in every_reader(reopened, reopened.table("silver.orders")):
+        assert len(seen) == 1000
+        assert (seen[1][1], seen[2][1], seen[3][1]) == ("b1", "c2", "c3")
