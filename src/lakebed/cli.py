@@ -190,6 +190,9 @@ def demo(
             f"lakebed -p {where} lineage gold.daily_revenue",
             f'lakebed -p {where} sql --as-of 1 "select count(*) from bronze.orders"',
             f'lakebed -p {where} sql --format json "select * from gold.product_sales limit 3"',
+            f"lakebed -p {where} stream --status",
+            f'lakebed -p {where} sql "select * from gold.revenue_per_minute limit 5"',
+            f"lakebed -p {where} demo-events   # live events; `lakebed stream` in another terminal",
         ],
     )
 
