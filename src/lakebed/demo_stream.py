@@ -73,12 +73,13 @@ def produce_live(
     try:
         while not stop.is_set() and (limit is None or sent < limit):
             due = int((time.monotonic() - started) * rate) + 1 - sent
-            batch: list[Record] = []
-            for _ in range(max(0, due if limit is None else min(due, limit - sent))):
-                event = _event(rng, 9_000_000 + sent + len(batch), datetime.now(UTC))
-                batch.append(
-                    Record(json.dumps(event).encode(), key=str(event["customer_id"]).encode())
-                )
+            if limit is not None:
+                due = min(due, limit - sent)
+            now = datetime.now(UTC)
+            events = [_event(rng, 9_000_000 + sent + i, now) for i in range(max(due, 0))]
+            batch = [
+                Record(json.dumps(e).encode(), key=str(e["customer_id"]).encode()) for e in events
+            ]
             if batch:
                 producer.produce(TOPIC, batch)
                 producer.flush()

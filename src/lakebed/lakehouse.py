@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 
@@ -335,11 +335,13 @@ class Lakehouse:
         acknowledged. `key` names the field whose value keys (and so partitions) each one."""
         items = list(records)
         encoded = (
-            items if items and isinstance(items[0], Record) else encode_records(items, key)  # type: ignore[arg-type]
+            cast(list[Record], items)
+            if all(isinstance(item, Record) for item in items)
+            else encode_records(cast(list[Mapping[str, Any]], items), key)
         )
         producer = self.bus.producer()
         try:
-            producer.produce(topic, encoded)  # type: ignore[arg-type]
+            producer.produce(topic, encoded)
             producer.flush()
         finally:
             producer.close()

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +41,7 @@ from lakebed.errors import (
 )
 from lakebed.ingest.runner import Catalog
 from lakebed.process.result import QueryResult
-from lakebed.process.stream_decode import QUARANTINE_SCHEMA, decode, quarantine_rows
+from lakebed.process.stream_decode import QUARANTINE_SCHEMA, Decoded, decode, quarantine_rows
 from lakebed.process.stream_metrics import REGISTRY, MetricsRegistry, PipelineMetrics, write_status
 from lakebed.process.stream_progress import (
     STREAM_KEY,
@@ -254,9 +254,9 @@ class StreamProcessor:
 
     # -- one micro-batch -----------------------------------------------------------------------
 
-    def _decode(self, records: pa.Table) -> Any:
+    def _decode(self, records: pa.Table) -> Decoded:
         config = self.spec.config
-        decoded = decode(
+        return decode(
             records,
             self.spec.name,
             fmt=config.format,
@@ -264,18 +264,21 @@ class StreamProcessor:
             event_time=self.spec.event_time_column,
             event_time_unit=config.event_time_unit,
         )
-        return decoded
 
     def _poll(self) -> pa.Table:
         """Up to `max_batch_records`: waits up to `max_batch_wait` for the first records,
         then takes only what is already there (a batch never waits to fill up)."""
+        if self.pending_end is not None:
+            return self._pending_batch()
+        if self.stop_when_caught_up and self.caught_up():
+            return pa.table({})
+        return self._available()
+
+    def _pending_batch(self) -> pa.Table:
+        """The records of the interrupted batch, up to its recorded bounds."""
         assert self.consumer is not None
         parts: list[pa.Table] = []
         count = 0
-        if self.pending_end is None:
-            if self.stop_when_caught_up and self.caught_up():
-                return pa.table({})
-            return self._available()
         while count < self.max_records:
             records = self._within_pending(
                 self.consumer.poll(self.max_records - count, timeout=0.05)
@@ -335,8 +338,11 @@ class StreamProcessor:
             self._report(0, started)
             return 0
         self.positions.update(per_partition_ends(records))
-        with contextlib.suppress(LakebedError):  # stale ends only make the watermark wait
+        try:
             self.ends = self.bus.end_offsets(self.spec.topic)
+        except LakebedError:  # unknown ends: count every partition as behind (the watermark
+            # waits) rather than as caught up (it could run ahead of a partition's events)
+            self.ends = {p: max(self.ends.get(p, 0), o + 1) for p, o in self.positions.items()}
         decoded = self._decode(records)
         events: pa.Table = decoded.events
         if self.schema_hint is None and self.spec.query is not None and events.num_rows:

@@ -174,9 +174,9 @@ def decode(
         keep[[i for i, _ in bad]] = False
         records = records.filter(pa.array(keep))
     rows = _with_metadata(rows, records)
-    rows, late_bad = _event_times(rows, records, event_time, event_time_unit)
-    if late_bad is not None:
-        missing, error = late_bad
+    rows, unusable = _event_times(rows, records, event_time, event_time_unit)
+    if unusable is not None:
+        missing, error = unusable
         rejects.append(quarantine_rows(records.filter(missing), pipeline, "event_time", error))
         rows = rows.filter(pc.invert(missing))
     reject_table = pa.concat_tables(rejects) if rejects else QUARANTINE_SCHEMA.empty_table()
