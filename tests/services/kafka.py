@@ -19,7 +19,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from types import TracebackType
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
+from services.ports import free_port
 
 __all__ = [
     "INSTALL_HINT",
@@ -117,12 +118,6 @@ def start_kafka(base_dir: Path | None = None) -> KafkaBroker:
     return broker
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _cluster_id() -> str:
     """A random cluster id as Kafka writes one: 16 bytes in unpadded URL-safe base64."""
     while True:
@@ -153,8 +148,8 @@ class KafkaBroker:
         self.config_file = self.base_dir / "server.properties"
         self.log_file = self.base_dir / "kafka.log"
         self.port, self.controller_port = self._configured_ports() or (
-            _free_port(),
-            _free_port(),
+            free_port(),
+            free_port(),
         )
         # Class data sharing: an archive of the broker's loaded classes, dumped at the first
         # clean exit and mapped by every later JVM, halves the start time (see _java).

@@ -20,7 +20,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg2
+
+from services.ports import free_port
 
 __all__ = ["PostgresNotInstalledError", "PostgresServer", "find_postgres_bin", "start_postgres"]
 
@@ -75,12 +76,6 @@ def start_postgres(
     return server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _system_user() -> str | None:
     """The unprivileged user to run the cluster as when we are root; None when we are not."""
     if os.geteuid() != 0:
@@ -117,7 +112,7 @@ class PostgresServer:
         self.log_file = self.base_dir / "postgres.log"
         self.run_as = _system_user()
         self.settings = {**_SETTINGS, **(settings or {})}
-        self.port = self._configured_port() or _free_port()
+        self.port = self._configured_port() or free_port()
         self._process: subprocess.Popen[bytes] | None = None
         if len(str(self.socket_dir)) > _SOCKET_PATH_MAX:
             raise ValueError(f"{self.socket_dir} is too long for a unix socket path")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from typing import Any
 
 import boto3
 import httpx
+
+from services.ports import free_port
 
 __all__ = ["INSTALL_HINT", "S3Server", "moto_installed", "start_s3"]
 
@@ -41,17 +42,11 @@ def start_s3() -> S3Server:
     return server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class S3Server:
     """moto's server on 127.0.0.1:`port`, with one IAM user whose key the tests use."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.log_file = Path(tempfile.mkstemp(prefix="lakebed-moto-", suffix=".log")[1])
         self.access_key_id = ""

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from services.ports import free_port
+
 __all__ = ["SSHD", "SshdNotInstalledError", "SshdServer", "start_sshd"]
 
 SSHD = Path("/usr/sbin/sshd")
@@ -44,12 +46,6 @@ def start_sshd(base_dir: Path | None = None) -> SshdServer:
     return server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class SshdServer:
     """One sshd with its files in `base_dir`: host key, client keys, config, log."""
 
@@ -57,7 +53,7 @@ class SshdServer:
         if not sshd_installed():
             raise SshdNotInstalledError(f"{SSHD} or {SSH_KEYGEN} not found; {INSTALL_HINT}")
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="lakebed-sshd-")).resolve()
-        self.port = _free_port()
+        self.port = free_port()
         self.user = getpass.getuser()
         self.host_key = self.base_dir / "ssh_host_ed25519_key"
         self.private_key = self.base_dir / "client_ed25519_key"
