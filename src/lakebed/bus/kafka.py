@@ -235,11 +235,21 @@ class KafkaBus:
     def _list_offsets(self, topic: str, spec: OffsetSpec) -> dict[int, int]:
         count = self._partitions(topic)
         request = {RawPartition(topic, p): spec for p in range(count)}
-        futures = self._admin.list_offsets(request, request_timeout=self.timeout)
-        return {
-            tp.partition: int(self._result(future, f"list offsets of {topic!r}").offset)
-            for tp, future in futures.items()
-        }
+        # Just after a topic is created or a broker restarts, metadata can name a leader that
+        # does not yet know it leads (NOT_LEADER_FOR_PARTITION): retry such errors until the
+        # timeout rather than fail a call that succeeds a moment later.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            futures = self._admin.list_offsets(request, request_timeout=self.timeout)
+            try:
+                return {
+                    tp.partition: int(self._result(future, f"list offsets of {topic!r}").offset)
+                    for tp, future in futures.items()
+                }
+            except BusUnavailableError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     def _result(self, future: Future[Any], action: str) -> Any:
         try:
