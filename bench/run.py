@@ -21,6 +21,7 @@ import scan
 import stream
 import stream_latency
 import transform
+import transform_cli
 from common import DEFAULT_ROWS, Figure, Settings, emit, log, measure
 
 FIGURES: dict[str, Figure] = {
@@ -28,6 +29,7 @@ FIGURES: dict[str, Figure] = {
     **merge.FIGURES,
     **ingest.FIGURES,
     **transform.FIGURES,
+    **transform_cli.FIGURES,
     **stream.FIGURES,
 }
 # Figures that time no contenders but measure a distribution themselves (the stream

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pa_dataset
 
 
 def read_files(
@@ -28,6 +27,10 @@ def read_files(
     if not paths:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
+    # Imported here: pyarrow.dataset imports pandas, a fifth of a second of every command's
+    # start-up, and most commands never read files this way.
+    import pyarrow.dataset as pa_dataset
+
     # Partition values are read as the text in the folder names, then cast.
     read_schema = pa.schema(
         [f.with_type(pa.string()) if f.name in partition_by else f for f in schema]

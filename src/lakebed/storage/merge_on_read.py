@@ -38,6 +38,7 @@ from lakebed.errors import ConcurrentWriteError, StorageError
 from lakebed.storage import deletion_vectors
 from lakebed.storage.file_stats import stats_from_actions, stats_json, stats_of
 from lakebed.storage.files import read_files
+from lakebed.storage.parallel_write import known_protocol
 from lakebed.storage.snapshot import Snapshot
 from lakebed.storage.table_support import key_strings, parquet_options
 
@@ -129,35 +130,10 @@ def merge_on_read(
     )
 
 
-# Writer features whose rules this writer follows (invariants: only without any declared;
-# delta-rs lists variantType on every table it creates); a table with any other
-# (constraints, generated or identity columns, column mapping, row tracking, clustering...)
-# is merged by delta-rs, which knows them.
-_KNOWN_WRITER_FEATURES = frozenset(
-    {"appendOnly", "invariants", "changeDataFeed", "deletionVectors", "timestampNtz", "variantType"}
-)
-
-
 def _writable(dt: DeltaTable) -> bool:
     """Whether this writer may commit to the table: deletion vectors enabled, and nothing in
     the table's protocol or properties that it does not enforce."""
-    if not deletion_vectors.enabled(dt):
-        return False
-    configuration = dt.metadata().configuration
-    if configuration.get("delta.appendOnly") == "true":
-        return False
-    if any(key.startswith("delta.constraints.") for key in configuration):
-        return False
-    if configuration.get("delta.columnMapping.mode", "none") != "none":
-        return False
-    features = set(dt.protocol().writer_features or [])
-    if features - _KNOWN_WRITER_FEATURES:
-        return False
-    return not any(b"delta.invariants" in (f.metadata or {}) for f in _schema_fields(dt))
-
-
-def _schema_fields(dt: DeltaTable) -> list[pa.Field]:
-    return list(pa.schema(dt.schema().to_arrow()))
+    return deletion_vectors.enabled(dt) and known_protocol(dt)
 
 
 def _remove_quietly(path: str) -> None:

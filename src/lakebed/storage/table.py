@@ -33,7 +33,7 @@ from lakebed.errors import (
     TableNotFoundError,
     VersionNotFoundError,
 )
-from lakebed.storage import changes, deletion_vectors, merges, streams
+from lakebed.storage import changes, deletion_vectors, merges, parallel_write, streams
 from lakebed.storage.files import read_files
 from lakebed.storage.merge_on_read import merge_on_read
 from lakebed.storage.naming import TableName
@@ -443,6 +443,15 @@ class Table:
             merge_schema = self._evolve(fitted.data, fitted.new_columns)
             fitted_data, evolve = fitted.data, ("merge" if merge_schema else None)
             dt = self.delta()
+        if (
+            predicate is None
+            and not partition_by
+            and evolve != "merge"
+            and parallel_write.overwritable(self.path, dt, fitted_data)
+        ):
+            return parallel_write.overwrite(
+                self, dt, fitted_data, app_transaction=app_transaction, metadata=metadata
+            )
         with self._errors("overwrite"):
             write_deltalake(
                 dt,

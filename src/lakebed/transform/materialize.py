@@ -439,10 +439,9 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     if creating and computed.mode == "full" and not scd2 and not config.partition_by:
         # The table's first commit holds its rows (rather than an empty table, then an
         # overwrite): one commit, one catalog update.
-        result = ws.storage.create_from_stream(
+        result = ws.storage.create_from_rows(
             model.name,
-            data.schema,
-            [data],
+            data,
             description=config.description,
             properties=_table_properties(ws, model),
             app_transaction=(app_id(model), 1),

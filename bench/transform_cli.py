@@ -1,0 +1,140 @@
+"""The full build as a user runs it from the shell: `lakebed run --full-refresh` against
+`dbt run`, each a new process timed from start to exit (interpreter start-up, imports and
+parsing the project included, as in the dbt figure the transformation issue quotes).
+
+The limit is the same: a new Python process that imports DuckDB and runs the models' SQL
+as `CREATE OR REPLACE TABLE` statements over the bronze DuckDB file. The project, data and
+checks are `transform.py`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import transform
+from common import (
+    Contender,
+    Contest,
+    Figure,
+    Settings,
+    fresh_copy,
+    lakebed_threads,
+    log,
+    open_project,
+    scratch_dir,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LAKEBED = ROOT / ".venv" / "bin" / "lakebed"
+DBT = ROOT / ".venv-peers" / "bin" / "dbt"
+
+_LIMIT_SCRIPT = """
+import sys
+import duckdb
+
+con = duckdb.connect(sys.argv[1])
+con.execute("SET threads = " + sys.argv[2])
+con.execute("SET TimeZone = 'UTC'")
+for statement in sys.stdin.read().split(";\\n"):
+    if statement.strip():
+        con.execute(statement)
+con.close()
+"""
+
+
+def _process(command: list[str], *, stdin: str | None = None, cwd: Path | None = None) -> None:
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "NO_COLOR": "1"}
+    done = subprocess.run(
+        command, input=stdin, capture_output=True, text=True, check=False, env=env, cwd=cwd
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed: {(done.stdout + done.stderr)[-3000:]}")
+
+
+def transform_full_build_1m_cli(settings: Settings) -> Contest:
+    shape = transform.Shape(settings.rows // 10)
+    project, pristine_db = transform._bronze(shape)
+    log(f"  {len(transform.MODELS)} models over {shape.orders:,} bronze orders, from the shell")
+    folder = scratch_dir("transform-cli-lakebed")
+    limit_folder = scratch_dir("transform-cli-limit")
+    peer_folder = scratch_dir("transform-cli-dbt")
+    lh = open_project(project)
+    threads = lakebed_threads(lh)
+    lh.close()
+    limit_db = limit_folder / "limit.duckdb"
+    statements = ";\n".join(
+        f"CREATE OR REPLACE TABLE {spec.name} AS {spec.sql}" for spec in transform.MODELS
+    )
+    peer_db = peer_folder / "dbt.duckdb"
+    transform.write_dbt_project(peer_folder / "project", peer_db, threads)
+
+    def prepare_lakebed() -> None:
+        fresh_copy(project, folder)
+        transform.write_models(folder, transform.MODELS)
+
+    def run_lakebed() -> Path:
+        _process([str(LAKEBED), "run", "--full-refresh", "--project", str(folder)])
+        return folder
+
+    def prepare_limit() -> None:
+        limit_folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pristine_db, limit_db)
+
+    def run_limit() -> Path:
+        _process(
+            [sys.executable, "-c", _LIMIT_SCRIPT, str(limit_db), str(threads)], stdin=statements
+        )
+        return limit_db
+
+    def prepare_peer() -> None:
+        if not DBT.exists():
+            raise RuntimeError("the peers' environment is missing: run `make bench` (it builds it)")
+        shutil.copyfile(pristine_db, peer_db)
+
+    def run_peer() -> Path:
+        project_dir = str(peer_folder / "project")
+        _process(
+            [
+                str(DBT),
+                "run",
+                "--project-dir",
+                project_dir,
+                "--profiles-dir",
+                project_dir,
+                "--no-send-anonymous-usage-stats",
+                "--no-version-check",
+            ]
+        )
+        return peer_db
+
+    def check(outputs: dict[str, Any]) -> str | None:
+        expected = transform.duckdb_fingerprint(limit_db)
+        built = open_project(folder)
+        try:
+            transform.compare(expected, transform.lakebed_fingerprint(built), "lakebed")
+        finally:
+            built.close()
+        transform.compare(expected, transform.duckdb_fingerprint(peer_db), "dbt")
+        return "every model agrees (rows and column sums)"
+
+    def cleanup() -> None:
+        transform._cleanup("transform-cli-")
+
+    return Contest(
+        lakebed=Contender("lakebed run --full-refresh (new process)", run_lakebed, prepare_lakebed),
+        limit=Contender("python -c duckdb CREATE TABLE AS (new process)", run_limit, prepare_limit),
+        peer=Contender(
+            "dbt run (dbt-core 1.12 + dbt-duckdb 1.11, new process)", run_peer, prepare_peer
+        ),
+        check=check,
+        repeat=3,
+        cleanup=cleanup,
+    )
+
+
+FIGURES: dict[str, Figure] = {"transform_full_build_1m_cli": transform_full_build_1m_cli}
