@@ -5,6 +5,7 @@ before or after the command name. A `LakebedError` is printed as `error: ...` on
 exit code 1; machine-readable output (json, ndjson, csv) is the only thing on stdout.
 """
 
+import gc
 import shlex
 import shutil
 import sys
@@ -508,6 +509,10 @@ cli_stream.register(app)
 
 def main() -> None:
     """Entry point of the `lakebed` console script."""
+    # The modules imported so far (a few hundred thousand objects) live until exit: frozen,
+    # the garbage collector no longer walks them in every full collection, nor at exit,
+    # which cost a command a fifth of a second.
+    gc.freeze()
     try:
         app()
     except LakebedError as exc:  # raised outside a command, e.g. by a parameter callback

@@ -9,13 +9,14 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 from helpers import sorted_rows
 from lakebed import Lakehouse, Table
 from lakebed.process import DuckDBEngine
-from lakebed.process.scan import ScanLayout, _hive_paths_match, scan_sql
+from lakebed.process.scan import ScanLayout, _hive_paths_match, duckdb_types, scan_sql
 from lakebed.storage import AsOf, Snapshot, TableName
 
 SPECIAL = [None, "a b", "x/y", "k=v", "50%", "%2F", "ünï €", "it's", "a\\b", "..", "+", "plain"]
@@ -155,3 +156,40 @@ def test_partition_types_with_lossy_folder_text_read_back_exactly(
         values
     )
     assert sorted_rows(lh.sql("select * from silver.lossy").arrow()) == sorted_rows(table.read())
+
+
+def test_flat_types_are_named_as_duckdb_names_them() -> None:
+    types = [
+        pa.int8(),
+        pa.int16(),
+        pa.int32(),
+        pa.int64(),
+        pa.uint8(),
+        pa.uint16(),
+        pa.uint32(),
+        pa.uint64(),
+        pa.float32(),
+        pa.float64(),
+        pa.bool_(),
+        pa.string(),
+        pa.large_string(),
+        pa.binary(),
+        pa.large_binary(),
+        pa.date32(),
+        pa.timestamp("us"),
+        pa.timestamp("us", tz="UTC"),
+        pa.timestamp("us", tz="Europe/Paris"),
+        pa.timestamp("ns"),
+        pa.timestamp("ms"),
+        pa.timestamp("s"),
+        pa.decimal128(10, 2),
+        pa.decimal128(38, 9),
+        pa.time64("us"),
+    ]
+    schema = pa.schema([pa.field(f"c{i}", dtype) for i, dtype in enumerate(types)])
+    con = duckdb.connect()
+    asked = con.from_arrow(schema.empty_table()).dtypes
+    assert duckdb_types(con, schema) == {f"c{i}": str(dtype) for i, dtype in enumerate(asked)}
+    # Nested columns are asked of DuckDB.
+    nested = pa.schema([("id", pa.int64()), ("tags", pa.list_(pa.string()))])
+    assert duckdb_types(con, nested) == {"id": "BIGINT", "tags": "VARCHAR[]"}

@@ -3,9 +3,12 @@ audited (write-audit-publish) and published; a failure skips only what depends o
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -109,6 +112,29 @@ def _quarantine(ctx: RunContext, model: Model, rows: pa.Table, *, replace: bool)
         table.append(rows, allow_missing_columns=True)
 
 
+_warmed = threading.Event()
+
+
+def _warm_imports() -> None:
+    """Import pandas on a thread of its own, once per process. pyarrow imports it on its
+    first conversion of Python values (a fifth of a second, on whichever model gets there
+    first); started here, the import runs while the first models' queries are in DuckDB,
+    which releases the interpreter."""
+    if _warmed.is_set():
+        return
+    _warmed.set()
+
+    def load() -> None:
+        with contextlib.suppress(ImportError):
+            importlib.import_module("pandas")
+
+    threading.Thread(target=load, name="lakebed-warm-imports", daemon=True).start()
+
+
+def _now(job: Callable[[], None]) -> None:
+    job()
+
+
 def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
     assert model.sql is not None
     views = ctx.views()
@@ -171,12 +197,14 @@ def build_model(
     full_refresh: bool = False,
     backfill: Backfill | None = None,
     inputs_changed: bool = True,
+    later: Callable[[Callable[[], None]], None] | None = None,
 ) -> NodeResult:
     """Compute, audit and publish one model; raises on failure (the caller records it).
 
     `inputs_changed` False says no input of the model was rebuilt in full or redefined in
     this run (so none lost or retyped a column): a view already in the catalog as it is
-    defined still binds and is left as it is.
+    defined still binds and is left as it is. `later` takes work that need not hold up
+    what depends on the model (recording its column lineage); without it, it is done here.
     """
     started = time.perf_counter()
     if model.config.materialized == "view":
@@ -230,7 +258,8 @@ def build_model(
     # An unchanged model has the lineage recorded at its last build.
     unchanged = computed.previous_fingerprint == fingerprint(model)
     if model.kind == "sql" and model.sql is not None and not unchanged:
-        _record_lineage(ctx, model, data.schema.names)
+        columns = data.schema.names
+        (later or _now)(lambda: _record_lineage(ctx, model, columns))
     result.rows = data.num_rows
     result.seconds = time.perf_counter() - started
     return result
@@ -248,6 +277,7 @@ def run_models(
     report: Report | None = None,
 ) -> RunSummary:
     """Build the selected models in dependency order, `workers` at a time."""
+    _warm_imports()
     chosen = list(dict.fromkeys(selected))
     wanted = set(chosen)
     deps = {n: [u for u in graph.upstream(n, transitive=False) if u in wanted] for n in chosen}
@@ -315,6 +345,7 @@ def run_models(
                             full_refresh=full_refresh,
                             backfill=backfill,
                             inputs_changed=changed,
+                            later=lambda job: lineage.append(recorder.submit(job)),
                         )
                         record.rows = node.rows
                     node.attempts = tries
@@ -327,7 +358,11 @@ def run_models(
 
         pending = set(chosen)
         running: dict[Future[NodeResult], TableName] = {}
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # Column lineage is traced (pure Python, sqlglot) on a thread of its own, while the
+        # models downstream run their queries, and is all recorded before the run ends.
+        lineage: list[Future[None]] = []
+        recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakebed-lineage")
+        with recorder, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             while pending or running:
                 for name in sorted(pending):
                     states = [results.get(d) for d in deps[name]]
@@ -351,6 +386,8 @@ def run_models(
                     results[name] = node
                     if report:
                         report("finished", node)
+            for recorded in lineage:
+                recorded.result()  # lineage is best effort, but a bug in it is not hidden
         nodes = [results[n] for n in chosen]
         run.rows = sum(n.rows for n in nodes)
         if any(n.status == "failed" for n in nodes):

@@ -21,8 +21,47 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_PLAIN_TYPES = {
+    pa.int8(): "TINYINT",
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.uint8(): "UTINYINT",
+    pa.uint16(): "USMALLINT",
+    pa.uint32(): "UINTEGER",
+    pa.uint64(): "UBIGINT",
+    pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.string(): "VARCHAR",
+    pa.large_string(): "VARCHAR",
+    pa.binary(): "BLOB",
+    pa.large_binary(): "BLOB",
+    pa.date32(): "DATE",
+    pa.timestamp("us"): "TIMESTAMP",
+    pa.timestamp("ns"): "TIMESTAMP_NS",
+    pa.timestamp("ms"): "TIMESTAMP_MS",
+    pa.timestamp("s"): "TIMESTAMP_S",
+    pa.time64("us"): "TIME",
+}
+
+
+def _plain_type(dtype: pa.DataType) -> str | None:
+    """DuckDB's name for a flat Arrow type, as DuckDB gives it (None: ask DuckDB)."""
+    if pa.types.is_timestamp(dtype) and dtype.tz is not None and dtype.unit == "us":
+        return "TIMESTAMP WITH TIME ZONE"
+    if pa.types.is_decimal128(dtype):
+        return f"DECIMAL({dtype.precision},{dtype.scale})"
+    return _PLAIN_TYPES.get(dtype)
+
+
 def duckdb_types(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> dict[str, str]:
-    """DuckDB's name for each column type (asks DuckDB, so nested types come out right)."""
+    """DuckDB's name for each column type: flat types from a table of names, nested ones
+    asked of DuckDB (binding an empty Arrow table: the names of their parts come out as
+    DuckDB writes them)."""
+    names = {field.name: _plain_type(field.type) for field in schema}
+    if all(names.values()):
+        return {name: str(dtype) for name, dtype in names.items()}
     relation = con.from_arrow(schema.empty_table())
     return {name: str(dtype) for name, dtype in zip(schema.names, relation.dtypes, strict=True)}
 

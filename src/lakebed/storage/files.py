@@ -27,8 +27,8 @@ def read_files(
     if not paths:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
-    # Imported here: pyarrow.dataset imports pandas, a fifth of a second of every command's
-    # start-up, and most commands never read files this way.
+    # Imported here: pyarrow.dataset (and pandas, which it imports) is a tenth of a second
+    # of start-up that most commands never need.
     import pyarrow.dataset as pa_dataset
 
     # Partition values are read as the text in the folder names, then cast.
