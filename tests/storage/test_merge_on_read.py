@@ -102,7 +102,8 @@ def test_the_change_data_feed_holds_pre_and_post_images(orders: Table) -> None:
     version = orders.merge(
         rows([1, 2, 2000], "b"), ["id"], delete_keys=pa.table({"id": pa.array([3], pa.int64())})
     ).version
-    changes = orders.changes(version, version)
+    # Read back by a handle that did not write the commit: from the change data file.
+    changes = Table(orders.name, orders.path).changes(version, version)
     assert changes is not None
     found = sorted(
         (r["_change_type"], r["id"], r["s"])
@@ -116,6 +117,22 @@ def test_the_change_data_feed_holds_pre_and_post_images(orders: Table) -> None:
         ("update_preimage", 1, "a1"),
         ("update_preimage", 2, "a2"),
     ]
+
+
+def test_the_writing_handle_keeps_its_change_rows_as_delta_rs_reads_them(orders: Table) -> None:
+    deleted = pa.table({"id": pa.array([3, 4], pa.int64())})
+    version = orders.merge(rows([1, 2, 2000, 2001], "b"), ["id"], delete_keys=deleted).version
+    kept = orders.changes(version, version)
+    read = Table(orders.name, orders.path).changes(version, version)
+    assert kept is not None
+    assert read is not None
+    assert kept.schema == read.schema
+    assert kept.to_pylist() == read.to_pylist()
+    # A range of versions is read from the files.
+    orders.merge(rows([7], "c"), ["id"])
+    both = orders.changes(version, version + 1)
+    assert both is not None
+    assert sorted(both.column("_commit_version").to_pylist()) == [version] * 8 + [version + 1] * 2
 
 
 def test_the_merge_commits_its_transaction_and_metadata_once(orders: Table) -> None:

@@ -22,6 +22,12 @@ def change_feed(table: Table, from_version: int, to_version: int) -> pa.Table | 
     dt = table.delta()
     if table.properties().get("delta.enableChangeDataFeed") != "true":
         return None
+    written = table._written_changes
+    if written is not None and from_version == to_version:
+        # The one commit asked for was written by this handle: its rows are at hand.
+        (table_id, version), rows = written
+        if version == to_version and table_id == str(dt.metadata().id):
+            return rows
     try:
         reader = dt.load_cdf(starting_version=from_version, ending_version=to_version)
         found = pa.table(reader.read_all())

@@ -87,6 +87,7 @@ class _Plan:
     actions: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)  # files to delete if the commit fails
+    changes: pa.Table | None = None  # the change data feed rows, when the table keeps one
     # The deleted rows of every file after the commit (what readers will decode from it).
     deleted: dict[str, pa.Array] = field(default_factory=dict)
     files_added: int = 0
@@ -376,6 +377,7 @@ def _record_changes(table: Table, plan: _Plan, changes: pa.Table) -> None:
     location = f"{table.path}/{name}"
     pq.write_table(changes, location, **parquet_options(changes.schema))
     plan.written.append(location)
+    plan.changes = changes
     plan.actions.append(
         {
             "cdc": {
@@ -512,6 +514,8 @@ def _commit(
     if version % interval == 0:
         dt.create_checkpoint()
     table._deleted = ((plan.table_id, version), plan.deleted)
+    if plan.changes is not None:
+        table._remember_changes(plan.table_id, version, plan.changes, now)
     result = WriteResult(str(table.name), version, "MERGE", dict(plan.metrics))
     if table._on_commit is not None:
         table._on_commit(table, result)

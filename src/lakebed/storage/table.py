@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -65,6 +66,18 @@ class WriteResult:
         return 0
 
 
+def _newest_commit(path: str) -> int | None:
+    """The version of the newest commit file in a local table's log."""
+    try:
+        names = os.listdir(f"{path}/_delta_log")
+    except OSError:
+        return None
+    versions = [
+        int(n[:20]) for n in names if len(n) == 25 and n.endswith(".json") and n[:20].isdigit()
+    ]
+    return max(versions) if versions else None
+
+
 def _arrow_schema(dt: DeltaTable) -> pa.Schema:
     return pa.schema(dt.schema().to_arrow())
 
@@ -110,6 +123,10 @@ class Table:
         # The deleted rows of the last version asked for: (table id, version) → per file.
         self._deleted: tuple[tuple[str, int], dict[str, pa.Array]] | None = None
         self._snapshot: Snapshot | None = None  # the last one taken
+        # The change feed rows of the last commit this handle wrote itself: (table id,
+        # version) → rows, so a model reading what its input just changed need not read the
+        # files back (see `changes`).
+        self._written_changes: tuple[tuple[str, int], pa.Table] | None = None
 
     def __repr__(self) -> str:
         return f"Table({self.name}, path={self.path!r})"
@@ -172,6 +189,12 @@ class Table:
         return max(found)
 
     def version(self) -> int:
+        if self._dt is None and "://" not in self.path:
+            # Not opened yet: the newest commit file names the version, where opening the
+            # table replays its log (a run asks this of every model's inputs).
+            newest = _newest_commit(self.path)
+            if newest is not None:
+                return newest
         return int(self.delta().version())
 
     def schema(self, as_of: AsOf | None = None) -> pa.Schema:
@@ -254,6 +277,22 @@ class Table:
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, timestamp, operation, parameters and metrics."""
         return [dict(entry) for entry in self.delta().history(limit)]
+
+    def commit_info(self, version: int) -> dict[str, Any] | None:
+        """What `history` says of one commit, read from its log file (local tables; None
+        elsewhere, or when the file is gone)."""
+        if "://" in self.path:
+            return None
+        try:
+            with open(f"{self.path}/_delta_log/{version:020d}.json", encoding="utf-8") as f:
+                lines = f.readlines()
+        except OSError:
+            return None
+        for line in lines:
+            if line.startswith('{"commitInfo"'):
+                info = json.loads(line)["commitInfo"]
+                return {**info, "version": version}
+        return None
 
     def transaction_version(self, app_id: str) -> int | None:
         """The last version committed by an application transaction (exactly-once writers)."""
@@ -580,6 +619,19 @@ class Table:
         a key (sets `valid_to`, clears `is_current`), `insert` adds a new current version.
         """
         return merges.apply_history(self, changes, keys, app_transaction, metadata)
+
+    def _remember_changes(
+        self, table_id: str, version: int, rows: pa.Table, timestamp_ms: int
+    ) -> None:
+        """Keep the change feed rows a commit of this handle wrote, as `changes` returns
+        them (with `_commit_version` and `_commit_timestamp`)."""
+        stamped = rows.append_column(
+            "_commit_version", pa.repeat(pa.scalar(version, pa.uint64()), rows.num_rows)
+        ).append_column(
+            "_commit_timestamp",
+            pa.repeat(pa.scalar(timestamp_ms, pa.timestamp("ms")), rows.num_rows),
+        )
+        self._written_changes = ((table_id, version), stamped)
 
     def changes(self, from_version: int, to_version: int) -> pa.Table | None:
         """Rows changed in versions `from_version`..`to_version` from the change data feed

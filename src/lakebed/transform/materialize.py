@@ -90,6 +90,11 @@ def app_id(model: Model) -> str:
 def last_build(table: Table) -> dict[str, Any] | None:
     """What the newest model commit of a table recorded: `inputs` (versions processed),
     `fingerprint` and `columns`."""
+    # The newest commit is nearly always a model build: read it alone from its log file.
+    newest = table.commit_info(table.version())
+    if newest is not None and newest.get(STATE_KEY) is not None:
+        raw = newest[STATE_KEY]
+        return dict(json.loads(raw) if isinstance(raw, str) else raw)
     limit = 1
     while True:
         # Newest first, a page at a time: the newest commit is nearly always a model build,
