@@ -56,9 +56,11 @@ from lakebed.process.windows import EVENT_TIME, STREAM_RELATION, parse_duration_
 from lakebed.storage import Table, TableName
 
 _REPLAY_STALL_SECONDS = 30.0
-# A broker restart takes seconds; give up (and fail the pipeline) after about 5 minutes.
-RETRY_ATTEMPTS = 14
-RETRY_MAX_SECONDS = 30.0
+# A broker restart takes seconds: retry soon after it is back (waits grow to 5 s, as
+# Kafka's own clients reconnect within a second), and give up (failing the pipeline) once
+# failures have gone on for 5 minutes.
+RETRY_GIVE_UP_SECONDS = 300.0
+RETRY_MAX_SECONDS = 5.0
 # How often progress is mirrored to the consumer group (a synchronous broker round trip).
 MIRROR_SECONDS = 2.0
 
@@ -583,6 +585,7 @@ class StreamProcessor:
         backoff and the pipeline resumes from its last commit; other errors are raised.
         """
         attempt = 0
+        failing_since: float | None = None
         batches = 0
         self.stop_when_caught_up = until_caught_up
         try:
@@ -595,12 +598,17 @@ class StreamProcessor:
                         write_status(self.catalog.state_dir, self.metrics)
                     read = self.step()
                 except Exception as exc:
-                    if not isinstance(exc, Retryable) or attempt >= RETRY_ATTEMPTS:
+                    now = time.monotonic()
+                    failing_since = now if failing_since is None else failing_since
+                    if (
+                        not isinstance(exc, Retryable)
+                        or now - failing_since > RETRY_GIVE_UP_SECONDS
+                    ):
                         raise
                     self._retry_after(exc, attempt, stop)
                     attempt += 1
                     continue
-                attempt = 0
+                attempt, failing_since = 0, None
                 batches += 1
                 if max_batches is not None and batches >= max_batches:
                     break
