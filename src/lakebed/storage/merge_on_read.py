@@ -242,7 +242,10 @@ def _plan(
         # A key both deleted and sent is kept with the new row.
         doomed = doomed.filter(pc.invert(pc.is_in(key_strings(doomed, keys), source_keys)))
         wanted = pa.concat_tables([wanted, doomed])
-    wanted = wanted.group_by(keys).aggregate([]).select(keys)
+    if len(keys) == 1:  # one key column: unique() is several times cheaper than a group-by
+        wanted = pa.table({keys[0]: pc.unique(wanted.column(keys[0]))})
+    else:
+        wanted = wanted.group_by(keys).aggregate([]).select(keys)
     indexes = _candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
