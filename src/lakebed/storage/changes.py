@@ -69,14 +69,10 @@ def _added_paths(table: Table, from_version: int, to_version: int) -> list[str] 
     """The files the commits `from_version`..`to_version` added, read from their log
     entries (local tables; None when an entry is gone or removes a file): cheaper than
     comparing two snapshots, each a replay of the log."""
-    if "://" in table.path:
-        return None
     added: list[str] = []
     for version in range(from_version, to_version + 1):
-        try:
-            with open(f"{table.path}/_delta_log/{version:020d}.json", encoding="utf-8") as f:
-                lines = f.readlines()
-        except OSError:
+        lines = table.log_entry(version)
+        if lines is None:
             return None
         for line in lines:
             action = json.loads(line)

@@ -154,17 +154,10 @@ def stats_json(stats: dict[str, Any]) -> str:
     return json.dumps(stats, separators=(",", ":"))
 
 
-# Types whose Parquet row-group statistics convert to the values `stats_of` computes.
 def _parquet_bounds_usable(dtype: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_integer(dtype)
-        or pa.types.is_floating(dtype)
-        or pa.types.is_string(dtype)
-        or pa.types.is_large_string(dtype)
-        or pa.types.is_boolean(dtype)
-        or pa.types.is_date(dtype)
-        or pa.types.is_timestamp(dtype)
-    )
+    """Whether Parquet row-group statistics convert to the bounds `stats_of` computes
+    (decimals come back in another form: they are computed from the values)."""
+    return _has_bounds(dtype) and not pa.types.is_decimal(dtype)
 
 
 def stats_of_written(data: pa.Table, metadata: pq.FileMetaData) -> dict[str, Any]:

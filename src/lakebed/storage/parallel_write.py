@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Schema, Transaction
+from deltalake import DeltaTable, Schema
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from lakebed.errors import StorageError, TableExistsError
 from lakebed.storage.file_stats import stats_json, stats_of_written
-from lakebed.storage.table_support import ROW_GROUP_ROWS, parquet_options
+from lakebed.storage.table_support import ROW_GROUP_ROWS, first_commit_properties, parquet_options
 
 if TYPE_CHECKING:
     from lakebed.storage.table import Table, WriteResult
@@ -113,10 +113,6 @@ def create(
     """A new table whose first commit holds `data` (`table` is the handle of the table to be)."""
     name = str(table.name)
     locations, actions = write_files(table.path, data)
-    txns = None
-    if app_transaction is not None:
-        app_id, txn_version = app_transaction
-        txns = [Transaction(app_id, txn_version, int(time.time() * 1000))]
     try:
         create_table_with_add_actions(
             table.path,
@@ -127,7 +123,7 @@ def create(
             description=description,
             configuration=configuration,
             storage_options=table._storage_options,
-            commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=txns),
+            commit_properties=first_commit_properties(app_transaction, metadata),
         )
     except (DeltaError, OSError) as exc:
         remove(locations)

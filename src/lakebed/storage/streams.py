@@ -8,17 +8,16 @@ it is raised to the caller as it is (not as what delta-rs made of it).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import write_deltalake
 from deltalake.exceptions import DeltaError
 
 from lakebed.errors import SchemaMismatchError, StorageError, TableExistsError
 from lakebed.storage.schema import normalise, reconcile
-from lakebed.storage.table_support import writer_properties
+from lakebed.storage.table_support import first_commit_properties, writer_properties
 
 if TYPE_CHECKING:
     from lakebed.storage.table import Table, WriteResult
@@ -119,10 +118,6 @@ def create_from_stream(
     """See `DeltaStore.create_from_stream`; `table` is the handle of the table to be."""
     name = str(table.name)
     stream = _Pieces(name, schema, pieces, lambda piece: normalise(piece, table=name))
-    txns = None
-    if app_transaction is not None:
-        app_id, txn_version = app_transaction
-        txns = [Transaction(app_id, txn_version, int(time.time() * 1000))]
     try:
         write_deltalake(
             table.path,
@@ -132,7 +127,7 @@ def create_from_stream(
             description=description,
             configuration=configuration,
             storage_options=table._storage_options,
-            commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=txns),
+            commit_properties=first_commit_properties(app_transaction, metadata),
             writer_properties=writer_properties(stream.fitted_schema()),
         )
     except (DeltaError, OSError) as exc:

@@ -278,17 +278,20 @@ class Table:
         """Commits, newest first: version, timestamp, operation, parameters and metrics."""
         return [dict(entry) for entry in self.delta().history(limit)]
 
-    def commit_info(self, version: int) -> dict[str, Any] | None:
-        """What `history` says of one commit, read from its log file (local tables; None
-        elsewhere, or when the file is gone)."""
+    def log_entry(self, version: int) -> list[str] | None:
+        """The lines (one action each) of a commit's log file: local tables only; None
+        elsewhere, or when the file is gone (cleaned up after a checkpoint)."""
         if "://" in self.path:
             return None
         try:
             with open(f"{self.path}/_delta_log/{version:020d}.json", encoding="utf-8") as f:
-                lines = f.readlines()
+                return f.readlines()
         except OSError:
             return None
-        for line in lines:
+
+    def commit_info(self, version: int) -> dict[str, Any] | None:
+        """What `history` says of one commit, read from its log file (`log_entry`)."""
+        for line in self.log_entry(version) or []:
             if line.startswith('{"commitInfo"'):
                 info = json.loads(line)["commitInfo"]
                 return {**info, "version": version}

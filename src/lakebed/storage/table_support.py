@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import ColumnProperties, WriterProperties
+from deltalake import ColumnProperties, CommitProperties, Transaction, WriterProperties
 
 # Row-group ("chunk") statistics are what Delta's file statistics and DuckDB's skipping
 # use; page-level ones cost a third of the write time and nothing here reads them.
@@ -75,6 +76,18 @@ def _delta_encodable(dtype: pa.DataType) -> bool:
     return bool(
         pa.types.is_integer(dtype) or pa.types.is_timestamp(dtype) or pa.types.is_date(dtype)
     )
+
+
+def first_commit_properties(
+    app_transaction: tuple[str, int] | None, metadata: dict[str, Any] | None
+) -> CommitProperties:
+    """The commit properties of a table's first commit: its metadata and, for exactly-once
+    writers, the application transaction (a new table holds none to repeat)."""
+    txns = None
+    if app_transaction is not None:
+        app_id, txn_version = app_transaction
+        txns = [Transaction(app_id, txn_version, int(time.time() * 1000))]
+    return CommitProperties(custom_metadata=metadata, app_transactions=txns)
 
 
 def key_strings(table: pa.Table, keys: list[str]) -> pa.Array:
