@@ -157,3 +157,71 @@ def test_kill_9_at_random_points_then_rerun_loads_every_record_exactly_once(
         tickets = lh.sql("select id, count(*) from bronze.tickets group by id").rows()
         assert {i for i, _ in tickets} == expected_api
         assert {n for _, n in tickets} == {1}
+
+
+BIG_ROWS = 280_000  # about 18 MB of CSV: over the size from which files are streamed
+
+
+def _write_big_file(folder: Path, number: int) -> None:
+    start = number * BIG_ROWS
+    ids = pa.array(range(start, start + BIG_ROWS), pa.int64())
+    table = pa.table(
+        {
+            "id": ids,
+            "amount": pa.compute.multiply(ids.cast(pa.float64()), 0.25),
+            "note": pa.compute.binary_join_element_wise(
+                "order ", ids.cast(pa.string()), " shipped to a customer far away", ""
+            ),
+        }
+    )
+    target = folder / f"big-{number:03d}.csv"
+    pa_csv.write_csv(table, target.with_suffix(".tmp"))
+    target.with_suffix(".tmp").rename(target)
+
+
+def test_kill_9_while_large_files_stream_then_rerun_loads_every_row_once(tmp_path: Path) -> None:
+    """Files over `STREAM_MIN_BYTES` are parsed and written piece by piece in one commit:
+    a kill at any moment of that (parsing, delta-rs writing pieces, the commit) leaves
+    either nothing or the whole file, and the rerun loads the rest exactly once."""
+    from lakebed.ingest.connectors import csv_pieces
+
+    rng = random.Random(11262026)
+    files = tmp_path / "big"
+    files.mkdir()
+    next_file = 0
+    for _ in range(6):
+        _write_big_file(files, next_file)
+        next_file += 1
+    assert min(p.stat().st_size for p in files.iterdir()) > csv_pieces.STREAM_MIN_BYTES
+    root = lakebed.init_project(tmp_path / "project")
+    config = yaml.safe_load((root / "lakebed.yml").read_text())
+    config["sources"] = {"big": {"kind": "files", "path": f"{files}/*.csv"}}
+    (root / "lakebed.yml").write_text(yaml.safe_dump(config))
+    killed = 0
+    for round_ in range(10):
+        process = _ingest(root)
+        if round_ % 2:
+            killed += _kill_when(process, lambda: True, rng.uniform(0.6, 1.5))
+        else:
+            # Once some files are in (one commit each), inside the stream of a later one.
+            start, target = _commits(root, "bronze.big"), 1
+            killed += _kill_when(
+                process,
+                lambda start=start, target=target: _commits(root, "bronze.big") >= start + target,
+                rng.uniform(0, 0.3),
+            )
+        process.wait()
+        for _ in range(2):
+            _write_big_file(files, next_file)
+            next_file += 1
+    assert killed >= 5, f"only {killed} runs were still running when killed"
+    final = subprocess.run(
+        [*LAKEBED, "--project", str(root), "ingest"], capture_output=True, text=True
+    )
+    assert final.returncode == 0, final.stderr
+    with lakebed.open(root) as lh:
+        found = lh.sql(
+            "select count(*), count(distinct id), min(id), max(id) from bronze.big"
+        ).rows()[0]
+        assert found == (next_file * BIG_ROWS, next_file * BIG_ROWS, 0, next_file * BIG_ROWS - 1)
+        assert "quarantine.big" not in [t.name for t in lh.tables()]
