@@ -136,10 +136,20 @@ def _model_at(loc: tuple[str, ...], root: type[BaseModel]) -> type[BaseModel]:
     return model
 
 
+# libyaml's loader where PyYAML was built with it: the pure-Python one takes a millisecond or
+# more per small file, and a run reads every model's settings.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, through libyaml when it is there (`yaml.YAMLError` on bad input)."""
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 def parse_config(text: str, *, file: str = CONFIG_FILE) -> ProjectConfig:
     """Validate the text of a `lakebed.yml`; raise `ConfigError` naming file, line and key."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -233,6 +233,35 @@ def test_a_model_leased_by_another_run_is_not_built_twice(lh: Lakehouse) -> None
     assert lh.run().ok
 
 
+def test_an_up_to_date_model_is_reported_without_taking_its_lease(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    _model(
+        lh.root,
+        "gold.big",
+        "select * from silver.enriched where amount > 2",
+        "materialized: view\n",
+    )
+    assert lh.run().ok
+    before = len(lh.runs(kind="model", limit=100))
+    # Another run holds the lease, but nothing needs building: reading shows it.
+    assert lh.metastore.acquire_lease("model:silver.enriched", "other-run", seconds=60) is None
+    summary = lh.run()
+    assert [(n.model, n.status, n.mode) for n in summary.nodes] == [
+        ("silver.enriched", "up_to_date", "up_to_date"),
+        ("gold.big", "up_to_date", "view"),
+    ]
+    # Each model still has its line in the run history, recorded as part of the run.
+    records = lh.runs(kind="model", limit=100)
+    assert len(records) == before + 2
+    newest = {r.target: r for r in records[:2]}
+    assert set(newest) == {"silver.enriched", "gold.big"}
+    assert all(r.status == "success" for r in newest.values())
+    assert newest["gold.big"].params == {"run": summary.run_id}
+    # Once the input changes, the model needs a build, and the lease holds it back.
+    lh.table("silver.orders").append({"id": [9], "customer": [10], "amount": [100.0]})
+    assert lh.run().nodes[0].status == "failed"
+
+
 def test_an_expired_lease_does_not_block(lh: Lakehouse) -> None:
     _model(lh.root, "silver.enriched", "select * from silver.orders")
     assert lh.metastore.acquire_lease("model:silver.enriched", "crashed", seconds=-1) is None

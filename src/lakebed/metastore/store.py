@@ -365,6 +365,33 @@ class Metastore:
             if not found.rowcount:
                 raise MetastoreError(f"run {run_id} is not in the metastore")
 
+    def record_finished_runs(
+        self,
+        kind: str,
+        entries: list[tuple[str, datetime, datetime]],
+        params: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Record runs that are already over and succeeded, (target, started, finished) each,
+        in one transaction (a model run's up-to-date models): their ids."""
+        if not entries:
+            return []
+        stored = _json_roundtrip(params or {}, "params")
+        rows = [
+            {
+                "run_id": uuid.uuid4().hex,
+                "kind": kind,
+                "target": target,
+                "status": "success",
+                "started_at": _utc(started, "started_at"),
+                "finished_at": _utc(finished, "finished_at"),
+                "params": stored,
+            }
+            for target, started, finished in entries
+        ]
+        with self._guard("record_finished_runs"), self._begin(write=True) as conn:
+            conn.execute(insert(runs_t), rows)
+        return [str(row["run_id"]) for row in rows]
+
     def runs(
         self, *, limit: int = 50, kind: str | None = None, target: str | None = None
     ) -> list[RunRecord]:

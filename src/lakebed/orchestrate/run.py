@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
@@ -22,7 +23,14 @@ from lakebed.errors import CheckFailedError, LakebedError, Retryable, TransformE
 from lakebed.govern import CheckResult, ColumnEdge, audit, column_lineage, parse_checks
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
-from lakebed.transform.materialize import Backfill, Workspace, compute, fingerprint, publish
+from lakebed.transform.materialize import (
+    Backfill,
+    Workspace,
+    compute,
+    fingerprint,
+    is_current,
+    publish,
+)
 
 NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
 # A lease outlives any sane build; a crashed holder's lease lapses after it.
@@ -300,6 +308,9 @@ def run_models(
         me = f"{run_id}@{socket.gethostname()}:{os.getpid()}"
 
         def attempt(name: TableName) -> NodeResult:
+            quick = unchanged(name)
+            if quick is not None:
+                return quick
             lease = f"model:{name}"
             holder = ctx.metastore.acquire_lease(lease, me, seconds=LEASE_SECONDS)
             if holder is not None and _dead(holder):
@@ -317,6 +328,31 @@ def run_models(
                 return build(name)
             finally:
                 ctx.metastore.release_lease(lease, me)
+
+        # Models found up to date without a lease; their run records are written together.
+        current: list[tuple[str, datetime, datetime]] = []
+
+        def unchanged(name: TableName) -> NodeResult | None:
+            """The result of a model that needs no build, found by reading alone (no lease,
+            no run record of its own), or None when it may need one."""
+            if full_refresh or backfill is not None:
+                return None
+            model = graph.models[name]
+            started, clock = datetime.now(UTC), time.perf_counter()
+            if model.config.materialized == "view":
+                if inputs_changed(name) or model.sql is None or not _view_current(ctx, model):
+                    return None
+                mode = "view"
+            elif is_current(ctx, model):
+                mode = "up_to_date"
+                if model.config.columns:  # descriptions may change without the model changing
+                    ctx.describe_columns(model.name, model.config.columns)
+            else:
+                return None
+            current.append((str(name), started, datetime.now(UTC)))
+            node = NodeResult(str(name), "up_to_date", mode, attempts=1)
+            node.seconds = time.perf_counter() - clock
+            return node
 
         def inputs_changed(name: TableName) -> bool:
             """True unless every input is a model of this run that kept its columns (built
@@ -388,6 +424,7 @@ def run_models(
                         report("finished", node)
             for recorded in lineage:
                 recorded.result()  # lineage is best effort, but a bug in it is not hidden
+        ctx.metastore.record_finished_runs("model", current, {"run": run_id})
         nodes = [results[n] for n in chosen]
         run.rows = sum(n.rows for n in nodes)
         if any(n.status == "failed" for n in nodes):

@@ -53,7 +53,7 @@ from pydantic import (
     field_validator,
 )
 
-from lakebed.config import config_error
+from lakebed.config import config_error, load_yaml
 from lakebed.errors import ConfigError, LakebedError, ModelError, TransformError
 from lakebed.orchestrate.run import RunSummary, _dead
 from lakebed.storage import TableName
@@ -230,7 +230,7 @@ class Schedule:
 
 def _load_yaml(text: str, *, file: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(

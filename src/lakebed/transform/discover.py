@@ -21,7 +21,7 @@ from sqlglot import Token, TokenType, exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
-from lakebed.config import config_error
+from lakebed.config import config_error, load_yaml
 from lakebed.errors import ConfigError, InvalidTableNameError, ModelError
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import LAYERS, TableName
@@ -157,7 +157,7 @@ def _load_settings(path: Path, name: TableName) -> ModelConfig:
     """The model settings of a `<name>.yml`."""
     text = _read(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

@@ -350,6 +350,22 @@ def compute(
     return computed
 
 
+def is_current(ws: Workspace, model: Model) -> bool:
+    """Whether building the table or incremental model now would change nothing: its table
+    was last built by the model as it is defined now, from the input versions there are now.
+    Reads only (a run asks it before taking the model's lease); False when unsure."""
+    if model.config.materialized not in ("table", "incremental"):
+        return False
+    if not ws.storage.exists(model.name):
+        return False
+    if not all(ws.storage.exists(name) for name in model.inputs):
+        return False  # a view input has no versions to compare
+    previous = last_build(ws.table(model.name))
+    if previous is None or previous.get("fingerprint") != fingerprint(model):
+        return False
+    return _processed(previous) == _input_versions(ws, model)
+
+
 def _processed(record: dict[str, Any] | None) -> dict[str, int] | None:
     if record is None:
         return None
