@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakebed.errors import SchemaMismatchError
+from lakebed.storage.merge_on_read import merge_on_read
+from lakebed.storage.schema import reconcile
 from lakebed.storage.table_support import WRITER_PROPERTIES, key_strings
 
 if TYPE_CHECKING:
@@ -100,4 +103,85 @@ def apply_history(
             .when_not_matched_insert(updates=insert, predicate=f"s.\"{action}\" = 'insert'")
             .execute()
         )
+    return table._latest("MERGE", metrics)
+
+
+def upsert(
+    table: Table,
+    data: pa.Table,
+    key_list: list[str],
+    *,
+    when_matched: Literal["update", "ignore", "delete"],
+    when_not_matched: Literal["insert", "ignore"],
+    delete_unmatched_target: bool,
+    allow_missing_columns: bool,
+    delete_keys: pa.Table | None,
+    app_transaction: tuple[str, int] | None,
+    metadata: dict[str, Any] | None,
+) -> WriteResult:
+    """See `Table.merge`: with deletion vectors where the table allows (`merge_on_read`),
+    else with delta-rs."""
+    dt = table.delta()
+    schema = pa.schema(dt.schema().to_arrow())
+    missing = [k for k in key_list if k not in schema.names]
+    if missing:
+        raise SchemaMismatchError(
+            str(table.name), [f"merge key {k} is not a column of the table" for k in missing]
+        )
+    fitted = reconcile(
+        str(table.name),
+        schema,
+        data,
+        allow_missing_columns=allow_missing_columns,
+        partition_by=table.partition_by,
+    )
+    source = fitted.data
+    keys_text = ", ".join(key_list)
+    if source.num_rows:
+        if len(key_list) == 1:  # hashing one column is about twice as fast
+            distinct = len(pc.unique(source.column(key_list[0])))
+        else:
+            distinct = source.group_by(key_list).aggregate([]).num_rows
+        if distinct != source.num_rows:
+            raise SchemaMismatchError(
+                str(table.name),
+                [f"{source.num_rows - distinct} rows repeat a merge key ({keys_text})"],
+                hint="deduplicate the data by its key before merging",
+            )
+    if (
+        not fitted.new_columns
+        and when_matched == "update"
+        and when_not_matched == "insert"
+        and not delete_unmatched_target
+    ):
+        with table._errors("merge"):
+            done = merge_on_read(table, source, key_list, delete_keys, app_transaction, metadata)
+        if done is not None:
+            return done
+    merge_schema = table._evolve(source, fitted.new_columns)
+    dt = table.delta()
+    predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
+    if delete_keys is not None and delete_keys.num_rows:
+        return merge_with_deletes(
+            table, source, key_list, delete_keys, predicate, app_transaction, metadata
+        )
+    with table._errors("merge"):
+        merger = dt.merge(
+            source,
+            predicate=predicate,
+            source_alias="s",
+            target_alias="t",
+            merge_schema=merge_schema,
+            writer_properties=WRITER_PROPERTIES,
+            commit_properties=table._commit_properties(app_transaction, metadata),
+        )
+        if when_matched == "update":
+            merger = merger.when_matched_update_all()
+        elif when_matched == "delete":
+            merger = merger.when_matched_delete()
+        if when_not_matched == "insert":
+            merger = merger.when_not_matched_insert_all()
+        if delete_unmatched_target:
+            merger = merger.when_not_matched_by_source_delete()
+        metrics = merger.execute()
     return table._latest("MERGE", metrics)

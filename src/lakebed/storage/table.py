@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import (
     CommitProperties,
     DeltaTable,
@@ -36,7 +35,6 @@ from lakebed.errors import (
 )
 from lakebed.storage import changes, deletion_vectors, merges, parallel_write, streams
 from lakebed.storage.files import read_files
-from lakebed.storage.merge_on_read import merge_on_read
 from lakebed.storage.naming import TableName
 from lakebed.storage.schema import normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot
@@ -530,82 +528,17 @@ class Table:
         replaces in deletion vectors instead of rewriting their files (`merge_on_read`).
         """
         key_list = [keys] if isinstance(keys, str) else list(keys)
-        dt = self.delta()
-        schema = _arrow_schema(dt)
-        missing = [k for k in key_list if k not in schema.names]
-        if missing:
-            raise SchemaMismatchError(
-                str(self.name), [f"merge key {k} is not a column of the table" for k in missing]
-            )
-        fitted = reconcile(
-            str(self.name),
-            schema,
+        return merges.upsert(
+            self,
             to_arrow(data),
+            key_list,
+            when_matched=when_matched,
+            when_not_matched=when_not_matched,
+            delete_unmatched_target=delete_unmatched_target,
             allow_missing_columns=allow_missing_columns,
-            partition_by=self.partition_by,
-        )
-        source = fitted.data
-        keys_text = ", ".join(key_list)
-        if source.num_rows:
-            if len(key_list) == 1:  # hashing one column is about twice as fast
-                distinct = len(pc.unique(source.column(key_list[0])))
-            else:
-                distinct = source.group_by(key_list).aggregate([]).num_rows
-            if distinct != source.num_rows:
-                raise SchemaMismatchError(
-                    str(self.name),
-                    [f"{source.num_rows - distinct} rows repeat a merge key ({keys_text})"],
-                    hint="deduplicate the data by its key before merging",
-                )
-        if (
-            not fitted.new_columns
-            and when_matched == "update"
-            and when_not_matched == "insert"
-            and not delete_unmatched_target
-        ):
-            with self._errors("merge"):
-                done = merge_on_read(self, source, key_list, delete_keys, app_transaction, metadata)
-            if done is not None:
-                return done
-        merge_schema = self._evolve(source, fitted.new_columns)
-        dt = self.delta()
-        predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
-        if delete_keys is not None and delete_keys.num_rows:
-            return self._merge_with_deletes(
-                source, key_list, delete_keys, predicate, app_transaction, metadata
-            )
-        with self._errors("merge"):
-            merger = dt.merge(
-                source,
-                predicate=predicate,
-                source_alias="s",
-                target_alias="t",
-                merge_schema=merge_schema,
-                writer_properties=WRITER_PROPERTIES,
-                commit_properties=self._commit_properties(app_transaction, metadata),
-            )
-            if when_matched == "update":
-                merger = merger.when_matched_update_all()
-            elif when_matched == "delete":
-                merger = merger.when_matched_delete()
-            if when_not_matched == "insert":
-                merger = merger.when_not_matched_insert_all()
-            if delete_unmatched_target:
-                merger = merger.when_not_matched_by_source_delete()
-            metrics = merger.execute()
-        return self._latest("MERGE", metrics)
-
-    def _merge_with_deletes(
-        self,
-        source: pa.Table,
-        keys: list[str],
-        delete_keys: pa.Table,
-        predicate: str,
-        app_transaction: tuple[str, int] | None,
-        metadata: dict[str, Any] | None,
-    ) -> WriteResult:
-        return merges.merge_with_deletes(
-            self, source, keys, delete_keys, predicate, app_transaction, metadata
+            delete_keys=delete_keys,
+            app_transaction=app_transaction,
+            metadata=metadata,
         )
 
     def apply_history(
