@@ -50,6 +50,7 @@ from common import (
     scratch_dir,
 )
 from lakebed.bus import BEGINNING, Bus, Record, TopicPartition, open_bus
+from lakebed.bus.kafka_clients import FETCH_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -70,11 +71,7 @@ COUNTRIES = np.array(["DE", "FR", "US", "GB", "ES", "IT"])
 RAW_CONSUMER_SETTINGS = {
     "enable.auto.commit": False,
     "enable.partition.eof": False,
-    "fetch.max.bytes": 104_857_600,
-    "max.partition.fetch.bytes": 16_777_216,
-    "queued.min.messages": 1_000_000,
-    "queued.max.messages.kbytes": 262_144,
-    "fetch.wait.max.ms": 100,
+    **FETCH_SETTINGS,
 }
 WINDOW_SQL = (
     "SELECT window_start, customer, count(*) AS n, sum(amount) AS total "

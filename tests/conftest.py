@@ -11,6 +11,7 @@ import pytest
 from services.kafka import INSTALL_HINT as KAFKA_INSTALL_HINT
 from services.kafka import KafkaBroker, find_kafka, start_kafka
 from services.postgres import INSTALL_HINT, PostgresServer, find_postgres_bin, start_postgres
+from services.required import service_missing
 
 _database_ids = itertools.count()
 
@@ -19,10 +20,7 @@ _database_ids = itertools.count()
 def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL cluster for the whole test session, deleted at its end."""
     if find_postgres_bin() is None:
-        message = f"PostgreSQL binaries not found under /usr/lib/postgresql; {INSTALL_HINT}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI must run the postgres tests, not skip them)")
-        pytest.skip(message)
+        service_missing(f"PostgreSQL binaries not found under /usr/lib/postgresql; {INSTALL_HINT}")
     # Not under tmp_path: the server user could not reach it (see services/postgres.py).
     server = start_postgres()
     try:
@@ -42,10 +40,7 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     """One real Apache Kafka broker (KRaft, single node) for the whole session, deleted at its
     end. Tests that kill or restart it must leave it running on the same ports."""
     if find_kafka() is None:
-        message = f"Apache Kafka broker (or java) not found; {KAFKA_INSTALL_HINT}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI must run the kafka tests, not skip them)")
-        pytest.skip(message)
+        service_missing(f"Apache Kafka broker (or java) not found; {KAFKA_INSTALL_HINT}")
     broker = start_kafka()
     try:
         yield broker

@@ -3,7 +3,6 @@ remote tests (one each per session), and `run_files` to run a files source once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,23 +18,18 @@ from lakebed.ingest.base import (
     connector_for,
     deep_merge,
 )
+from services.required import service_missing
 from services.s3 import INSTALL_HINT as S3_INSTALL_HINT
 from services.s3 import S3Server, moto_installed, start_s3
 from services.sshd import INSTALL_HINT as SSHD_INSTALL_HINT
 from services.sshd import SSHD, SshdServer, sshd_installed, start_sshd
 
 
-def _missing(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI must run these tests, not skip them)")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def sftp_server() -> Iterator[SshdServer]:
     """One real OpenSSH server (key login, internal SFTP) for the whole session."""
     if not sshd_installed():
-        _missing(f"OpenSSH server not found at {SSHD}; {SSHD_INSTALL_HINT}")
+        service_missing(f"OpenSSH server not found at {SSHD}; {SSHD_INSTALL_HINT}")
     server = start_sshd()
     try:
         yield server
@@ -47,7 +41,7 @@ def sftp_server() -> Iterator[SshdServer]:
 def s3_server() -> Iterator[S3Server]:
     """One moto S3 server (signatures checked) for the whole session."""
     if not moto_installed():
-        _missing(f"moto's server is not installed; {S3_INSTALL_HINT}")
+        service_missing(f"moto's server is not installed; {S3_INSTALL_HINT}")
     server = start_s3()
     try:
         yield server

@@ -63,16 +63,21 @@ _PRODUCER_SETTINGS: dict[str, Any] = {
     "delivery.report.only.error": True,  # no Python callback per acknowledged record
 }
 
-_CONSUMER_SETTINGS: dict[str, Any] = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-    "auto.offset.reset": "earliest",
-    "enable.partition.eof": False,
+# How consumers fetch: large fetches and a deep prefetch queue (the benchmarks' raw
+# consumer uses them too, so that it differs from lakebed only in the per-record work).
+FETCH_SETTINGS: dict[str, Any] = {
     "fetch.max.bytes": 104_857_600,
     "max.partition.fetch.bytes": 16_777_216,
     "queued.min.messages": 1_000_000,
     "queued.max.messages.kbytes": 262_144,
     "fetch.wait.max.ms": 100,
+}
+_CONSUMER_SETTINGS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": False,
+    **FETCH_SETTINGS,
 }
 
 # The errors that mean "the broker is not there (yet)": worth retrying, not a bad request.

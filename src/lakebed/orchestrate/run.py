@@ -4,6 +4,7 @@ audited (write-audit-publish) and published; a failure skips only what depends o
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import random
@@ -120,17 +121,12 @@ def _quarantine(ctx: RunContext, model: Model, rows: pa.Table, *, replace: bool)
         table.append(rows, allow_missing_columns=True)
 
 
-_warmed = threading.Event()
-
-
+@functools.cache
 def _warm_imports() -> None:
     """Import pandas on a thread of its own, once per process. pyarrow imports it on its
     first conversion of Python values (a fifth of a second, on whichever model gets there
     first); started here, the import runs while the first models' queries are in DuckDB,
     which releases the interpreter."""
-    if _warmed.is_set():
-        return
-    _warmed.set()
 
     def load() -> None:
         with contextlib.suppress(ImportError):

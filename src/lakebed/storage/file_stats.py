@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -98,11 +99,18 @@ def _column_stats(
 
 def stats_of(data: pa.Table) -> dict[str, Any]:
     """The statistics of a data file holding exactly `data`."""
+    return _assemble(data, lambda field: _column_stats(data.column(field.name), field.type))
+
+
+def _assemble(
+    data: pa.Table, column_stats: Callable[[pa.Field], tuple[Any, Any, Any] | None]
+) -> dict[str, Any]:
+    """A file's statistics from (min, max, null count) of each column (None: no stats)."""
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
     nulls: dict[str, Any] = {}
     for field in data.schema:
-        found = _column_stats(data.column(field.name), field.type)
+        found = column_stats(field)
         if found is None:
             continue
         low, high, count = found
@@ -111,12 +119,7 @@ def stats_of(data: pa.Table) -> dict[str, Any]:
         if high is not None:
             highs[field.name] = high
         nulls[field.name] = count
-    return {
-        "numRecords": data.num_rows,
-        "minValues": lows,
-        "maxValues": highs,
-        "nullCount": nulls,
-    }
+    return {"numRecords": data.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
 
 
 def stats_from_actions(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
@@ -166,25 +169,16 @@ def stats_of_written(data: pa.Table, metadata: pq.FileMetaData) -> dict[str, Any
     as a third of the write). Columns the metadata cannot answer for (nested, decimal, a
     group without statistics) are computed from `data`."""
     positions = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
-    lows: dict[str, Any] = {}
-    highs: dict[str, Any] = {}
-    nulls: dict[str, Any] = {}
-    for field in data.schema:
-        found = None
+
+    def column_stats(field: pa.Field) -> tuple[Any, Any, Any] | None:
         index = positions.get(field.name)
         if index is not None and _parquet_bounds_usable(field.type):
             found = _parquet_stats(metadata, index, field.type)
-        if found is None:
-            found = _column_stats(data.column(field.name), field.type)
-        if found is None:
-            continue
-        low, high, count = found
-        if low is not None:
-            lows[field.name] = low
-        if high is not None:
-            highs[field.name] = high
-        nulls[field.name] = count
-    return {"numRecords": data.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+            if found is not None:
+                return found
+        return _column_stats(data.column(field.name), field.type)
+
+    return _assemble(data, column_stats)
 
 
 def _parquet_stats(

@@ -27,9 +27,13 @@ from deltalake import DeltaTable, Schema
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from lakebed.errors import StorageError, TableExistsError
 from lakebed.storage.file_stats import stats_json, stats_of_written
-from lakebed.storage.table_support import ROW_GROUP_ROWS, first_commit_properties, parquet_options
+from lakebed.storage.table_support import (
+    ROW_GROUP_ROWS,
+    creation_error,
+    first_commit_properties,
+    parquet_options,
+)
 
 if TYPE_CHECKING:
     from lakebed.storage.table import Table, WriteResult
@@ -127,9 +131,7 @@ def create(
         )
     except (DeltaError, OSError) as exc:
         remove(locations)
-        if "exists" in str(exc).lower():
-            raise TableExistsError(name) from exc
-        raise StorageError(f"cannot create {name}: {exc}", table=name) from exc
+        raise creation_error(name, exc) from exc
     except BaseException:
         remove(locations)
         raise

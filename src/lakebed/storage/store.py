@@ -17,6 +17,7 @@ from lakebed.storage import parallel_write, streams
 from lakebed.storage.naming import CDF_LAYERS, TableName
 from lakebed.storage.schema import normalise
 from lakebed.storage.table import CommitHook, Table, WriteResult
+from lakebed.storage.table_support import creation_error
 
 
 class DeltaStore:
@@ -98,9 +99,7 @@ class DeltaStore:
                 storage_options=self._storage_options,
             )
         except DeltaError as exc:
-            if "exists" in str(exc).lower():
-                raise TableExistsError(str(name)) from exc
-            raise StorageError(f"cannot create {name}: {exc}", table=str(name)) from exc
+            raise creation_error(str(name), exc) from exc
         table = self._handle(name)
         if self._on_commit is not None:
             self._on_commit(table, WriteResult(str(name), 0, "CREATE TABLE"))

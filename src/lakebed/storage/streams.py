@@ -15,9 +15,13 @@ import pyarrow as pa
 from deltalake import write_deltalake
 from deltalake.exceptions import DeltaError
 
-from lakebed.errors import SchemaMismatchError, StorageError, TableExistsError
+from lakebed.errors import SchemaMismatchError
 from lakebed.storage.schema import normalise, reconcile
-from lakebed.storage.table_support import first_commit_properties, writer_properties
+from lakebed.storage.table_support import (
+    creation_error,
+    first_commit_properties,
+    writer_properties,
+)
 
 if TYPE_CHECKING:
     from lakebed.storage.table import Table, WriteResult
@@ -132,9 +136,7 @@ def create_from_stream(
         )
     except (DeltaError, OSError) as exc:
         stream.raise_failure()
-        if "exists" in str(exc).lower():
-            raise TableExistsError(name) from exc
-        raise StorageError(f"cannot create {name}: {exc}", table=name) from exc
+        raise creation_error(name, exc) from exc
     except Exception:
         stream.raise_failure()
         raise

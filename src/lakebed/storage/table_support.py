@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import ColumnProperties, CommitProperties, Transaction, WriterProperties
 
+from lakebed.errors import StorageError, TableExistsError
+
 # Row-group ("chunk") statistics are what Delta's file statistics and DuckDB's skipping
 # use; page-level ones cost a third of the write time and nothing here reads them.
 # DuckDB scans a file's row groups in parallel, one per thread: delta-rs's default (one
@@ -88,6 +90,13 @@ def first_commit_properties(
         app_id, txn_version = app_transaction
         txns = [Transaction(app_id, txn_version, int(time.time() * 1000))]
     return CommitProperties(custom_metadata=metadata, app_transactions=txns)
+
+
+def creation_error(name: str, exc: Exception) -> StorageError:
+    """The error for a table that could not be created: it exists, or why not."""
+    if "exists" in str(exc).lower():
+        return TableExistsError(name)
+    return StorageError(f"cannot create {name}: {exc}", table=name)
 
 
 def key_strings(table: pa.Table, keys: list[str]) -> pa.Array:

@@ -91,23 +91,25 @@ def last_build(table: Table) -> dict[str, Any] | None:
     """What the newest model commit of a table recorded: `inputs` (versions processed),
     `fingerprint` and `columns`."""
     # The newest commit is nearly always a model build: read it alone from its log file.
-    newest = table.commit_info(table.version())
-    if newest is not None and newest.get(STATE_KEY) is not None:
-        raw = newest[STATE_KEY]
-        return dict(json.loads(raw) if isinstance(raw, str) else raw)
+    found = _state_of(table.commit_info(table.version()) or {})
     limit = 1
-    while True:
-        # Newest first, a page at a time: the newest commit is nearly always a model build,
-        # and reading the whole history costs a read per commit the table ever had.
+    while found is None:
+        # Else newest first, a page at a time: reading the whole history costs a read per
+        # commit the table ever had.
         entries = table.history(limit)
-        for entry in entries:
-            raw = entry.get(STATE_KEY)
-            if raw is not None:
-                record = json.loads(raw) if isinstance(raw, str) else raw
-                return dict(record)
-        if len(entries) < limit:
+        found = next((s for s in map(_state_of, entries) if s is not None), None)
+        if found is None and len(entries) < limit:
             return None
         limit *= 16
+    return found
+
+
+def _state_of(commit: dict[str, Any]) -> dict[str, Any] | None:
+    """The model state a commit's metadata holds, if it holds one."""
+    raw = commit.get(STATE_KEY)
+    if raw is None:
+        return None
+    return dict(json.loads(raw) if isinstance(raw, str) else raw)
 
 
 def processed_versions(table: Table) -> dict[str, int] | None:
@@ -334,16 +336,9 @@ def compute(
     """
     previous = last_build(ws.table(model.name)) if ws.storage.exists(model.name) else None
     before = None if previous is None else previous.get("fingerprint")
-    if (
-        previous is not None
-        and not full_refresh
-        and backfill is None
-        and model.config.materialized == "table"
-        and before == fingerprint(model)
-        and all(ws.storage.exists(name) for name in model.inputs)
-    ):
-        now = _input_versions(ws, model)
-        if previous.get("inputs") == now:
+    if not full_refresh and backfill is None and model.config.materialized == "table":
+        now = _unchanged_since(ws, model, previous)
+        if now is not None:
             return Computed(model, "up_to_date", pa.table({}), now, previous_fingerprint=before)
     computed = _compute(ws, model, previous, full_refresh=full_refresh, backfill=backfill)
     computed.previous_fingerprint = before
@@ -358,12 +353,20 @@ def is_current(ws: Workspace, model: Model) -> bool:
         return False
     if not ws.storage.exists(model.name):
         return False
-    if not all(ws.storage.exists(name) for name in model.inputs):
-        return False  # a view input has no versions to compare
-    previous = last_build(ws.table(model.name))
+    return _unchanged_since(ws, model, last_build(ws.table(model.name))) is not None
+
+
+def _unchanged_since(
+    ws: Workspace, model: Model, previous: dict[str, Any] | None
+) -> dict[str, int] | None:
+    """The input versions now, when the build `previous` recorded is of the model as it is
+    defined now and processed exactly those versions; None otherwise."""
     if previous is None or previous.get("fingerprint") != fingerprint(model):
-        return False
-    return _processed(previous) == _input_versions(ws, model)
+        return None
+    if not all(ws.storage.exists(name) for name in model.inputs):
+        return None  # a view input has no versions to compare
+    now = _input_versions(ws, model)
+    return now if _processed(previous) == now else None
 
 
 def _processed(record: dict[str, Any] | None) -> dict[str, int] | None:
