@@ -335,8 +335,10 @@ class StreamProcessor:
         started = time.perf_counter()
         records = self._poll()
         if not records.num_rows:
-            if self._uncommitted and time.monotonic() - self._last_commit > self.commit_interval:
-                self._commit(None, QUARANTINE_SCHEMA.empty_table(), 0, 0)
+            output = self._idle_windows()
+            due = time.monotonic() - self._last_commit > self.commit_interval
+            if output is not None or (self._uncommitted and due):
+                self._commit(output, QUARANTINE_SCHEMA.empty_table(), 0, 0)
             self._report(0, started)
             return 0
         self.positions.update(per_partition_ends(records))
@@ -371,6 +373,16 @@ class StreamProcessor:
         self.metrics.events_in += records.num_rows
         self._report(records.num_rows, started)
         return int(records.num_rows)
+
+    def _idle_windows(self) -> pa.Table | None:
+        """On a poll with nothing to read: the windows closed by partitions having gone idle
+        (see `OperatorState.advance`), or None."""
+        held = self.state.events
+        if self.window is None or held is None or not held.num_rows:
+            return None
+        with contextlib.suppress(LakebedError):
+            self.ends = self.bus.end_offsets(self.spec.topic)
+        return self._process(held.slice(0, 0))
 
     def _process(self, events: pa.Table) -> pa.Table | None:
         query = self.spec.query

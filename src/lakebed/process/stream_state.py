@@ -3,6 +3,7 @@ watermark. None of it is stored: the processor rebuilds it by replaying the topi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,11 @@ from lakebed.errors import StreamError
 from lakebed.process.windows import EVENT_TIME, TIMESTAMP_US, Window
 
 Offsets = dict[int, int]
+# How long a partition must have had nothing more to read before it stops holding the
+# watermark back. A producer's records for several partitions land one partition at a time
+# (after a broker restart, a partition can lag its neighbours): a partition that is caught
+# up for an instant may be about to receive events as old as those just read elsewhere.
+IDLE_SECONDS = 1.0
 
 
 def _micros(value: int) -> pa.Scalar:
@@ -40,6 +46,7 @@ class OperatorState:
         self.seen: dict[tuple[Any, ...], tuple[int, int, int]] = {}  # key -> (t, part, offset)
         self.watermark: int | None = None
         self.partition_max: dict[int, int] = {}  # newest event time seen per partition
+        self.caught_up_since: dict[int, float] = {}  # monotonic time, per caught-up partition
 
     @property
     def rows(self) -> int:
@@ -96,9 +103,24 @@ class OperatorState:
         Partitions are read at different speeds; a partition with records still to read
         holds the watermark back (with its newest event time seen, or entirely if none was
         read yet), so one fast partition does not make the others' events late. A partition
-        that is caught up holds nothing back (it would stall the watermark while idle).
+        caught up for `IDLE_SECONDS` holds nothing back (it would stall the watermark while
+        idle); called with no events, only that passing of time moves the watermark.
         """
-        if self.lateness is None or not events.num_rows:
+        if self.lateness is None:
+            return
+        now = time.monotonic()
+        for partition, end in ends.items():
+            if positions.get(partition, 0) < end:
+                self.caught_up_since.pop(partition, None)
+            else:
+                self.caught_up_since.setdefault(partition, now)
+        holding = [
+            p
+            for p in ends
+            if p not in self.caught_up_since or now - self.caught_up_since[p] < IDLE_SECONDS
+        ]
+        if not events.num_rows:
+            self._move_watermark(holding)
             return
         newest = events.group_by("_partition").aggregate([(EVENT_TIME, "max")])
         for partition, value in zip(
@@ -108,10 +130,15 @@ class OperatorState:
         ):
             seen = self.partition_max.get(int(partition))
             self.partition_max[int(partition)] = value if seen is None else max(seen, value)
-        behind = [p for p, end in ends.items() if positions.get(p, 0) < end]
-        if any(p not in self.partition_max for p in behind):
+        self._move_watermark(holding)
+
+    def _move_watermark(self, holding: list[int]) -> None:
+        """The watermark from the newest event of the partition furthest behind among those
+        `holding` it back (the newest event anywhere when none does)."""
+        assert self.lateness is not None
+        if not self.partition_max or any(p not in self.partition_max for p in holding):
             return
-        held = [self.partition_max[p] for p in behind]
+        held = [self.partition_max[p] for p in holding]
         reached = min(held) if held else max(self.partition_max.values())
         candidate = reached - self.lateness
         self.watermark = candidate if self.watermark is None else max(self.watermark, candidate)
