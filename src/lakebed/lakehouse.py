@@ -99,6 +99,9 @@ class Lakehouse:
         self.storage = DeltaStore(self.storage_root, on_commit=self._record_commit)
         self._handles: dict[TableName, Table] = {}
         self._snapshots: dict[TableName, Snapshot] = {}
+        # Tables known to be in the catalog: a run opens and commits to a dozen tables, and
+        # asking the metastore each time costs a query (only this process drops entries).
+        self._catalogued: set[TableName] = set()
         self._lock = threading.RLock()
         self.engine = DuckDBEngine(self._snapshot, self._table_names, view_sql=self.view_sql)
         self._sources: dict[str, SourceSpec] | None = None
@@ -198,8 +201,9 @@ class Lakehouse:
         snapshot = table.snapshot()
         with self._lock:
             self._snapshots[table.name] = snapshot
-        if self.metastore.get_table(str(table.name)) is None:
-            self._register(table)
+            # The committing handle has the table open at this version: later reads use it.
+            self._handles.setdefault(table.name, table)
+        self._ensure_catalogued(table)
         if result.operation == "RESTORE" and "restored_version" in result.metrics:
             for spec in self.sources().values() if self.config.sources else ():
                 if spec.target == table.name:
@@ -224,7 +228,7 @@ class Lakehouse:
     ) -> TableRecord:
         if owner is None and domain is not None and domain in self.config.domains:
             owner = self.config.domains[domain].owner
-        return self.metastore.upsert_table(
+        record = self.metastore.upsert_table(
             str(table.name),
             layer=table.name.layer,
             path=table.path,
@@ -235,6 +239,9 @@ class Lakehouse:
             partition_by=table.partition_by,
             properties=table.properties(),
         )
+        with self._lock:
+            self._catalogued.add(table.name)
+        return record
 
     def tables(self, layer: str | None = None) -> list[TableRecord]:
         """The catalog: every table with its owner, description, size and last write."""
@@ -451,9 +458,18 @@ class Lakehouse:
                     raise TableNotFoundError(str(table_name), self._table_names())
                 handle = self.storage.table(table_name)
                 self._handles[table_name] = handle
-                if self.metastore.get_table(str(table_name)) is None:
-                    self._register(handle)
-            return handle
+        self._ensure_catalogued(handle)
+        return handle
+
+    def _ensure_catalogued(self, table: Table) -> None:
+        """Enter a table found on disk in the catalog, unless it is there already."""
+        with self._lock:
+            if table.name in self._catalogued:
+                return
+        if self.metastore.get_table(str(table.name)) is None:
+            self._register(table)
+        with self._lock:
+            self._catalogued.add(table.name)
 
     def create_table(
         self,
@@ -470,6 +486,11 @@ class Lakehouse:
     ) -> Table:
         """Create an empty Delta table and enter it in the catalog."""
         table_name = TableName.parse(name)
+        with self._lock:
+            known = self._handles.get(table_name) if exist_ok else None
+        if known is not None and self.storage.exists(table_name):
+            self._register(known, domain=domain, owner=owner, description=description, tags=tags)
+            return known
         table = self.storage.create(
             table_name,
             schema,
@@ -528,6 +549,7 @@ class Lakehouse:
         with self._lock:
             self._handles.pop(table_name, None)
             self._snapshots.pop(table_name, None)
+            self._catalogued.discard(table_name)
         self.engine.forget(table_name)
 
     # -- SQL --------------------------------------------------------------------------------
