@@ -36,7 +36,7 @@ from deltalake import DeltaTable
 
 from lakebed.errors import ConcurrentWriteError, StorageError
 from lakebed.storage import deletion_vectors
-from lakebed.storage.file_stats import stats_from_actions, stats_json, stats_of
+from lakebed.storage.file_stats import stats_from_actions, stats_json, stats_of_written
 from lakebed.storage.files import read_files
 from lakebed.storage.parallel_write import known_protocol
 from lakebed.storage.snapshot import Snapshot
@@ -212,14 +212,15 @@ def _data_file(table: Table, data: pa.Table) -> tuple[str, dict[str, Any]]:
     """Write `data` as a new parquet file of the table: its location and add action."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
     location = f"{table.path}/{name}"
-    pq.write_table(data, location, **parquet_options(data.schema))
+    collected: list[pq.FileMetaData] = []
+    pq.write_table(data, location, metadata_collector=collected, **parquet_options(data.schema))
     action = {
         "path": name,
         "partitionValues": {},
         "size": os.path.getsize(location),
         "modificationTime": int(time.time() * 1000),
         "dataChange": True,
-        "stats": stats_json(stats_of(data)),
+        "stats": stats_json(stats_of_written(data, collected[0])),
     }
     return location, action
 
