@@ -467,7 +467,8 @@ class Lakehouse:
             if table.name in self._catalogued:
                 return
         if self.metastore.get_table(str(table.name)) is None:
-            self._register(table)
+            self._register(table)  # which enters it in _catalogued
+            return
         with self._lock:
             self._catalogued.add(table.name)
 

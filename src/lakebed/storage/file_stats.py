@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -71,20 +71,10 @@ def _column_stats(
     if pa.types.is_struct(dtype):
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        lows: dict[str, Any] = {}
-        highs: dict[str, Any] = {}
-        nulls: dict[str, Any] = {}
-        for index in range(dtype.num_fields):
-            child = dtype.field(index)
-            found = _column_stats(pc.struct_field(column, index), child.type)
-            if found is None:
-                continue
-            low, high, count = found
-            if low is not None:
-                lows[child.name] = low
-            if high is not None:
-                highs[child.name] = high
-            nulls[child.name] = count
+        lows, highs, nulls = _gather(
+            (child.name, _column_stats(pc.struct_field(column, index), child.type))
+            for index, child in enumerate(dtype)
+        )
         return lows or None, highs or None, nulls
     if not _has_bounds(dtype):
         return None
@@ -106,20 +96,27 @@ def _assemble(
     data: pa.Table, column_stats: Callable[[pa.Field], tuple[Any, Any, Any] | None]
 ) -> dict[str, Any]:
     """A file's statistics from (min, max, null count) of each column (None: no stats)."""
+    lows, highs, nulls = _gather((field.name, column_stats(field)) for field in data.schema)
+    return {"numRecords": data.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+
+
+def _gather(
+    found: Iterable[tuple[str, tuple[Any, Any, Any] | None]],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The min, max and null count maps of named (min, max, null count) results."""
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
     nulls: dict[str, Any] = {}
-    for field in data.schema:
-        found = column_stats(field)
-        if found is None:
+    for name, stats in found:
+        if stats is None:
             continue
-        low, high, count = found
+        low, high, count = stats
         if low is not None:
-            lows[field.name] = low
+            lows[name] = low
         if high is not None:
-            highs[field.name] = high
-        nulls[field.name] = count
-    return {"numRecords": data.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+            highs[name] = high
+        nulls[name] = count
+    return lows, highs, nulls
 
 
 def stats_from_actions(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:

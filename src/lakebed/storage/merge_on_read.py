@@ -36,9 +36,9 @@ from deltalake import DeltaTable
 
 from lakebed.errors import ConcurrentWriteError, StorageError
 from lakebed.storage import deletion_vectors
-from lakebed.storage.file_stats import stats_from_actions, stats_json, stats_of_written
+from lakebed.storage.file_stats import stats_from_actions, stats_json
 from lakebed.storage.files import read_files
-from lakebed.storage.parallel_write import known_protocol
+from lakebed.storage.parallel_write import known_protocol, write_file
 from lakebed.storage.snapshot import Snapshot
 from lakebed.storage.table_support import key_strings, parquet_options
 
@@ -211,16 +211,14 @@ def _matches(snapshot: Snapshot, paths: list[str], wanted: pa.Table, keys: list[
 def _data_file(table: Table, data: pa.Table) -> tuple[str, dict[str, Any]]:
     """Write `data` as a new parquet file of the table: its location and add action."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-    location = f"{table.path}/{name}"
-    collected: list[pq.FileMetaData] = []
-    pq.write_table(data, location, metadata_collector=collected, **parquet_options(data.schema))
+    location, size, stats = write_file(table.path, name, data)
     action = {
         "path": name,
         "partitionValues": {},
-        "size": os.path.getsize(location),
+        "size": size,
         "modificationTime": int(time.time() * 1000),
         "dataChange": True,
-        "stats": stats_json(stats_of_written(data, collected[0])),
+        "stats": stats_json(stats),
     }
     return location, action
 

@@ -64,15 +64,19 @@ def _slices(data: pa.Table, count: int) -> list[pa.Table]:
     return [data.slice(start, per_slice) for start in range(0, data.num_rows, per_slice)]
 
 
-def _write_one(path: str, rows: pa.Table, index: int) -> tuple[str, AddAction]:
-    name = f"part-{index:05d}-{uuid.uuid4()}-c000.snappy.parquet"
+def write_file(path: str, name: str, rows: pa.Table) -> tuple[str, int, dict[str, Any]]:
+    """Write `rows` as the data file `name` of the table at `path`: its location, size and
+    statistics (read from the footer the writer kept)."""
     location = f"{path}/{name}"
     collected: list[pq.FileMetaData] = []
     pq.write_table(rows, location, metadata_collector=collected, **parquet_options(rows.schema))
-    stats = stats_of_written(rows, collected[0])
-    action = AddAction(
-        name, os.path.getsize(location), {}, int(time.time() * 1000), True, stats_json(stats)
-    )
+    return location, os.path.getsize(location), stats_of_written(rows, collected[0])
+
+
+def _write_one(path: str, rows: pa.Table, index: int) -> tuple[str, AddAction]:
+    name = f"part-{index:05d}-{uuid.uuid4()}-c000.snappy.parquet"
+    location, size, stats = write_file(path, name, rows)
+    action = AddAction(name, size, {}, int(time.time() * 1000), True, stats_json(stats))
     return location, action
 
 
