@@ -38,7 +38,6 @@ class Snapshot:
     # Flattened add actions: path, size_bytes, num_records, min.*, max.*, null_count.*,
     # partition.* columns (one row per live file).
     files: pa.Table
-    timestamp_ms: int | None = None
     properties: dict[str, str] = field(default_factory=dict)
     # Delta's table id: a table dropped and created again at the same path gets a new one.
     table_id: str = ""
@@ -88,7 +87,6 @@ class Snapshot:
             schema=self.schema,
             partition_by=self.partition_by,
             files=files,
-            timestamp_ms=self.timestamp_ms,
             properties=self.properties,
             table_id=self.table_id,
             deleted=deleted,

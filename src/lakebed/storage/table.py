@@ -220,7 +220,6 @@ class Table:
             if cached is not None and (cached.table_id, cached.version) == (table_id, version):
                 return cached  # a version's files never change: queries and commits share it
             files = pa.table(dt.get_add_actions(flatten=True))
-            history = dt.history(1)
             snapshot = Snapshot(
                 table=self.name,
                 root=self.path,
@@ -228,7 +227,6 @@ class Table:
                 schema=_arrow_schema(dt),
                 partition_by=list(metadata.partition_columns),
                 files=files,
-                timestamp_ms=int(history[0]["timestamp"]) if history else None,
                 properties=dict(metadata.configuration),
                 table_id=table_id,
                 deleted=self._deleted_rows(dt),
