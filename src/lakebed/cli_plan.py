@@ -71,9 +71,10 @@ def register(app: typer.Typer) -> None:
         ] = "table",
         project: ProjectOption = None,
     ) -> None:
-        """Show which models changed since their last build, what downstream rebuilds, and
-        whether each change is breaking (a removed or retyped column a downstream model
-        uses). Writes nothing.
+        """Show which models changed since their last build and what rebuilds downstream.
+
+        Each change is classified as breaking (a column removed or retyped that a
+        downstream model uses) or non-breaking. Writes nothing.
 
         Example: [bold]lakebed plan --select silver.orders+[/bold]
         """

@@ -153,8 +153,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
         project: ProjectOption = None,
     ) -> None:
-        """Run stream pipelines continuously: topic → (streaming SQL) → Delta table, exactly
-        once. SIGTERM or Ctrl-C finishes the batch in progress, commits it and exits 0.
+        """Run stream pipelines continuously: topic → streaming SQL → Delta table, exactly once.
+
+        SIGTERM or Ctrl-C finishes the batch in progress, commits it and exits 0.
 
         Pipelines are declared in lakebed.yml under `pipelines:`; windows are written in SQL:
         TUMBLE(topic.NAME, ts, INTERVAL '1 minute'), HOP(topic.NAME, ts, slide, size) or
@@ -250,8 +251,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         project: ProjectOption = None,
     ) -> None:
-        """Send the shop demo's live checkout events (stamped now) to its order_events topic,
-        until Ctrl-C; watch them with `lakebed stream` in another terminal.
+        """Send the shop demo's live checkout events to its order_events topic until Ctrl-C.
+
+        Events are stamped now; watch them with `lakebed stream` in another terminal.
 
         Example: [bold]lakebed -p demo-shop demo-events --rate 200[/bold]
         """
