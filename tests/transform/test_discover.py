@@ -142,6 +142,37 @@ def test_settings_beside_a_sql_model(tmp_path: Path) -> None:
     assert config.columns == {"id": "the order id"}
 
 
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("materialized: incremental\nunique_key: id\n", ("merge", ["id"])),
+        ("materialized: incremental\nunique_key: [a, b]\n", ("merge", ["a", "b"])),
+        (
+            "materialized: incremental\nunique_key: id\nincremental_strategy: append\n",
+            ("append", ["id"]),
+        ),
+        ("materialized: incremental\n", ("append", [])),
+        ("materialized: scd2\nunique_key: id\n", ("append", ["id"])),
+    ],
+    ids=["key alone", "key list", "append said", "no key", "scd2"],
+)
+def test_a_unique_key_alone_means_merge_on_it(
+    tmp_path: Path, settings: str, expected: tuple[str, list[str]]
+) -> None:
+    write(tmp_path, "models/silver/orders.sql", "SELECT * FROM bronze.orders")
+    write(tmp_path, "models/silver/orders.yml", settings)
+    config = load_models(tmp_path)[T("silver.orders")].config
+    assert (config.incremental_strategy, config.unique_key) == expected
+
+
+def test_one_value_stands_for_a_list_of_one(tmp_path: Path) -> None:
+    write(tmp_path, "models/silver/orders.sql", "SELECT * FROM bronze.orders")
+    write(tmp_path, "models/silver/orders.yml", "partition_by: order_month\ntags: daily\n")
+    config = load_models(tmp_path)[T("silver.orders")].config
+    assert config.partition_by == ["order_month"]
+    assert config.tags == ["daily"]
+
+
 def test_empty_settings_file_means_defaults(tmp_path: Path) -> None:
     write(tmp_path, "models/silver/orders.sql", "SELECT * FROM bronze.orders")
     write(tmp_path, "models/silver/orders.yml", "# nothing set yet\n")

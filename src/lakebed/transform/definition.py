@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lakebed.storage import TableName
 
 Materialization = Literal["view", "table", "incremental", "scd2"]
+# Settings that take a list and accept one value written alone (`unique_key: id`).
+_LIST_SETTINGS = ("unique_key", "partition_by", "tags")
 FrameKind = Literal["arrow", "polars", "pandas"]
 
 
@@ -27,6 +29,7 @@ class ModelConfig(BaseModel):
 
     materialized: Materialization = "table"
     unique_key: list[str] = Field(default_factory=list)
+    # Unset: merge for an incremental model with a unique_key (as dbt does), else append.
     incremental_strategy: Literal["append", "merge"] = "append"
     partition_by: list[str] = Field(default_factory=list)
     schedule: str | None = Field(default=None, description="cron expression")
@@ -37,6 +40,25 @@ class ModelConfig(BaseModel):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     columns: dict[str, str] = Field(default_factory=dict, description="column descriptions")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """`unique_key: id` for `[id]` (and so for partition_by and tags), and the merge
+        strategy implied by an incremental model's unique_key."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in _LIST_SETTINGS:
+            if isinstance(data.get(key), str):
+                data[key] = [data[key]]
+        if (
+            data.get("materialized") == "incremental"
+            and data.get("unique_key")
+            and data.get("incremental_strategy") is None
+        ):
+            data["incremental_strategy"] = "merge"
+        return data
 
     @model_validator(mode="after")
     def _keys_for_merge(self) -> ModelConfig:
