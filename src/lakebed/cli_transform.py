@@ -73,7 +73,11 @@ def register(app: typer.Typer) -> None:
         """
         with open_project(ctx, project) as lh:
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
-            with Progress(*columns, TimeElapsedColumn(), console=stderr()) as progress:
+            # Transient: the summary table replaces the bar (and an error in loading the
+            # models is not printed under an empty one).
+            with Progress(
+                *columns, TimeElapsedColumn(), console=stderr(), transient=True
+            ) as progress:
                 task = progress.add_task("models", total=None)
 
                 def report(event: str, node: NodeResult | None) -> None:

@@ -161,6 +161,26 @@ def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
     assert _rows(lh, "gold.order_count") == [(4,)]
 
 
+def test_a_python_model_returning_no_table_fails_naming_model_and_function(
+    lh: Lakehouse,
+) -> None:
+    folder = lh.root / "models" / "gold"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "order_count.py").write_text(
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders'])\n"
+        "def order_count(orders):\n"
+        "    return orders.num_rows\n"
+    )
+    summary = lh.run()
+    node = summary.nodes[0]
+    assert node.status == "failed"
+    assert node.error is not None
+    assert "gold.order_count" in node.error
+    assert "order_count() returned int, not a table" in node.error
+    assert "gold.order_count" not in [t.name for t in lh.tables()]
+
+
 def test_run_history_records_the_run_and_each_model(lh: Lakehouse) -> None:
     _model(lh.root, "silver.enriched", "select * from silver.orders")
     lh.run()

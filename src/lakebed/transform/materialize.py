@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from lakebed.errors import TransformError
+from lakebed.errors import StorageError, TransformError
 from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
@@ -139,7 +139,16 @@ def _run_python(ws: Workspace, model: Model, frames: dict[TableName, pa.Table]) 
         raise TransformError(f"model {model.name} ({model.path}) raised {exc!r}") from exc
     if result is None:
         raise TransformError(f"model {model.name} ({model.path}) returned nothing")
-    return to_arrow(result)
+    try:
+        return to_arrow(result)
+    except (StorageError, pa.ArrowException) as exc:
+        function = getattr(model.function, "__name__", "the function")
+        raise TransformError(
+            f"model {model.name} ({model.path}): {function}() returned "
+            f"{type(result).__name__}, not a table"
+            + ("" if isinstance(exc, StorageError) else f" ({exc})"),
+            hint="return a pyarrow Table, a Polars DataFrame or a pandas DataFrame",
+        ) from exc
 
 
 def _full(ws: Workspace, model: Model) -> Computed:
