@@ -132,6 +132,47 @@ def test_an_increment_marks_the_rows_it_replaces_instead_of_rewriting_the_table(
     )
 
 
+def test_a_models_table_properties_are_set_and_kept_in_step(lh: Lakehouse) -> None:
+    merge = "materialized: incremental\nunique_key: id\n"
+    props = "properties:\n  delta.logRetentionDuration: interval 7 days\n"
+    sql = "select id, amount * 10 as a10 from silver.orders"
+    _model(lh.root, "gold.scaled", sql, merge + props)
+    assert lh.run().ok
+    table = lh.table("gold.scaled")
+    assert table.properties()["delta.logRetentionDuration"] == "interval 7 days"
+    assert table.properties()["delta.enableDeletionVectors"] == "true"  # a merged model's own
+    # Changed with no new input rows: the model is up to date, its table follows anyway.
+    (lh.root / "models" / "gold" / "scaled.yml").write_text(
+        merge + "properties:\n  delta.logRetentionDuration: interval 30 days\n"
+    )
+    assert lh.run().nodes[0].status == "up_to_date"
+    assert table.properties()["delta.logRetentionDuration"] == "interval 30 days"
+
+
+def test_an_input_without_a_change_feed_still_gives_a_correct_increment(lh: Lakehouse) -> None:
+    """A model table can turn its change data feed off; a merged model reading it then
+    rebuilds in full when rows were updated (only appends can be read without the feed)."""
+    _model(
+        lh.root,
+        "silver.scaled",
+        "select id, amount * 10 as a10 from silver.orders",
+        "properties:\n  delta.enableChangeDataFeed: false\n",
+    )
+    _model(
+        lh.root,
+        "gold.big",
+        "select id, a10 from silver.scaled where a10 > 20",
+        "materialized: incremental\nunique_key: id\n",
+    )
+    assert lh.run().ok
+    assert lh.table("silver.scaled").properties()["delta.enableChangeDataFeed"] == "false"
+    lh.table("silver.orders").update({"amount": "0.5"}, predicate="id = 2")
+    modes = {n.model: n.mode for n in lh.run().nodes}
+    assert modes == {"silver.scaled": "full", "gold.big": "full"}
+    expected = lh.sql("select id, amount * 10 from silver.orders where amount * 10 > 20").rows()
+    assert _rows(lh, "gold.big") == sorted(expected)
+
+
 def test_incremental_append_reads_only_new_rows_of_an_append_only_input(lh: Lakehouse) -> None:
     lh.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"]})
     _model(

@@ -173,6 +173,35 @@ def test_one_value_stands_for_a_list_of_one(tmp_path: Path) -> None:
     assert config.tags == ["daily"]
 
 
+def test_table_properties_are_kept_as_delta_writes_them(tmp_path: Path) -> None:
+    write(tmp_path, "models/gold/orders.sql", "SELECT * FROM silver.orders")
+    write(
+        tmp_path,
+        "models/gold/orders.yml",
+        "properties:\n"
+        "  delta.enableChangeDataFeed: false\n"
+        "  delta.checkpointInterval: 20\n"
+        "  delta.logRetentionDuration: interval 7 days\n",
+    )
+    assert load_models(tmp_path)[T("gold.orders")].config.properties == {
+        "delta.enableChangeDataFeed": "false",
+        "delta.checkpointInterval": "20",
+        "delta.logRetentionDuration": "interval 7 days",
+    }
+
+
+def test_a_bad_table_property_names_file_line_and_fix(tmp_path: Path) -> None:
+    write(tmp_path, "models/gold/orders.sql", "SELECT * FROM silver.orders")
+    path = write(
+        tmp_path,
+        "models/gold/orders.yml",
+        "owner: me\nproperties:\n  delta.enableChangeDatafeed: false\n",
+    )
+    error = load_error(tmp_path)
+    assert (error.file, error.line, error.key) == (str(path), 2, "properties")
+    assert "did you mean delta.enableChangeDataFeed?" in str(error)
+
+
 def test_empty_settings_file_means_defaults(tmp_path: Path) -> None:
     write(tmp_path, "models/silver/orders.sql", "SELECT * FROM bronze.orders")
     write(tmp_path, "models/silver/orders.yml", "# nothing set yet\n")

@@ -31,6 +31,7 @@ from lakebed.transform.materialize import (
     fingerprint,
     is_current,
     publish,
+    sync_properties,
 )
 
 NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
@@ -231,6 +232,7 @@ def build_model(
     if computed.mode == "up_to_date":
         if model.config.columns:  # descriptions may change without the model changing
             ctx.describe_columns(model.name, model.config.columns)
+        sync_properties(ctx, model)  # so may its table properties
         result.status = "up_to_date"
         result.seconds = time.perf_counter() - started
         return result

@@ -1,6 +1,7 @@
 """Delta Lake tables in bronze/silver/gold/quarantine layers (delta-rs)."""
 
 from lakebed.storage.naming import CDF_LAYERS, LAYERS, TableName
+from lakebed.storage.properties import TABLE_PROPERTIES, property_problems
 from lakebed.storage.schema import columns_of, normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot, absolute_file_path
 from lakebed.storage.store import DeltaStore
@@ -10,6 +11,7 @@ from lakebed.storage.table_support import last_per_key
 __all__ = [
     "CDF_LAYERS",
     "LAYERS",
+    "TABLE_PROPERTIES",
     "AsOf",
     "DeltaStore",
     "Snapshot",
@@ -20,6 +22,7 @@ __all__ = [
     "columns_of",
     "last_per_key",
     "normalise",
+    "property_problems",
     "reconcile",
     "to_arrow",
 ]

@@ -36,6 +36,7 @@ from lakebed.errors import (
 from lakebed.storage import changes, deletion_vectors, merges, parallel_write, streams
 from lakebed.storage.files import read_files
 from lakebed.storage.naming import TableName
+from lakebed.storage.properties import check_properties
 from lakebed.storage.schema import normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot
 from lakebed.storage.table_support import WRITER_PROPERTIES, writer_properties
@@ -658,5 +659,7 @@ class Table:
         return [str(f) for f in files]
 
     def set_properties(self, properties: dict[str, str]) -> None:
+        """Set Delta table properties (`delta.logRetentionDuration`...), checked first."""
+        check_properties(str(self.name), properties)
         with self._errors("set properties"):
             self.delta().alter.set_table_properties(properties, raise_if_not_exists=False)

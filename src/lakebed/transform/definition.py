@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lakebed.storage import TableName
+from lakebed.storage import TABLE_PROPERTIES, TableName, property_problems
 
 Materialization = Literal["view", "table", "incremental", "scd2"]
 # Settings that take a list and accept one value written alone (`unique_key: id`).
@@ -40,6 +40,9 @@ class ModelConfig(BaseModel):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     columns: dict[str, str] = Field(default_factory=dict, description="column descriptions")
+    # Delta table properties of the model's table (delta.enableChangeDataFeed,
+    # delta.logRetentionDuration...): set when it is created, and again when they change.
+    properties: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -52,6 +55,10 @@ class ModelConfig(BaseModel):
         for key in _LIST_SETTINGS:
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
+        properties = data.get("properties")
+        if isinstance(properties, dict):
+            # YAML reads `true` and `10` as a bool and a number; Delta stores text.
+            data["properties"] = {k: _property_text(v) for k, v in properties.items()}
         if (
             data.get("materialized") == "incremental"
             and data.get("unique_key")
@@ -68,6 +75,26 @@ class ModelConfig(BaseModel):
         if needs_key and not self.unique_key:
             raise ValueError(f"materialized {self.materialized} needs a unique_key")
         return self
+
+    @field_validator("properties")
+    @classmethod
+    def _delta_properties(cls, properties: dict[str, str]) -> dict[str, str]:
+        problems = property_problems(properties)
+        if problems:
+            raise ValueError(
+                "; ".join(problems) + f" (table properties: {', '.join(sorted(TABLE_PROPERTIES))})"
+            )
+        return properties
+
+
+def _property_text(value: Any) -> Any:
+    """A property value as Delta writes it (`true`, not `True`); other types are left for
+    validation to reject."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
 
 
 @dataclass(frozen=True)

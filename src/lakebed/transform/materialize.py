@@ -440,9 +440,10 @@ def _compute(
 
 
 def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:
-    """Delta properties of a new model table: a merged model marks the rows an increment
-    replaces with deletion vectors, so a small change does not rewrite every file holding
-    one of its keys (local storage: the merge commits its own log entry)."""
+    """Delta properties of a new model table: the model's own, and for a merged model
+    deletion vectors to mark the rows an increment replaces, so a small change does not
+    rewrite every file holding one of its keys (local storage: the merge commits its own
+    log entry)."""
     config = model.config
     merged = (
         config.materialized == "incremental"
@@ -450,9 +451,23 @@ def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:
         and bool(config.unique_key)
         and not config.partition_by
     )
+    properties: dict[str, str] = {}
     if merged and "://" not in ws.storage.root:
-        return {"delta.enableDeletionVectors": "true"}
-    return None
+        properties["delta.enableDeletionVectors"] = "true"
+    properties.update(config.properties)
+    return properties or None
+
+
+def sync_properties(ws: Workspace, model: Model) -> None:
+    """Set the model's table properties that its table does not hold (yet) as declared."""
+    wanted = model.config.properties
+    if not wanted or not ws.storage.exists(model.name):
+        return
+    table = ws.table(model.name)
+    current = table.properties()
+    changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+    if changed:
+        table.set_properties(changed)
 
 
 def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | None:
@@ -502,6 +517,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
             properties=_table_properties(ws, model),
         )
     else:
+        sync_properties(ws, model)
         table = ws.table(model.name)
     txn = (app_id(model), (table.transaction_version(app_id(model)) or 0) + 1)
     if scd2:
