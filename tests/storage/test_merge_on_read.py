@@ -62,6 +62,26 @@ def orders(lh: Lakehouse) -> Table:
     return table
 
 
+def test_a_table_without_a_change_feed_is_merged_by_its_keys_alone(lh: Lakehouse) -> None:
+    """Without pre-images to record, the merge finds the replaced rows by their keys only
+    (and writes no change data file); readers see the same rows as ever."""
+    no_feed = DV | {"delta.enableChangeDataFeed": "false"}
+    table = lh.create_table("silver.orders", SCHEMA, properties=no_feed)
+    table.append(rows(list(range(1000)), "a"))
+    first = rows([3, 600, 1000], "b")
+    result = table.merge(first, ["id"], delete_keys=pa.table({"id": [7, 2000]}))
+    assert result.metrics["num_target_rows_updated"] == 2
+    assert result.metrics["num_target_rows_inserted"] == 1
+    assert result.metrics["num_target_rows_deleted"] == 1
+    (old,) = [p for p, gone in table.snapshot().deleted.items()]
+    assert table.snapshot().deleted[old].to_pylist() == [3, 7, 600]
+    assert not any("cdc" in action for action in log_entry(table.path, result.version))
+    expected = as_dict(rows(list(range(1000)), "a")) | as_dict(first)
+    del expected[7]
+    for seen in every_reader(lh, table):
+        assert seen == expected
+
+
 def test_a_merge_marks_replaced_rows_instead_of_rewriting_their_file(
     lh: Lakehouse, orders: Table
 ) -> None:

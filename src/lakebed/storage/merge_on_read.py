@@ -7,7 +7,8 @@ the matched rows stay in their files, marked deleted by a deletion vector in the
 new versions go to one new file and the change data feed gets the pre- and post-images,
 all in one commit that lakebed writes itself (delta-rs writes no deletion vectors). The
 commit holds the application transaction and commit metadata as delta-rs's would, so
-exactly-once writers keep their guarantee.
+exactly-once writers keep their guarantee. A table without a change feed needs no
+pre-images: its matches are found by their keys alone.
 
 Only local, unpartitioned tables with `delta.enableDeletionVectors` take this path, and only
 merges without schema changes; a key that matches several rows (copy-on-write updates each
@@ -162,15 +163,19 @@ def _candidates(snapshot: Snapshot, wanted: pa.Table, keys: list[str]) -> list[i
     return [i for i in everything if unknown[i] or ends[i] > starts[i]]
 
 
-def _matches(snapshot: Snapshot, paths: list[str], wanted: pa.Table, keys: list[str]) -> pa.Table:
+def _matches(
+    snapshot: Snapshot, paths: list[str], wanted: pa.Table, keys: list[str], *, whole: bool
+) -> pa.Table:
     """The live rows of `paths` whose key is in `wanted`, with their file (index into
-    `paths`) and row position."""
-    schema = snapshot.schema
+    `paths`) and row position: whole rows (the change feed's pre-images), or else only
+    their keys (decoding every column of every file costs several times more)."""
+    schema = snapshot.schema if whole else pa.schema([snapshot.schema.field(k) for k in keys])
     quoted = [f'"{k}"' for k in keys]
     on = " AND ".join(f"__scan.{q} = __wanted.{q}" for q in quoted)
     files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+    scanned = "*" if whole else ", ".join(quoted)
     query = (
-        f"SELECT * FROM (SELECT file_index AS {_FILE}, file_row_number AS {_ROW}, * "
+        f"SELECT * FROM (SELECT file_index AS {_FILE}, file_row_number AS {_ROW}, {scanned} "
         f"FROM read_parquet({files}, union_by_name=true)) AS __scan "
         f"SEMI JOIN __wanted ON {on}"
     )
@@ -250,11 +255,16 @@ def _plan(
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     plan = _Plan(version=snapshot.version, table_id=snapshot.table_id, predicate=predicate)
     plan.deleted = dict(snapshot.deleted)
+    feed = snapshot.properties.get("delta.enableChangeDataFeed") == "true"
     # The new rows' file is written while the scan below looks for the rows they replace.
     with ThreadPoolExecutor(max_workers=1) as pool:
         new_file = pool.submit(_data_file, table, source) if source.num_rows else None
         try:
-            matched = _matches(snapshot, paths, wanted, keys) if paths else _empty(schema)
+            matched = (
+                _matches(snapshot, paths, wanted, keys, whole=feed)
+                if paths
+                else _empty(schema if feed else pa.schema([schema.field(k) for k in keys]))
+            )
         except BaseException:
             if new_file is not None and new_file.exception() is None:
                 _remove_quietly(new_file.result()[0])
@@ -275,7 +285,7 @@ def _plan(
     data = matched.drop_columns([_FILE, _ROW])
     updated = pc.is_in(source_keys, matched_keys)
     replaced = pc.is_in(matched_keys, source_keys)
-    if snapshot.properties.get("delta.enableChangeDataFeed") == "true":
+    if feed:
         _record_changes(table, plan, _change_rows(source, data, updated, replaced))
     inserted = source.num_rows - int(pc.sum(updated.cast(pa.int64())).as_py() or 0)
     plan.metrics = {
