@@ -215,10 +215,24 @@ def test_empty_settings_file_means_defaults(tmp_path: Path) -> None:
         ("tags: [a]\nmaterialized: tabel\n", 2, "materialized", "'tabel'"),
         ("unique_key: [id]\ntags: 5\n", 2, "tags", "list"),
         ("materialized: incremental\nincremental_strategy: merge\n", 1, None, "unique_key"),
+        (
+            "properties:\n  delta.checkpointInterval: 5\nmaterialized: view\n",
+            3,
+            None,
+            "a view has no table",
+        ),
         ("materialized: table\n  owner: [\n", 2, None, "not valid YAML"),
         ("- materialized\n- table\n", 1, None, "expected a mapping of settings"),
     ],
-    ids=["unknown key", "bad value", "bad type", "merge needs a key", "yaml syntax", "a list"],
+    ids=[
+        "unknown key",
+        "bad value",
+        "bad type",
+        "merge needs a key",
+        "view properties",
+        "yaml syntax",
+        "a list",
+    ],
 )
 def test_settings_errors_name_file_line_and_key(
     tmp_path: Path, settings: str, line: int, key: str | None, text: str

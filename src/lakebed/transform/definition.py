@@ -74,6 +74,8 @@ class ModelConfig(BaseModel):
         )
         if needs_key and not self.unique_key:
             raise ValueError(f"materialized {self.materialized} needs a unique_key")
+        if self.materialized == "view" and self.properties:
+            raise ValueError("a view has no table to set properties on")
         return self
 
     @field_validator("properties")

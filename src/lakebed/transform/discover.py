@@ -186,12 +186,15 @@ def _load_settings(path: Path, name: TableName) -> ModelConfig:
         if not first["loc"]:
             # A check across settings (merge needs a unique_key): point at `materialized`.
             found = re.search(r"^materialized\s*:", text, flags=re.MULTILINE)
+            message = first["msg"].removeprefix("Value error, ")
             raise ModelError(
-                first["msg"].removeprefix("Value error, "),
+                message,
                 file=str(path),
                 line=text.count("\n", 0, found.start()) + 1 if found else None,
                 model=str(name),
-                hint="add `unique_key: [column, ...]`",
+                hint="add `unique_key: [column, ...]`"
+                if "unique_key" in message
+                else "remove `properties`, or make the model a table",
             ) from exc
         error = config_error(exc, file=str(path), text=text, model=ModelConfig)
         raise _model_error(error, name) from exc
