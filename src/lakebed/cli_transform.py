@@ -11,9 +11,34 @@ from rich.text import Text
 
 from lakebed import cli_render as render
 from lakebed.cli_common import ProjectOption, TableArgument, open_project, stderr, stdout
-from lakebed.orchestrate import NodeResult, RunSummary
+from lakebed.govern import CheckResult
+from lakebed.orchestrate import NodeResult, RunSummary, blocking
 
 _STYLE = {"success": "green", "up_to_date": "dim", "failed": "red", "skipped": "yellow"}
+
+
+def _in_brief(results: list[CheckResult]) -> str:
+    """`3 passed; unique(id): warn`: the passes counted, the rest named."""
+    checks = ", ".join(f"{c.check}: {c.status}" for c in results if c.status != "pass")
+    passed = sum(1 for c in results if c.status == "pass")
+    if passed:
+        checks = f"{passed} passed" + (f"; {checks}" if checks else "")
+    return checks
+
+
+def _table_checks_view(summary: RunSummary) -> RichTable:
+    view = RichTable(title="checks of the tables read", title_justify="left", header_style="bold")
+    for column in ("table", "version", "checks"):
+        view.add_column(column, justify="right" if column == "version" else "left")
+    for table, results in summary.table_checks.items():
+        blocked = bool(blocking(results))
+        version = results[0].table_version if results else None
+        view.add_row(
+            table,
+            "" if version is None else str(version),
+            Text(_in_brief(results), style="red" if blocked else ""),
+        )
+    return view
 
 
 def _summary_view(summary: RunSummary) -> RichTable:
@@ -21,10 +46,7 @@ def _summary_view(summary: RunSummary) -> RichTable:
     for column in ("model", "status", "mode", "rows", "quarantined", "checks", "seconds", "error"):
         view.add_column(column, justify="right" if column in ("rows", "seconds") else "left")
     for node in summary.nodes:
-        checks = ", ".join(f"{c.check}: {c.status}" for c in node.checks if c.status != "pass")
-        passed = sum(1 for c in node.checks if c.status == "pass")
-        if passed:
-            checks = f"{passed} passed" + (f"; {checks}" if checks else "")
+        checks = _in_brief(node.checks)
         view.add_row(
             node.model,
             Text(node.status.replace("_", " "), style=_STYLE.get(node.status, "")),
@@ -97,6 +119,8 @@ def register(app: typer.Typer) -> None:
                     on_total=lambda n: progress.update(task, total=n),
                 )
                 progress.update(task, description="models")
+        if summary.table_checks:
+            stdout().print(_table_checks_view(summary))
         stdout().print(_summary_view(summary))
         if not summary.ok:
             raise typer.Exit(1)
@@ -135,14 +159,28 @@ def register(app: typer.Typer) -> None:
     def checks(
         ctx: typer.Context,
         table: Annotated[str | None, typer.Argument(metavar="[TABLE]")] = None,
+        run: Annotated[
+            bool,
+            typer.Option(
+                "--run",
+                help="First judge the tables with checks declared in lakebed.yml (or TABLE) "
+                "now; exit 1 if a check of severity fail fails.",
+            ),
+        ] = False,
         project: ProjectOption = None,
     ) -> None:
         """The latest result of every quality check, per table.
 
         Example: [bold]lakebed checks silver.orders[/bold]
         """
+        blocked = False
         with open_project(ctx, project) as lh:
-            results = lh.metastore.latest_check_results(table)
+            if run:
+                judged = lh.check_tables(*([table] if table else []))
+                results = [r for found in judged.values() for r in found]
+                blocked = bool(blocking(results))
+            else:
+                results = lh.metastore.latest_check_results(table)
         view = RichTable(header_style="bold")
         for column in (
             "table",
@@ -170,6 +208,8 @@ def register(app: typer.Typer) -> None:
         stdout().print(
             view if results else "no check results yet; declare checks and `lakebed run`"
         )
+        if blocked:
+            raise typer.Exit(1)
 
     @app.command()
     def lineage(

@@ -55,6 +55,8 @@ class ProjectConfig(_Model):
     # Later layers (ingest, transform, ...) own these sections; kept as plain data until then.
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     pipelines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Quality checks of tables no model builds (bronze, stream outputs): table → checks.
+    checks: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
     @field_validator("bus")
     @classmethod

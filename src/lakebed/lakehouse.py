@@ -18,6 +18,7 @@ from lakebed.bus import Bus, Record, open_bus
 from lakebed.bus.records import encode_records
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
 from lakebed.errors import ConfigError, LakebedError, StorageError, TableNotFoundError
+from lakebed.govern import CheckResult
 from lakebed.ingest import (
     IngestRun,
     IngestSummary,
@@ -29,6 +30,8 @@ from lakebed.ingest import (
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.orchestrate import NodeResult, RunSummary
 from lakebed.orchestrate import run as run_graph
+from lakebed.orchestrate.table_checks import TableChecks, parse_table_checks
+from lakebed.orchestrate.table_checks import judge as judge_table
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.process.stream_metrics import PipelineMetrics, read_status
 from lakebed.process.stream_runner import run_pipelines
@@ -444,7 +447,30 @@ class Lakehouse:
             backfill=window,
             workers=workers,
             report=report,
+            table_checks=self.table_checks(graph.models),
         )
+
+    def table_checks(self, models: Iterable[TableName] | None = None) -> TableChecks:
+        """The checks lakebed.yml declares on tables that no model builds, validated."""
+        built = self.models() if models is None else models
+        file = str(self.root / CONFIG_FILE)
+        return parse_table_checks(self.config.checks, models=built, file=file)
+
+    def check_tables(self, *tables: str) -> dict[str, list[CheckResult]]:
+        """Judge tables by the checks lakebed.yml declares on them (all such tables by
+        default), now; the results are recorded, as a run's are."""
+        declared = self.table_checks()
+        names = [TableName.parse(t) for t in tables] or sorted(declared)
+        unknown = [str(n) for n in names if n not in declared]
+        if unknown:
+            raise ConfigError(
+                f"no checks are declared on {', '.join(unknown)}",
+                file=str(self.root / CONFIG_FILE),
+                key="checks",
+                hint="declare them under `checks:` in lakebed.yml "
+                "(a model's checks sit in its .yml and run with `lakebed run`)",
+            )
+        return {str(n): judge_table(self, n, declared[n], run_id=None, again=True) for n in names}
 
     # -- tables -----------------------------------------------------------------------------
 

@@ -166,6 +166,12 @@ class Check:
         """Build the check from its options (`name` None: the kind's default name)."""
         raise NotImplementedError
 
+    def judged_columns(self) -> tuple[str, ...] | None:
+        """The only columns it looks at (so a table can be judged reading just those);
+        None when it may look at any (a SQL expression or query)."""
+        column = getattr(self, "column", None)
+        return (column,) if isinstance(column, str) else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class RowCheck(Check):
@@ -409,6 +415,9 @@ class Unique(TableCheck):
     )
     columns: tuple[str, ...]
 
+    def judged_columns(self) -> tuple[str, ...] | None:
+        return self.columns
+
     @classmethod
     def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> Unique:
         columns = spec.columns()
@@ -440,6 +449,9 @@ class RowCount(TableCheck):
     example = "- row_count: {min: 1, max: 10000000}"
     min: int | None = None
     max: int | None = None
+
+    def judged_columns(self) -> tuple[str, ...] | None:
+        return ()  # it counts rows
 
     @classmethod
     def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> RowCount:

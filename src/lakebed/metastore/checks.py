@@ -39,6 +39,8 @@ class CheckResult:
     total_rows: int
     message: str
     checked_at: datetime
+    # The table version judged, when the checks ran on a committed table (not new rows).
+    table_version: int | None = None
 
 
 def record(conn: Connection, results: list[CheckResult], run_id: str | None) -> None:
@@ -84,6 +86,7 @@ def _row(result: CheckResult, run_id: str | None) -> dict[str, object]:
         "total_rows": result.total_rows,
         "message": result.message,
         "checked_at": result.checked_at.astimezone(UTC),
+        "table_version": result.table_version,
     }
 
 
@@ -98,4 +101,5 @@ def _result(row: RowMapping) -> CheckResult:
         total_rows=row["total_rows"],
         message=row["message"],
         checked_at=row["checked_at"],
+        table_version=row["table_version"],
     )

@@ -191,6 +191,10 @@ def _v5_leases(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v6_checked_versions(conn: Connection) -> None:
+    add_column(conn, "lakebed_check_results", Column("table_version", BigInteger))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "catalog tables, schema history and run log", _v1_catalog),
     Migration(
@@ -199,6 +203,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "quality check results", _v3_check_results),
     Migration(4, "column lineage edges", _v4_lineage),
     Migration(5, "leases: one process builds a model at a time", _v5_leases),
+    Migration(6, "the table version each check result judged", _v6_checked_versions),
 ]
 
 

@@ -199,6 +199,7 @@ check_results = Table(
     Column("total_rows", BigInteger, nullable=False),
     Column("message", Text, nullable=False),
     Column("checked_at", UtcDateTime, nullable=False),
+    Column("table_version", BigInteger),  # checks of a committed table version (v6)
     Index("ix_lakebed_check_results_table", "table_name", "checked_at"),
 )
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from lakebed.errors import CheckFailedError, LakebedError, Retryable, TransformError
 from lakebed.govern import CheckResult, ColumnEdge, audit, column_lineage, parse_checks
+from lakebed.orchestrate.table_checks import TableChecks, blocking, judge
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 from lakebed.transform.materialize import (
@@ -79,6 +80,8 @@ class NodeResult:
 class RunSummary:
     run_id: str
     nodes: list[NodeResult]
+    # Checks declared on the tables the models read (lakebed.yml), per table.
+    table_checks: dict[str, list[CheckResult]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -281,8 +284,10 @@ def run_models(
     workers: int = 2,
     retries: int = 2,
     report: Report | None = None,
+    table_checks: TableChecks | None = None,
 ) -> RunSummary:
-    """Build the selected models in dependency order, `workers` at a time."""
+    """Build the selected models in dependency order, `workers` at a time; first judge the
+    tables they read that have checks of their own (`table_checks`)."""
     _warm_imports()
     chosen = list(dict.fromkeys(selected))
     wanted = set(chosen)
@@ -304,6 +309,7 @@ def run_models(
         run_id = str(run.run_id)
 
         me = f"{run_id}@{socket.gethostname()}:{os.getpid()}"
+        checked, blocked = _judge_inputs(ctx, graph, chosen, table_checks or {}, run_id)
 
         def attempt(name: TableName) -> NodeResult:
             quick = unchanged(name)
@@ -400,8 +406,12 @@ def run_models(
             while pending or running:
                 for name in sorted(pending):
                     states = [results.get(d) for d in deps[name]]
-                    if any(s is not None and s.status in ("failed", "skipped") for s in states):
-                        skipped = NodeResult(str(name), "skipped", error="an upstream model failed")
+                    stopped = [blocked[i] for i in graph.models[name].inputs if i in blocked]
+                    if stopped or any(
+                        s is not None and s.status in ("failed", "skipped") for s in states
+                    ):
+                        why = stopped[0] if stopped else "an upstream model failed"
+                        skipped = NodeResult(str(name), "skipped", error=why)
                         results[name] = skipped
                         pending.discard(name)
                         if report:
@@ -425,11 +435,43 @@ def run_models(
         ctx.metastore.record_finished_runs("model", current, {"run": run_id})
         nodes = [results[n] for n in chosen]
         run.rows = sum(n.rows for n in nodes)
-        if any(n.status == "failed" for n in nodes):
-            failed = ", ".join(n.model for n in nodes if n.status == "failed")
-            summary = RunSummary(run_id, nodes)
-            raise _RunFailedError(summary, f"models failed: {failed}")
-    return RunSummary(run_id, nodes)
+        failed = [n.model for n in nodes if n.status == "failed"]
+        if failed or blocked:
+            summary = RunSummary(run_id, nodes, checked)
+            reasons = [f"models failed: {', '.join(failed)}"] if failed else []
+            raise _RunFailedError(summary, "; ".join(reasons + list(blocked.values())))
+    return RunSummary(run_id, nodes, checked)
+
+
+def _judge_inputs(
+    ctx: RunContext,
+    graph: ModelGraph,
+    chosen: list[TableName],
+    table_checks: TableChecks,
+    run_id: str,
+) -> tuple[dict[str, list[CheckResult]], dict[TableName, str]]:
+    """Judge the tables with checks of their own that the chosen models read: the results
+    per table, and why each table whose checks block its readers does."""
+    read = {i for name in chosen for i in graph.models[name].inputs if i in table_checks}
+    checked: dict[str, list[CheckResult]] = {}
+    blocked: dict[TableName, str] = {}
+    for table in sorted(read):
+        if not ctx.storage.exists(table):
+            continue  # the models that read it fail on their own, naming it
+        try:
+            results = judge(ctx, table, table_checks[table], run_id=run_id)
+        except LakebedError as exc:
+            blocked[table] = f"the checks of {table} could not run: {exc.message}"
+            continue
+        checked[str(table)] = results
+        failures = blocking(results)
+        if failures:
+            counts = ", ".join(
+                f"{r.check} ({r.failing_rows:,} row{'' if r.failing_rows == 1 else 's'})"
+                for r in failures
+            )
+            blocked[table] = f"checks of {table} failed: {counts}"
+    return checked, blocked
 
 
 class _RunFailedError(LakebedError):

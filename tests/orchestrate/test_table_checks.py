@@ -1,0 +1,143 @@
+"""Checks declared on tables in lakebed.yml: judged before the models that read them, again
+only at a new version; a failed check of severity fail skips those models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import lakebed
+from lakebed import Lakehouse
+from lakebed.cli import app
+from lakebed.errors import CheckConfigError, ConfigError
+from lakebed.govern import parse_checks
+from lakebed.orchestrate.table_checks import _read
+
+CHECKS = """\
+checks:
+  bronze.events:
+    - not_null: kind
+    - range: {column: amount, min: 0, severity: warn}
+    - row_count: {min: 1}
+"""
+
+
+def _model(root: Path, name: str, sql: str) -> None:
+    layer, table = name.split(".")
+    folder = root / "models" / layer
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{table}.sql").write_text(sql)
+
+
+def _open(tmp_path: Path, config: str) -> Lakehouse:
+    root = lakebed.init_project(tmp_path / "p")
+    (root / "lakebed.yml").write_text(config)
+    lake = lakebed.open(root)
+    lake.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"], "amount": [1.0, -2.0]})
+    lake.write("bronze.other", {"id": [1]})
+    _model(root, "silver.events", "select id, kind, amount from bronze.events")
+    _model(root, "gold.kinds", "select kind, count(*) as n from silver.events group by kind")
+    _model(root, "silver.other", "select id from bronze.other")
+    return lake
+
+
+@pytest.fixture
+def lh(tmp_path: Path) -> Lakehouse:
+    return _open(tmp_path, CHECKS)
+
+
+def test_a_passing_table_is_judged_and_its_readers_build(lh: Lakehouse) -> None:
+    summary = lh.run()
+    assert summary.ok
+    results = summary.table_checks["bronze.events"]
+    status = {r.check: r.status for r in results}
+    assert status == {"not_null(kind)": "pass", "range(amount)": "warn", "row_count": "pass"}
+    assert {r.table_version for r in results} == {lh.table("bronze.events").version()}
+    assert "bronze.other" not in summary.table_checks  # no checks declared on it
+
+
+def test_a_failed_fail_check_skips_the_models_that_read_the_table(lh: Lakehouse) -> None:
+    lh.table("bronze.events").append({"id": [3], "kind": [None], "amount": [1.0]})
+    summary = lh.run()
+    assert not summary.ok
+    nodes = {n.model: n for n in summary.nodes}
+    assert nodes["silver.events"].status == "skipped"
+    assert nodes["silver.events"].error == (
+        "checks of bronze.events failed: not_null(kind) (1 row)"
+    )
+    assert nodes["gold.kinds"].status == "skipped"
+    assert nodes["silver.other"].status == "success"  # reads an unjudged table
+    assert "silver.events" not in [t.name for t in lh.tables()]
+    run = lh.runs(kind="run")[0]
+    assert run.status == "failed"
+    assert "not_null(kind)" in (run.error or "")
+
+
+def test_a_table_is_judged_again_only_at_a_new_version(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    first = {r.check: r.checked_at for r in lh.metastore.latest_check_results("bronze.events")}
+    assert lh.run().ok
+    again = {r.check: r.checked_at for r in lh.metastore.latest_check_results("bronze.events")}
+    assert again == first  # same version: the recorded results stand
+    lh.table("bronze.events").append({"id": [3], "kind": ["c"], "amount": [5.0]})
+    summary = lh.run()
+    latest = lh.metastore.latest_check_results("bronze.events")
+    assert all(r.checked_at > first[r.check] for r in latest)
+    assert {r.table_version for r in latest} == {lh.table("bronze.events").version()}
+    assert {r.total_rows for r in summary.table_checks["bronze.events"]} == {3}
+
+
+def test_check_tables_judges_now_and_names_tables_without_checks(lh: Lakehouse) -> None:
+    judged = lh.check_tables()
+    assert list(judged) == ["bronze.events"]
+    assert judged["bronze.events"][0].table_version == lh.table("bronze.events").version()
+    with pytest.raises(ConfigError, match=r"no checks are declared on bronze\.other"):
+        lh.check_tables("bronze.other")
+
+
+@pytest.mark.parametrize(
+    ("config", "text"),
+    [
+        ("checks:\n  silver.events: [{not_null: id}]\n", "models/silver/events.yml"),
+        ("checks:\n  bronze.events: [{not_null: {column: id, severity: drop}}]\n", "warn or fail"),
+        ("checks:\n  events: [{not_null: id}]\n", "layer"),
+        ("checks:\n  bronze.events: [{not_nul: id}]\n", "did you mean not_null"),
+    ],
+    ids=["a model's table", "drop", "no layer", "unknown kind"],
+)
+def test_bad_table_checks_name_the_file_and_the_fix(tmp_path: Path, config: str, text: str) -> None:
+    lake = _open(tmp_path, config)
+    with pytest.raises(CheckConfigError) as caught:
+        lake.run()
+    assert str(lake.root / "lakebed.yml") in str(caught.value)
+    assert text in str(caught.value)
+
+
+def test_checks_run_from_the_terminal_exits_1_when_a_fail_check_fails(lh: Lakehouse) -> None:
+    env = {"COLUMNS": "250", "NO_COLOR": "1", "LAKEBED_PROJECT": None}
+    passed = CliRunner().invoke(app, ["-p", str(lh.root), "checks", "--run"], env=env)
+    assert passed.exit_code == 0, passed.output
+    assert "row_count" in passed.output
+    lh.table("bronze.events").append({"id": [3], "kind": [None], "amount": [1.0]})
+    failed = CliRunner().invoke(app, ["-p", str(lh.root), "checks", "--run"], env=env)
+    assert failed.exit_code == 1
+    assert "1 of 3 rows fail: kind is null" in failed.output
+
+
+@pytest.mark.parametrize(
+    ("specs", "select"),
+    [
+        ([{"not_null": "Kind"}, {"unique": ["id", "kind"]}], '"kind", "id"'),
+        ([{"row_count": {"min": 1}}], '"id"'),
+        ([{"not_null": "kind"}, {"expression": {"sql": "amount > 0"}}], "*"),
+        ([{"not_null": "missing"}], "*"),
+    ],
+    ids=["their columns", "row count alone", "an expression", "an unknown column"],
+)
+def test_a_table_is_read_for_the_columns_its_checks_look_at(
+    specs: list[dict[str, object]], select: str
+) -> None:
+    checks = parse_checks(specs, table="bronze.events")
+    assert _read(checks, ["id", "kind", "amount"]) == select
