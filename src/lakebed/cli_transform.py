@@ -75,6 +75,14 @@ def register(app: typer.Typer) -> None:
                 "tag:x, layer:gold, source:x; several separated by spaces.",
             ),
         ] = None,
+        exclude: Annotated[
+            str | None,
+            typer.Option(
+                "--exclude",
+                "-x",
+                help="Models to leave out of the selection, in the same syntax.",
+            ),
+        ] = None,
         full_refresh: Annotated[
             bool, typer.Option("--full-refresh", help="Rebuild incremental models in full.")
         ] = False,
@@ -91,7 +99,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build the models of models/ in dependency order, checks before publishing.
 
-        Example: [bold]lakebed run --select +gold.daily_revenue[/bold]
+        Example: [bold]lakebed run --select +gold.daily_revenue --exclude tag:slow[/bold]
         """
         with open_project(ctx, project) as lh:
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
@@ -112,6 +120,7 @@ def register(app: typer.Typer) -> None:
 
                 summary = lh.run(
                     select,
+                    exclude=exclude,
                     full_refresh=full_refresh,
                     backfill=backfill,
                     workers=workers,

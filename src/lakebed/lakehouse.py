@@ -424,19 +424,24 @@ class Lakehouse:
         self,
         select: str | None = None,
         *,
+        exclude: str | None = None,
         full_refresh: bool = False,
         backfill: str | None = None,
         workers: int = 2,
         report: Callable[[str, NodeResult | None], None] | None = None,
         on_total: Callable[[int], None] | None = None,
     ) -> RunSummary:
-        """Build the selected models (all by default) in dependency order, checks first.
+        """Build the selected models (all by default; less those `exclude` selects) in
+        dependency order, checks first.
 
         `backfill="START..END"` recomputes only those partitions of partitioned models.
         """
         window = Backfill.parse(backfill) if backfill else None
         graph = self.graph()
         selected = graph.select(select) if select else graph.order()
+        if exclude:
+            left_out = set(graph.select(exclude))
+            selected = [name for name in selected if name not in left_out]
         if on_total is not None:
             on_total(len(selected))
         return run_graph(

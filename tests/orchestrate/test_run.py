@@ -52,6 +52,19 @@ def test_table_models_build_in_dependency_order(lh: Lakehouse) -> None:
     assert _rows(lh, "gold.by_country") == [("DE", 12.5), ("FR", 1.0)]
 
 
+def test_exclude_leaves_models_out_of_the_selection(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select * from silver.orders where customer is not null")
+    _model(
+        lh.root,
+        "gold.by_customer",
+        "select customer, count(*) as n from silver.enriched group by 1",
+    )
+    _model(lh.root, "gold.total", "select sum(amount) as total from silver.enriched")
+    summary = lh.run("silver.enriched+", exclude="gold.by_customer")
+    assert [n.model for n in summary.nodes] == ["silver.enriched", "gold.total"]
+    assert [n.model for n in lh.run(exclude="layer:gold").nodes] == ["silver.enriched"]
+
+
 def test_a_failing_check_publishes_nothing_and_skips_downstream(lh: Lakehouse) -> None:
     _model(
         lh.root,
