@@ -188,6 +188,7 @@ def demo(
             'from quarantine.orders group by all"',
             f"lakebed -p {where} sources",
             f"lakebed -p {where} checks",
+            f"lakebed -p {where} checks --run   # judge the bronze tables of lakebed.yml now",
             f"lakebed -p {where} lineage gold.daily_revenue",
             f'lakebed -p {where} sql --as-of 1 "select count(*) from bronze.orders"',
             f'lakebed -p {where} sql --format json "select * from gold.product_sales limit 3"',
