@@ -148,8 +148,9 @@ def register(app: typer.Typer) -> None:
         with open_project(ctx, project) as lh:
             records = lh.runs(limit=limit, kind=kind)
         view = RichTable(header_style="bold")
-        for column in ("started", "kind", "target", "status", "rows", "seconds", "error"):
-            view.add_column(column, justify="right" if column in ("rows", "seconds") else "left")
+        for column in ("started", "kind", "target", "status", "rows", "bytes", "seconds", "error"):
+            numeric = column in ("rows", "bytes", "seconds")
+            view.add_column(column, justify="right" if numeric else "left")
         for r in records:
             seconds = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
             style = {"success": "green", "failed": "red"}.get(r.status, "yellow")
@@ -159,6 +160,7 @@ def register(app: typer.Typer) -> None:
                 r.target or "",
                 Text(r.status, style=style),
                 "" if r.rows is None else f"{r.rows:,}",
+                "" if r.bytes is None else render.human_size(r.bytes),
                 "" if seconds is None else f"{seconds:.2f}",
                 Text((r.error or "")[:80], style="red"),
             )

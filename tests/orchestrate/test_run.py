@@ -243,6 +243,9 @@ def test_run_history_records_the_run_and_each_model(lh: Lakehouse) -> None:
     assert "model" in kinds
     model_run = next(r for r in lh.runs(kind="model"))
     assert (model_run.target, model_run.status, model_run.rows) == ("silver.enriched", "success", 4)
+    # The bytes of the files the build added: the table's only files.
+    assert model_run.bytes == lh.table("silver.enriched").snapshot().size_bytes > 0
+    assert lh.runs(kind="run")[0].bytes == model_run.bytes
     assert pa.types.is_integer(lh.table("silver.enriched").schema().field("id").type)
 
 

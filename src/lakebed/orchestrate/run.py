@@ -69,6 +69,7 @@ class NodeResult:
     status: NodeStatus
     mode: str | None = None
     rows: int = 0
+    bytes: int = 0  # of the files its commit added
     quarantined: int = 0
     seconds: float = 0.0
     attempts: int = 0
@@ -261,7 +262,9 @@ def build_model(
             _quarantine(ctx, model, outcome.quarantined, replace=replace)
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
-    publish(ctx, computed, data)
+    written = publish(ctx, computed, data)
+    if written is not None:
+        result.bytes = ctx.table(model.name).bytes_written(written.version) or 0
     if model.config.columns:
         ctx.describe_columns(model.name, model.config.columns)
     # An unchanged model has the lineage recorded at its last build.
@@ -388,6 +391,7 @@ def run_models(
                             later=lambda job: lineage.append(recorder.submit(job)),
                         )
                         record.rows = node.rows
+                        record.bytes = node.bytes
                     node.attempts = tries
                     return node
                 except LakebedError as exc:
@@ -435,6 +439,7 @@ def run_models(
         ctx.metastore.record_finished_runs("model", current, {"run": run_id})
         nodes = [results[n] for n in chosen]
         run.rows = sum(n.rows for n in nodes)
+        run.bytes = sum(n.bytes for n in nodes)
         failed = [n.model for n in nodes if n.status == "failed"]
         if failed or blocked:
             summary = RunSummary(run_id, nodes, checked)

@@ -286,6 +286,19 @@ class Table:
         except OSError:
             return None
 
+    def bytes_written(self, version: int) -> int | None:
+        """The bytes of the files one commit added (data and change data files), from its
+        log file: local tables only (`log_entry`)."""
+        lines = self.log_entry(version)
+        if lines is None:
+            return None
+        total = 0
+        for line in lines:
+            if line.startswith(('{"add"', '{"cdc"')):
+                action = json.loads(line)
+                total += int(next(iter(action.values())).get("size") or 0)
+        return total
+
     def commit_info(self, version: int) -> dict[str, Any] | None:
         """What `history` says of one commit, read from its log file (`log_entry`)."""
         for line in self.log_entry(version) or []:
