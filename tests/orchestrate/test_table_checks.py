@@ -89,6 +89,30 @@ def test_a_table_is_judged_again_only_at_a_new_version(lh: Lakehouse) -> None:
     assert {r.total_rows for r in summary.table_checks["bronze.events"]} == {3}
 
 
+def test_a_changed_check_judges_an_unchanged_table_again(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    config = lh.root / "lakebed.yml"
+    config.write_text(config.read_text().replace("min: 0, severity: warn", "min: -5"))
+    changed = lakebed.open(lh.root)
+    summary = changed.run()
+    results = {r.check: r for r in summary.table_checks["bronze.events"]}
+    assert results["range(amount)"].status == "pass"  # -2.0 is above the new minimum
+    assert results["range(amount)"].severity == "fail"
+
+
+def test_checks_reading_other_tables_judge_every_run(tmp_path: Path) -> None:
+    lake = _open(
+        tmp_path,
+        "checks:\n  bronze.events:\n"
+        "    - relationships: {column: id, to: bronze.other, field: id, severity: warn}\n",
+    )
+    first = lake.run().table_checks["bronze.events"][0]
+    assert (first.status, first.failing_rows) == ("warn", 1)  # id 2 is not in bronze.other
+    lake.table("bronze.other").append({"id": [2]})
+    again = lake.run().table_checks["bronze.events"][0]
+    assert (again.status, again.failing_rows) == ("pass", 0)  # bronze.events did not change
+
+
 def test_check_tables_judges_now_and_names_tables_without_checks(lh: Lakehouse) -> None:
     judged = lh.check_tables()
     assert list(judged) == ["bronze.events"]

@@ -157,6 +157,9 @@ class Check:
     example: ClassVar[str]
     options: ClassVar[tuple[str, ...]]  # the keys it takes besides name and severity
     no_drop: ClassVar[str | None] = "a table-level check has no failing rows to drop"
+    # False when its verdict also depends on other tables (it may change while this one
+    # does not).
+    self_contained: ClassVar[bool] = True
 
     name: str
     severity: Severity = "fail"
@@ -336,6 +339,7 @@ class Relationships(RowCheck):
     """Each non-NULL `column` value must exist in `to`.`field` (foreign-key semantics)."""
 
     kind = "relationships"
+    self_contained = False
     options = ("column", "to", "field")
     example = "- relationships: {column: customer_id, to: silver.customers, field: customer_id}"
     column: str
@@ -531,6 +535,7 @@ class Query(TableCheck):
     """A SELECT over `this` (the new data); every row it returns is a failure."""
 
     kind = "query"
+    self_contained = False
     options = ("sql",)
     primary = "sql"
     example = "- query: {sql: 'select * from this where amount < 0', name: no_negative}"

@@ -39,8 +39,10 @@ class CheckResult:
     total_rows: int
     message: str
     checked_at: datetime
-    # The table version judged, when the checks ran on a committed table (not new rows).
+    # The table version judged, when the checks ran on a committed table (not new rows),
+    # and a hash of the check's definition then: a result stands while both are current.
     table_version: int | None = None
+    check_digest: str | None = None
 
 
 def record(conn: Connection, results: list[CheckResult], run_id: str | None) -> None:
@@ -87,6 +89,7 @@ def _row(result: CheckResult, run_id: str | None) -> dict[str, object]:
         "message": result.message,
         "checked_at": result.checked_at.astimezone(UTC),
         "table_version": result.table_version,
+        "check_digest": result.check_digest,
     }
 
 
@@ -102,4 +105,5 @@ def _result(row: RowMapping) -> CheckResult:
         message=row["message"],
         checked_at=row["checked_at"],
         table_version=row["table_version"],
+        check_digest=row["check_digest"],
     )

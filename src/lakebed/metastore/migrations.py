@@ -193,6 +193,7 @@ def _v5_leases(conn: Connection) -> None:
 
 def _v6_checked_versions(conn: Connection) -> None:
     add_column(conn, "lakebed_check_results", Column("table_version", BigInteger))
+    add_column(conn, "lakebed_check_results", Column("check_digest", String(64)))
 
 
 MIGRATIONS: list[Migration] = [
@@ -203,7 +204,9 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "quality check results", _v3_check_results),
     Migration(4, "column lineage edges", _v4_lineage),
     Migration(5, "leases: one process builds a model at a time", _v5_leases),
-    Migration(6, "the table version each check result judged", _v6_checked_versions),
+    Migration(
+        6, "the table version and the check definition each result judged", _v6_checked_versions
+    ),
 ]
 
 

@@ -200,6 +200,7 @@ check_results = Table(
     Column("message", Text, nullable=False),
     Column("checked_at", UtcDateTime, nullable=False),
     Column("table_version", BigInteger),  # checks of a committed table version (v6)
+    Column("check_digest", String(64)),  # a hash of the check's definition (v6)
     Index("ix_lakebed_check_results_table", "table_name", "checked_at"),
 )
 

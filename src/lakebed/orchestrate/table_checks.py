@@ -3,13 +3,15 @@ bronze tables ingestion loads, the tables stream pipelines write.
 
 Their rows are committed already, so there is nothing to hold back: a run judges a table
 before the models that read it, and a failed check of severity `fail` skips those models
-(as Dagster's blocking asset checks do). A table is judged again only at a new version; the
-results, with the version they judged, go to the metastore like a model's.
+(as Dagster's blocking asset checks do). A table is judged again only at a new version, or
+when its checks change (or read other tables too); the results, with the version they
+judged, go to the metastore like a model's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -71,24 +73,34 @@ def judge(
     again: bool = False,
 ) -> list[CheckResult]:
     """The results of `checks` on the table's latest version: recorded ones when every
-    check already judged that version (unless `again`), else fresh ones, recorded."""
-    names = {check.name for check in checks}
-    if not again:
+    check, as it is defined now, already judged that version (unless `again`, or a check
+    also reads other tables), else fresh ones, recorded."""
+    digests = {check.name: _digest(check) for check in checks}
+    if not again and all(check.self_contained for check in checks):
         version = ws.table(table).version()
         recorded = [
             r
             for r in ws.metastore.latest_check_results(str(table))
-            if r.check in names and r.table_version == version
+            if r.table_version == version and digests.get(r.check) == r.check_digest
         ]
-        if {r.check for r in recorded} == names:
+        if {r.check for r in recorded} == set(digests):
             return recorded
     columns = _read(checks, ws.table(table).schema().names)
     result = ws.sql(f"select {columns} from {table}")
     outcome = audit(result.arrow(), checks, table=str(table), lookup=lambda q: ws.sql(q).arrow())
     judged = result.versions[str(table)]
-    results = [dataclasses.replace(r, table_version=judged) for r in outcome.results]
+    results = [
+        dataclasses.replace(r, table_version=judged, check_digest=digests[r.check])
+        for r in outcome.results
+    ]
     ws.metastore.record_check_results(results, run_id=run_id)
     return results
+
+
+def _digest(check: Check) -> str:
+    """A hash of what the check is (its kind and every option): a changed check judges the
+    table again though the table did not change."""
+    return hashlib.sha256(repr(check).encode()).hexdigest()[:16]
 
 
 def _read(checks: list[Check], names: list[str]) -> str:
