@@ -296,6 +296,23 @@ def test_logic_only_change_of_many_types_is_not_a_retype(lh: Lakehouse) -> None:
     assert typed.classification == Classification("non-breaking"), typed.classification
 
 
+def test_a_change_of_settings_alone_is_told_from_a_change_of_logic(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    settings = lh.root / "models" / "gold" / "revenue.yml"
+    settings.write_text("properties:\n  delta.logRetentionDuration: interval 9 days\n")
+    revenue = plan(lh)["gold.revenue"]
+    assert (revenue.status, revenue.settings_only) == ("changed", True)
+    assert revenue.details() == ["same columns (settings only)"]
+    _model(
+        lh.root,
+        "gold.revenue",
+        "select customer, sum(amount) as revenue from silver.orders where id > 0 group by 1",
+    )
+    revenue = plan(lh)["gold.revenue"]
+    assert (revenue.status, revenue.settings_only) == ("changed", False)
+    assert revenue.details() == ["same columns (logic only)"]
+
+
 def test_select_limits_the_models_shown(lh: Lakehouse) -> None:
     assert lh.run().ok
     _model(

@@ -70,17 +70,25 @@ def _normalised_sql(sql: str) -> str:
     return tree.sql(dialect="duckdb", normalize=True, comments=False)
 
 
+def _code(model: Model) -> str:
+    if model.kind == "sql" and model.sql is not None:
+        return _normalised_sql(model.sql)
+    if model.function is not None:
+        return inspect.getsource(model.function)
+    return ""
+
+
 def fingerprint(model: Model) -> str:
     """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
     comments and keyword case do not count), or a Python model's source, plus its settings."""
-    if model.kind == "sql" and model.sql is not None:
-        text = _normalised_sql(model.sql)
-    elif model.function is not None:
-        text = inspect.getsource(model.function)
-    else:
-        text = ""
     settings = model.config.model_dump_json(exclude={"description", "columns", "owner", "tags"})
-    return hashlib.sha256(f"{text}\n{settings}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{_code(model)}\n{settings}".encode()).hexdigest()[:16]
+
+
+def code_fingerprint(model: Model) -> str:
+    """A hash of the model's SQL (normalised) or Python source alone, without its settings:
+    it tells a change of settings from a change of logic."""
+    return hashlib.sha256(_code(model).encode()).hexdigest()[:16]
 
 
 def app_id(model: Model) -> str:
@@ -479,6 +487,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     state = {
         "inputs": computed.inputs,
         "fingerprint": fingerprint(model),
+        "code": code_fingerprint(model),
         "columns": [c for c in data.schema.names if c != "__action"],
     }
     metadata = {STATE_KEY: json.dumps(state)}

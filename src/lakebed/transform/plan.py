@@ -41,7 +41,7 @@ from lakebed.process.pruning import table_name_of
 from lakebed.storage import DeltaStore, Table, TableName
 from lakebed.transform.definition import Model
 from lakebed.transform.graph import ModelGraph
-from lakebed.transform.materialize import fingerprint, last_build
+from lakebed.transform.materialize import code_fingerprint, fingerprint, last_build
 
 __all__ = [
     "Affected",
@@ -107,7 +107,7 @@ class Classification:
     retyped: tuple[tuple[str, str, str], ...] = ()  # (column, old type, new type)
     affected: tuple[Affected, ...] = ()
 
-    def describe(self) -> list[str]:
+    def describe(self, *, settings_only: bool = False) -> list[str]:
         """One line per kind of change, then one per affected downstream use."""
         lines = []
         if self.removed:
@@ -118,7 +118,7 @@ class Classification:
             retyped = (f"{c} {old} → {new}" for c, old, new in self.retyped)
             lines.append(f"retyped: {', '.join(retyped)}")
         if not lines:
-            lines.append("same columns (logic only)")
+            lines.append(f"same columns ({'settings' if settings_only else 'logic'} only)")
         lines.extend(f"breaks {use}" for use in self.affected)
         return lines
 
@@ -397,6 +397,7 @@ class ModelPlan:
     classification: Classification | None = None
     columns: dict[str, str] | None = None  # the inferred new columns, name -> type
     notes: tuple[str, ...] = ()
+    settings_only: bool = False  # changed: its settings did, not its SQL or source
 
     def details(self) -> list[str]:
         """Lines that explain the status and the change, for people."""
@@ -407,7 +408,7 @@ class ModelPlan:
         if self.upstream:
             lines.append(f"after {', '.join(self.upstream)}")
         if self.classification is not None:
-            lines.extend(self.classification.describe())
+            lines.extend(self.classification.describe(settings_only=self.settings_only))
         lines.extend(self.notes)
         return lines
 
@@ -425,6 +426,7 @@ class ModelPlan:
             else self.classification.to_dict(),
             "columns": self.columns,
             "notes": list(self.notes),
+            "settings_only": self.settings_only,
         }
 
 
@@ -508,6 +510,7 @@ class _State:
     new: dict[str, str] | None = None  # the inferred columns
     relation: pa.Table | None = None  # an empty table with the new columns
     notes: list[str] = field(default_factory=list)
+    settings_only: bool = False
 
 
 def plan(lh: PlanSource, select: str | None = None) -> Plan:
@@ -555,6 +558,7 @@ def plan(lh: PlanSource, select: str | None = None) -> Plan:
                 classification=classification,
                 columns=state.new,
                 notes=tuple(notes),
+                settings_only=state.settings_only,
             )
         )
     return Plan(items)
@@ -571,7 +575,8 @@ def _status(
     previous = str(record.get("fingerprint")) if record.get("fingerprint") else None
     old = _built_columns(lh.table(name), record)
     if previous != current:
-        return _State(model, "changed", current, previous, old=old)
+        same_code = record.get("code") == code_fingerprint(model)
+        return _State(model, "changed", current, previous, old=old, settings_only=same_code)
     causes: set[str] = set()
     for table in model.inputs:
         upstream = states.get(table)
