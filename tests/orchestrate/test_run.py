@@ -9,6 +9,7 @@ import pytest
 
 import lakebed
 from lakebed import Lakehouse
+from lakebed.errors import ModelError, TransformError
 
 
 def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
@@ -63,6 +64,33 @@ def test_exclude_leaves_models_out_of_the_selection(lh: Lakehouse) -> None:
     summary = lh.run("silver.enriched+", exclude="gold.by_customer")
     assert [n.model for n in summary.nodes] == ["silver.enriched", "gold.total"]
     assert [n.model for n in lh.run(exclude="layer:gold").nodes] == ["silver.enriched"]
+
+
+def test_a_disabled_model_is_left_out_and_what_reads_it_is_an_error(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select * from silver.orders where customer is not null")
+    _model(lh.root, "gold.total", "select sum(amount) as total from silver.orders")
+    assert lh.run().ok
+    version = lh.table("gold.total").version()
+    _model(lh.root, "gold.total", "select 1 as total", "enabled: false\n")
+    summary = lh.run()
+    assert [n.model for n in summary.nodes] == ["silver.enriched"]
+    assert lh.table("gold.total").version() == version  # its table stays as it was
+    with pytest.raises(TransformError, match="disabled"):
+        lh.run("gold.total")
+    with pytest.raises(TransformError, match="disabled"):
+        lh.run("total")
+    _model(lh.root, "gold.reader", "select total from gold.total")
+    with pytest.raises(ModelError, match=r"reads gold\.total, a disabled model") as caught:
+        lh.run()
+    assert caught.value.file == str(lh.root / "models" / "gold" / "reader.sql")
+    assert caught.value.line == 1
+
+
+def test_enabled_true_does_not_change_a_models_fingerprint(lh: Lakehouse) -> None:
+    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    assert lh.run().ok
+    _model(lh.root, "silver.enriched", "select * from silver.orders", "enabled: true\n")
+    assert lh.run().nodes[0].status == "up_to_date"
 
 
 def test_a_failing_check_publishes_nothing_and_skips_downstream(lh: Lakehouse) -> None:

@@ -27,6 +27,8 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # False leaves the model out of the project (its table, if built, stays as it is).
+    enabled: bool = True
     materialized: Materialization = "table"
     unique_key: list[str] = Field(default_factory=list)
     # Unset: merge for an incremental model with a unique_key (as dbt does), else append.

@@ -41,16 +41,20 @@ class ModelGraph:
         source_targets: Mapping[str, TableName] | None = None,
     ) -> None:
         """`sources`: tables that exist in the catalog; `source_targets`: each ingestion
-        source's name and the table it writes (also a root of the graph)."""
+        source's name and the table it writes (also a root of the graph). Models with
+        `enabled: false` are left out (and what reads them is an error)."""
         self.models: dict[TableName, Model] = {}
+        self.disabled: dict[TableName, Model] = {}
         for name, model in sorted(models.items()):
             if model.name != name:
                 raise TransformError(f"model {model.name} is registered under {name}")
-            self.models[name] = model
+            (self.models if model.config.enabled else self.disabled)[name] = model
         self.source_targets: dict[str, TableName] = dict(sorted((source_targets or {}).items()))
         self.sources: frozenset[TableName] = (
-            frozenset(sources) | frozenset(self.source_targets.values())
-        ) - frozenset(self.models)
+            (frozenset(sources) | frozenset(self.source_targets.values()))
+            - frozenset(self.models)
+            - frozenset(self.disabled)
+        )
         self._downstream: dict[TableName, list[TableName]] = {}
         for name, model in self.models.items():
             for table in model.inputs:
@@ -77,6 +81,15 @@ class ModelGraph:
             for table in model.inputs:
                 if table in self.models or table in self.sources:
                     continue
+                if table in self.disabled:
+                    raise ModelError(
+                        f"{name} reads {table}, a disabled model "
+                        f"(enabled: false in {self.disabled[table].path.with_suffix('.yml')})",
+                        file=str(model.path),
+                        line=model.input_lines.get(table),
+                        model=str(name),
+                        hint=f"enable {table} again, or disable {name} too",
+                    )
                 matches = close_matches(str(table), known)
                 raise ModelError(
                     f"{name} reads {table}, which is neither a model nor a source table",
@@ -194,6 +207,11 @@ class ModelGraph:
             raise TransformError(exc.message, hint=exc.hint) from exc
         if table in self.models or table in self.sources:
             return table
+        if table in self.disabled:
+            raise TransformError(
+                f"{table} is disabled (enabled: false in its settings)",
+                hint="set enabled: true (or remove the setting) to build it",
+            )
         raise self._unknown(f"{table} is neither a model nor a source table", str(table))
 
     # -- selectors ------------------------------------------------------------------------
@@ -261,7 +279,7 @@ class ModelGraph:
     def _by_name(self, text: str) -> TableName:
         if "." in text:
             return self._node(text)
-        for pool in (self.models, sorted(self.sources)):
+        for pool in (self.models, sorted(self.sources), self.disabled):
             candidates = [name for name in pool if name.name == text.lower()]
             if len(candidates) > 1:
                 raise TransformError(
@@ -269,7 +287,7 @@ class ModelGraph:
                     hint="write it as layer.name",
                 )
             if candidates:
-                return candidates[0]
+                return self._node(candidates[0])  # a disabled model says so
         raise self._unknown(f"no model or source table is called {text}", text)
 
     def _unknown(

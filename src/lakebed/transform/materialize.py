@@ -81,7 +81,9 @@ def _code(model: Model) -> str:
 def fingerprint(model: Model) -> str:
     """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
     comments and keyword case do not count), or a Python model's source, plus its settings."""
-    settings = model.config.model_dump_json(exclude={"description", "columns", "owner", "tags"})
+    settings = model.config.model_dump_json(
+        exclude={"description", "columns", "owner", "tags", "enabled"}
+    )
     return hashlib.sha256(f"{_code(model)}\n{settings}".encode()).hexdigest()[:16]
 
 
