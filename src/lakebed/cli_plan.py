@@ -65,6 +65,10 @@ def register(app: typer.Typer) -> None:
                 "tag:x, layer:gold, source:x; several separated by spaces.",
             ),
         ] = None,
+        exclude: Annotated[
+            str | None,
+            typer.Option("--exclude", "-x", help="Models to leave out, in the same syntax."),
+        ] = None,
         fmt: Annotated[
             Literal["table", "json"],
             typer.Option("--format", "-f", help="table (default) or json (on stdout only)."),
@@ -79,7 +83,7 @@ def register(app: typer.Typer) -> None:
         Example: [bold]lakebed plan --select silver.orders+[/bold]
         """
         with open_project(ctx, project) as lh:
-            result = plan(lh, select)
+            result = plan(lh, select, exclude=exclude)
         if fmt == "json":
             json.dump(result.to_dict(), sys.stdout, indent=2)
             sys.stdout.write("\n")

@@ -240,6 +240,20 @@ def test_catch_up_runs_each_missed_time_in_order_and_skip_only_the_latest(lh: La
     ]
 
 
+def test_a_schedule_group_can_exclude_models(lh: Lakehouse) -> None:
+    _schedules_yml(
+        lh,
+        "schedules:\n  all_but_gold:\n"
+        "    {cron: '0 * * * *', select: 'silver.events+', exclude: 'layer:gold'}\n",
+    )
+    scheduler = Scheduler(lh, clock=Clock(at("2025-01-01 10:30")))
+    group = next(s for s in scheduler.schedules if s.name == "all_but_gold")
+    assert group.exclude == "layer:gold"
+    run = scheduler.run_due(group, at("2025-01-01 10:00"))
+    assert run.summary is not None
+    assert [n.model for n in run.summary.nodes] == ["silver.events"]
+
+
 def test_a_restart_continues_after_the_last_recorded_due_time(lh: Lakehouse) -> None:
     _schedules_yml(
         lh, "schedules:\n  silver: {cron: '0 * * * *', select: silver.events, missed: catch_up}\n"
@@ -368,7 +382,7 @@ def test_catch_up_is_capped_with_a_warning(lh: Lakehouse) -> None:
             "schedules:\n  gold:\n    cron: '0 * * * *'\n    select: layer:gold\n    missd: skip\n",
             5,
             "schedules.gold.missd",
-            "unknown key (known keys: cron, select, missed, start, description)",
+            "unknown key (known keys: cron, select, exclude, missed, start, description)",
         ),
         (
             "schedules:\n  gold:\n    select: layer:gold\n    cron: '0 25 * * *'\n",

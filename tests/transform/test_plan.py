@@ -331,6 +331,13 @@ def test_select_limits_the_models_shown(lh: Lakehouse) -> None:
         plan(lh, "gold.nope")
 
 
+def test_exclude_leaves_models_out_of_the_plan(lh: Lakehouse) -> None:
+    shown = plan(lh, exclude="gold.report")
+    assert [m.model for m in shown.models] == ["silver.orders", "gold.revenue"]
+    shown = plan(lh, "silver.orders+", exclude="layer:gold")
+    assert [m.model for m in shown.models] == ["silver.orders"]
+
+
 def test_an_invalid_project_is_an_error(lh: Lakehouse) -> None:
     _model(lh.root, "gold.bad", "select * from silver.missing")
     with pytest.raises(ModelError, match=r"silver\.missing"):

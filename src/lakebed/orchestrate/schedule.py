@@ -10,6 +10,7 @@ Two places declare schedules:
         hourly_gold:
           cron: "0 * * * *"        # minute hour day-of-month month day-of-week, in UTC
           select: "layer:gold"     # any `lakebed run --select` expression
+          exclude: "tag:slow"      # optional: models to leave out, the same way
           missed: catch_up         # or skip (the default): run the latest due time only
           start: 2025-06-01T00:00Z # optional: nothing is due before it; catch_up starts here
 
@@ -156,13 +157,16 @@ class ScheduleConfig(_Strict):
 
     cron: Cron
     select: str = Field(min_length=1, description="a `lakebed run --select` expression")
+    exclude: str | None = Field(default=None, description="models to leave out of `select`")
     missed: MissedPolicy = "skip"
     start: datetime | None = Field(default=None, description="nothing is due before it")
     description: str | None = None
 
-    @field_validator("select")
+    @field_validator("select", "exclude")
     @classmethod
-    def _selects_models(cls, value: str, info: ValidationInfo) -> str:
+    def _selects_models(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
         text = " ".join(value.split())
         if not text:
             raise ValueError("empty selector")
@@ -205,6 +209,7 @@ class Schedule:
     missed: MissedPolicy = "skip"
     start: datetime | None = None
     file: str | None = None  # where it is declared
+    exclude: str | None = None
     description: str | None = None
 
     def next_due(self, now: datetime) -> datetime:
@@ -280,6 +285,7 @@ def parse_schedules(
             missed=entry.missed,
             start=entry.start,
             file=file,
+            exclude=entry.exclude,
             description=entry.description,
         )
         for name, entry in sorted(parsed.schedules.items())
@@ -473,7 +479,9 @@ class Scheduler:
                 RUN_KIND, schedule.name, due=_iso(due), select=schedule.select
             ) as record:
                 outcome.run_id = record.run_id
-                summary = self.lh.run(schedule.select, workers=self.workers)
+                summary = self.lh.run(
+                    schedule.select, exclude=schedule.exclude, workers=self.workers
+                )
                 outcome.summary = summary
                 record.rows = sum(node.rows for node in summary.nodes)
                 if not summary.ok:

@@ -513,15 +513,18 @@ class _State:
     settings_only: bool = False
 
 
-def plan(lh: PlanSource, select: str | None = None) -> Plan:
+def plan(lh: PlanSource, select: str | None = None, *, exclude: str | None = None) -> Plan:
     """Compare every model with its last build (see the module docstring).
 
-    `select` (a `lakebed run` selector) limits the models shown; statuses and breaking
-    changes still take the whole graph into account. Raises only for an invalid project
-    (unknown inputs, cycles, bad settings, an unknown selector).
+    `select` and `exclude` (`lakebed run` selectors) limit the models shown; statuses and
+    breaking changes still take the whole graph into account. Raises only for an invalid
+    project (unknown inputs, cycles, bad settings, an unknown selector).
     """
     graph = lh.graph()
     chosen = graph.select(select) if select else graph.order()
+    if exclude:
+        left_out = set(graph.select(exclude))
+        chosen = [name for name in chosen if name not in left_out]
     states: dict[TableName, _State] = {}
     for name in graph.order():
         states[name] = _status(lh, graph, name, states)
