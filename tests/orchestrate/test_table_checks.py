@@ -4,7 +4,9 @@ only at a new version; a failed check of severity fail skips those models."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -13,6 +15,7 @@ from lakebed import Lakehouse
 from lakebed.cli import app
 from lakebed.errors import CheckConfigError, ConfigError
 from lakebed.govern import parse_checks
+from lakebed.orchestrate import table_checks
 from lakebed.orchestrate.table_checks import _read
 
 CHECKS = """\
@@ -153,15 +156,47 @@ def test_checks_run_from_the_terminal_exits_1_when_a_fail_check_fails(lh: Lakeho
 @pytest.mark.parametrize(
     ("specs", "select"),
     [
-        ([{"not_null": "Kind"}, {"unique": ["id", "kind"]}], '"kind", "id"'),
-        ([{"row_count": {"min": 1}}], '"id"'),
-        ([{"not_null": "kind"}, {"expression": {"sql": "amount > 0"}}], "*"),
-        ([{"not_null": "missing"}], "*"),
+        ([{"not_null": "Kind"}, {"unique": ["id", "kind"]}], ["kind", "id"]),
+        ([{"row_count": {"min": 1}}], ["id"]),
+        ([{"not_null": "kind"}, {"expression": {"sql": "amount > 0"}}], []),
+        ([{"not_null": "missing"}], []),
     ],
     ids=["their columns", "row count alone", "an expression", "an unknown column"],
 )
 def test_a_table_is_read_for_the_columns_its_checks_look_at(
-    specs: list[dict[str, object]], select: str
+    specs: list[dict[str, object]], select: list[str]
 ) -> None:
     checks = parse_checks(specs, table="bronze.events")
     assert _read(checks, ["id", "kind", "amount"]) == select
+
+
+def test_row_checks_of_a_growing_table_judge_only_the_new_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = _open(
+        tmp_path,
+        "checks:\n  bronze.events:\n"
+        "    - not_null: {column: kind, severity: warn}\n"
+        "    - range: {column: amount, min: 0, severity: warn}\n",
+    )
+    seen: list[int] = []
+    real_audit = table_checks.audit
+
+    def audit(data: pa.Table, *args: Any, **kwargs: Any) -> Any:
+        seen.append(data.num_rows)
+        return real_audit(data, *args, **kwargs)
+
+    monkeypatch.setattr(table_checks, "audit", audit)
+    events = lake.table("bronze.events")
+    lake.run()
+    events.append({"id": [3, 4], "kind": [None, "d"], "amount": [5.0, -1.0]})
+    grown = {r.check: r for r in lake.run().table_checks["bronze.events"]}
+    assert seen == [2, 2]  # the first two rows, then only the two appended
+    assert (grown["not_null(kind)"].failing_rows, grown["not_null(kind)"].total_rows) == (1, 4)
+    assert grown["range(amount)"].message == "2 of 4 rows fail: amount is below 0"
+    assert {r.table_version for r in grown.values()} == {events.version()}
+    # Rows deleted: the table did not only grow, so all of it is judged again.
+    events.delete("id = 2")
+    shrunk = {r.check: r for r in lake.run().table_checks["bronze.events"]}
+    assert seen[-1] == 3
+    assert shrunk["range(amount)"].message == "1 of 3 rows fail: amount is below 0"

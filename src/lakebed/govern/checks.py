@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -453,16 +454,32 @@ def _failing_query(ctx: Context, checks: list[RowCheck]) -> dict[str, Failing]:
 
 
 def _row_result(ctx: Context, check: RowCheck, rows: Failing) -> CheckResult:
-    total = ctx.data.num_rows
     if isinstance(rows, str):
         return _result(ctx, check, "error", 0, f"could not evaluate: {rows}")
-    if not len(rows):
-        message = f"all {total:,} rows pass" if total else "no rows to check"
-        return _result(ctx, check, "pass", 0, message)
-    message = f"{len(rows):,} of {total:,} rows fail: {check.reason()}"
+    status, message = _row_verdict(check, len(rows), ctx.data.num_rows)
+    return _result(ctx, check, status, len(rows), message)
+
+
+def _row_verdict(check: RowCheck, failing: int, total: int) -> tuple[CheckStatus, str]:
+    if not failing:
+        return "pass", f"all {total:,} rows pass" if total else "no rows to check"
+    message = f"{failing:,} of {total:,} rows fail: {check.reason()}"
     if check.severity == "drop":
         message += " (dropped to quarantine)"
-    return _result(ctx, check, _failed_status(check.severity), len(rows), message)
+    return _failed_status(check.severity), message
+
+
+def add_row_results(check: RowCheck, earlier: CheckResult, later: CheckResult) -> CheckResult:
+    """A row check's result over two sets of rows judged apart (a table's rows up to one
+    version, then the rows appended since): `later`, with the counts of both."""
+    if later.status == "error" or earlier.status == "error":
+        return later if later.status == "error" else earlier
+    failing = earlier.failing_rows + later.failing_rows
+    total = earlier.total_rows + later.total_rows
+    status, message = _row_verdict(check, failing, total)
+    return dataclasses.replace(
+        later, status=status, failing_rows=failing, total_rows=total, message=message
+    )
 
 
 def _table_result(ctx: Context, check: TableCheck) -> CheckResult:

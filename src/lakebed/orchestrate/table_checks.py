@@ -4,8 +4,9 @@ bronze tables ingestion loads, the tables stream pipelines write.
 Their rows are committed already, so there is nothing to hold back: a run judges a table
 before the models that read it, and a failed check of severity `fail` skips those models
 (as Dagster's blocking asset checks do). A table is judged again only at a new version, or
-when its checks change (or read other tables too); the results, with the version they
-judged, go to the metastore like a model's.
+when its checks change (or read other tables too), and row checks of a table that only
+grew judge just its new rows; the results, with the version they judged, go to the
+metastore like a model's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pyarrow as pa
+
 from lakebed.errors import CheckConfigError, LakebedError
-from lakebed.govern import Check, CheckResult, audit, parse_checks
+from lakebed.govern import Check, CheckResult, RowCheck, add_row_results, audit, parse_checks
 from lakebed.process.scan import quote_identifier
-from lakebed.storage import TableName
+from lakebed.storage import Table, TableName
 from lakebed.transform.materialize import Workspace
 
 __all__ = ["TableChecks", "blocking", "judge", "parse_table_checks"]
@@ -74,27 +77,70 @@ def judge(
 ) -> list[CheckResult]:
     """The results of `checks` on the table's latest version: recorded ones when every
     check, as it is defined now, already judged that version (unless `again`, or a check
-    also reads other tables), else fresh ones, recorded."""
+    also reads other tables), else fresh ones, recorded.
+
+    Row checks of a table that only had rows appended since they last judged it judge the
+    new rows alone, and add their counts to the earlier ones."""
     digests = {check.name: _digest(check) for check in checks}
+    handle = ws.table(table)
+    lookup = lambda query: ws.sql(query).arrow()  # noqa: E731 (relationships read with it)
     if not again and all(check.self_contained for check in checks):
-        version = ws.table(table).version()
-        recorded = [
-            r
+        version = handle.version()
+        recorded = {
+            r.check: r
             for r in ws.metastore.latest_check_results(str(table))
-            if r.table_version == version and digests.get(r.check) == r.check_digest
-        ]
-        if {r.check for r in recorded} == set(digests):
-            return recorded
-    columns = _read(checks, ws.table(table).schema().names)
-    result = ws.sql(f"select {columns} from {table}")
-    outcome = audit(result.arrow(), checks, table=str(table), lookup=lambda q: ws.sql(q).arrow())
-    judged = result.versions[str(table)]
-    results = [
-        dataclasses.replace(r, table_version=judged, check_digest=digests[r.check])
-        for r in outcome.results
+            if digests.get(r.check) == r.check_digest and r.table_version is not None
+        }
+        if set(recorded) == set(digests):
+            judged = {r.table_version for r in recorded.values()}
+            if judged == {version}:
+                return [recorded[check.name] for check in checks]
+            appended = _appended_since(handle, checks, judged, version)
+            if appended is not None:
+                outcome = audit(appended, checks, table=str(table), lookup=lookup)
+                added = [
+                    add_row_results(check, recorded[check.name], result)
+                    for check, result in zip(checks, outcome.results, strict=True)
+                    if isinstance(check, RowCheck)
+                ]
+                return _record(ws, added, version, digests, run_id)
+    columns = _read(checks, handle.schema().names)
+    result = ws.sql(f"select {', '.join(map(quote_identifier, columns)) or '*'} from {table}")
+    outcome = audit(result.arrow(), checks, table=str(table), lookup=lookup)
+    return _record(ws, outcome.results, result.versions[str(table)], digests, run_id)
+
+
+def _appended_since(
+    table: Table, checks: list[Check], judged: set[int | None], version: int
+) -> pa.Table | None:
+    """The rows appended since the one version every check last judged, with the columns
+    the checks look at, when they are all row checks and the table only grew since; else
+    None (judge the whole table)."""
+    if len(judged) != 1 or not all(isinstance(check, RowCheck) for check in checks):
+        return None
+    (earlier,) = judged
+    if earlier is None or earlier >= version:
+        return None
+    rows = table.appended_rows(earlier + 1, version)
+    if rows is None:
+        return None
+    columns = _read(checks, rows.column_names)
+    return rows.select(columns) if columns else rows
+
+
+def _record(
+    ws: Workspace,
+    results: list[CheckResult],
+    version: int,
+    digests: dict[str, str],
+    run_id: str | None,
+) -> list[CheckResult]:
+    stamped = [
+        dataclasses.replace(r, table_version=version, check_digest=digests[r.check])
+        for r in results
     ]
-    ws.metastore.record_check_results(results, run_id=run_id)
-    return results
+    ws.metastore.record_check_results(stamped, run_id=run_id)
+    return stamped
 
 
 def _digest(check: Check) -> str:
@@ -103,18 +149,17 @@ def _digest(check: Check) -> str:
     return hashlib.sha256(repr(check).encode()).hexdigest()[:16]
 
 
-def _read(checks: list[Check], names: list[str]) -> str:
-    """The select list that gives the checks what they look at: only their columns when
-    they say which (a table's other columns can be most of its bytes), else all."""
+def _read(checks: list[Check], names: list[str]) -> list[str]:
+    """The columns that give the checks what they look at: only theirs when they say which
+    (a table's other columns can be most of its bytes); empty for all of them."""
     by_lower = {name.lower(): name for name in names}
     wanted: list[str] = []
     for check in checks:
         columns = check.judged_columns()
         if columns is None or any(c.lower() not in by_lower for c in columns):
-            return "*"  # unknown columns too: the check itself says what is missing
+            return []  # unknown columns too: the check itself says what is missing
         wanted += [by_lower[c.lower()] for c in columns]
-    chosen = list(dict.fromkeys(wanted)) or names[:1]  # row_count alone: any one column
-    return ", ".join(quote_identifier(c) for c in chosen)
+    return list(dict.fromkeys(wanted)) or names[:1]  # row_count alone: any one column
 
 
 def blocking(results: list[CheckResult]) -> list[CheckResult]:
