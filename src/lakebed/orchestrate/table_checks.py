@@ -83,7 +83,10 @@ def judge(
     new rows alone, and add their counts to the earlier ones."""
     digests = {check.name: _digest(check) for check in checks}
     handle = ws.table(table)
-    lookup = lambda query: ws.sql(query).arrow()  # noqa: E731 (relationships read with it)
+
+    def lookup(query: str) -> pa.Table:  # relationships read their target with it
+        return ws.sql(query).arrow()
+
     if not again and all(check.self_contained for check in checks):
         version = handle.version()
         recorded = {
