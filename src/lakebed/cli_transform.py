@@ -11,8 +11,8 @@ from rich.text import Text
 
 from lakebed import cli_render as render
 from lakebed.cli_common import ProjectOption, TableArgument, open_project, stderr, stdout
-from lakebed.govern import CheckResult
-from lakebed.orchestrate import NodeResult, RunSummary, blocking
+from lakebed.govern import CheckResult, blocking
+from lakebed.orchestrate import NodeResult, RunSummary
 
 _STYLE = {"success": "green", "up_to_date": "dim", "failed": "red", "skipped": "yellow"}
 

@@ -229,15 +229,22 @@ def test_incremental_append_reads_only_new_rows_of_an_append_only_input(lh: Lake
     assert _rows(lh, "silver.events") == [(1, "A"), (2, "B"), (3, "C")]
 
 
-def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
-    folder = lh.root / "models" / "gold"
+def _python_model(root: Path, name: str, source: str) -> None:
+    layer, table = name.split(".")
+    folder = root / "models" / layer
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "order_count.py").write_text(
+    (folder / f"{table}.py").write_text(source)
+
+
+def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
+    _python_model(
+        lh.root,
+        "gold.order_count",
         "import pyarrow as pa\n"
         "from lakebed.transform import model\n\n"
         "@model(inputs=['silver.orders'])\n"
         "def order_count(orders: pa.Table) -> pa.Table:\n"
-        "    return pa.table({'orders': [orders.num_rows]})\n"
+        "    return pa.table({'orders': [orders.num_rows]})\n",
     )
     assert lh.run().ok
     assert _rows(lh, "gold.order_count") == [(4,)]
@@ -246,13 +253,13 @@ def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
 def test_a_python_model_returning_no_table_fails_naming_model_and_function(
     lh: Lakehouse,
 ) -> None:
-    folder = lh.root / "models" / "gold"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "order_count.py").write_text(
+    _python_model(
+        lh.root,
+        "gold.order_count",
         "from lakebed.transform import model\n\n"
         "@model(inputs=['silver.orders'])\n"
         "def order_count(orders):\n"
-        "    return orders.num_rows\n"
+        "    return orders.num_rows\n",
     )
     summary = lh.run()
     node = summary.nodes[0]

@@ -9,7 +9,7 @@ Example::
 """
 
 from lakebed.govern.check_kinds import CHECK_KINDS, Check, RowCheck, Severity, TableCheck
-from lakebed.govern.checks import Audit, add_row_results, audit, parse_checks
+from lakebed.govern.checks import Audit, add_row_results, audit, blocking, parse_checks
 from lakebed.govern.lineage import ColumnEdge, Transform, column_lineage, lineage_tree
 from lakebed.metastore.checks import CheckResult, CheckStatus
 
@@ -26,6 +26,7 @@ __all__ = [
     "Transform",
     "add_row_results",
     "audit",
+    "blocking",
     "column_lineage",
     "lineage_tree",
     "parse_checks",

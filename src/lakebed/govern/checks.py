@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -299,7 +299,7 @@ class Audit:
     @property
     def failures(self) -> list[CheckResult]:
         """The results that block publishing."""
-        return [r for r in self.results if r.severity == "fail" and r.status in ("fail", "error")]
+        return blocking(self.results)
 
     def raise_if_failed(self) -> None:
         """Raise `CheckFailedError` naming the blocking checks, their counts and messages."""
@@ -310,6 +310,11 @@ class Audit:
                 {r.check: r.failing_rows for r in failures},
                 reasons={r.check: r.message for r in failures},
             )
+
+
+def blocking(results: Iterable[CheckResult]) -> list[CheckResult]:
+    """The results that block: checks of severity fail that failed or could not run."""
+    return [r for r in results if r.severity == "fail" and r.status in ("fail", "error")]
 
 
 def audit(

@@ -21,8 +21,15 @@ from typing import Any, Literal, Protocol
 import pyarrow as pa
 
 from lakebed.errors import CheckFailedError, LakebedError, Retryable, TransformError
-from lakebed.govern import CheckResult, ColumnEdge, audit, column_lineage, parse_checks
-from lakebed.orchestrate.table_checks import TableChecks, blocking, judge
+from lakebed.govern import (
+    CheckResult,
+    ColumnEdge,
+    audit,
+    blocking,
+    column_lineage,
+    parse_checks,
+)
+from lakebed.orchestrate.table_checks import TableChecks, judge
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 from lakebed.transform.materialize import (

@@ -24,7 +24,7 @@ from lakebed.process.scan import quote_identifier
 from lakebed.storage import Table, TableName
 from lakebed.transform.materialize import Workspace
 
-__all__ = ["TableChecks", "blocking", "judge", "parse_table_checks"]
+__all__ = ["TableChecks", "judge", "parse_table_checks"]
 
 TableChecks = dict[TableName, list[Check]]
 
@@ -163,8 +163,3 @@ def _read(checks: list[Check], names: list[str]) -> list[str]:
             return []  # unknown columns too: the check itself says what is missing
         wanted += [by_lower[c.lower()] for c in columns]
     return list(dict.fromkeys(wanted)) or names[:1]  # row_count alone: any one column
-
-
-def blocking(results: list[CheckResult]) -> list[CheckResult]:
-    """The results that keep the models reading the table from building."""
-    return [r for r in results if r.severity == "fail" and r.status in ("fail", "error")]

@@ -164,16 +164,15 @@ def _candidates(snapshot: Snapshot, wanted: pa.Table, keys: list[str]) -> list[i
 
 
 def _matches(
-    snapshot: Snapshot, paths: list[str], wanted: pa.Table, keys: list[str], *, whole: bool
+    snapshot: Snapshot, paths: list[str], wanted: pa.Table, keys: list[str], schema: pa.Schema
 ) -> pa.Table:
     """The live rows of `paths` whose key is in `wanted`, with their file (index into
-    `paths`) and row position: whole rows (the change feed's pre-images), or else only
-    their keys (decoding every column of every file costs several times more)."""
-    schema = snapshot.schema if whole else pa.schema([snapshot.schema.field(k) for k in keys])
+    `paths`) and row position, in `schema`: whole rows (the change feed's pre-images), or
+    only their keys (decoding every column of every file costs several times more)."""
     quoted = [f'"{k}"' for k in keys]
     on = " AND ".join(f"__scan.{q} = __wanted.{q}" for q in quoted)
     files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-    scanned = "*" if whole else ", ".join(quoted)
+    scanned = ", ".join(quoted) if schema.names == keys else "*"
     query = (
         f"SELECT * FROM (SELECT file_index AS {_FILE}, file_row_number AS {_ROW}, {scanned} "
         f"FROM read_parquet({files}, union_by_name=true)) AS __scan "
@@ -260,11 +259,8 @@ def _plan(
     with ThreadPoolExecutor(max_workers=1) as pool:
         new_file = pool.submit(_data_file, table, source) if source.num_rows else None
         try:
-            matched = (
-                _matches(snapshot, paths, wanted, keys, whole=feed)
-                if paths
-                else _empty(schema if feed else pa.schema([schema.field(k) for k in keys]))
-            )
+            read = schema if feed else key_schema
+            matched = _matches(snapshot, paths, wanted, keys, read) if paths else _empty(read)
         except BaseException:
             if new_file is not None and new_file.exception() is None:
                 _remove_quietly(new_file.result()[0])
