@@ -50,7 +50,7 @@ def _summary_view(summary: RunSummary) -> RichTable:
         view.add_row(
             node.model,
             Text(node.status.replace("_", " "), style=_STYLE.get(node.status, "")),
-            node.mode or "",
+            (node.mode or "") + (f" ({node.reason})" if node.reason else ""),
             f"{node.rows:,}",
             f"{node.quarantined:,}" if node.quarantined else "",
             checks,

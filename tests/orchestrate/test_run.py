@@ -214,6 +214,53 @@ def test_an_input_without_a_change_feed_still_gives_a_correct_increment(lh: Lake
     assert _rows(lh, "gold.big") == sorted(expected)
 
 
+def test_a_changed_incremental_model_is_rebuilt_in_full(lh: Lakehouse) -> None:
+    merge = "materialized: incremental\nunique_key: id\n"
+    _model(lh.root, "gold.scaled", "select id, amount * 2 as scaled from silver.orders", merge)
+    assert lh.run().nodes[0].mode == "full"
+    _model(lh.root, "gold.scaled", "select id, amount * 3 as scaled, 1 as v from silver.orders")
+    node = lh.run().nodes[0]
+    assert (node.status, node.mode, node.reason) == ("success", "full", "model changed")
+    assert _rows(lh, "gold.scaled") == [(1, 15.0, 1), (2, 22.5, 1), (3, 3.0, 1), (4, 9.0, 1)]
+    # Rebuilt, it is the model as defined: nothing left to do, and increments go on.
+    assert lh.run().nodes[0].status == "up_to_date"
+    lh.table("silver.orders").append({"id": [5], "customer": [20], "amount": [2.0]})
+    node = lh.run().nodes[0]
+    assert (node.mode, node.rows, node.reason) == ("incremental", 1, None)
+
+
+def test_new_checks_of_an_incremental_model_leave_its_rows(lh: Lakehouse) -> None:
+    merge = "materialized: incremental\nunique_key: id\n"
+    _model(lh.root, "gold.scaled", "select id, amount from silver.orders", merge)
+    assert lh.run().ok
+    version = lh.table("gold.scaled").version()
+    (lh.root / "models" / "gold" / "scaled.yml").write_text(
+        merge + "checks:\n  - not_null: amount\n    severity: drop\n"
+    )
+    assert lh.run().nodes[0].status == "up_to_date"
+    assert lh.table("gold.scaled").version() == version
+    lh.table("silver.orders").append({"id": [5], "customer": [20], "amount": [None]})
+    node = lh.run().nodes[0]
+    assert (node.mode, node.quarantined) == ("incremental", 1)
+
+
+def test_full_refresh_false_keeps_an_incremental_models_rows(lh: Lakehouse) -> None:
+    kept = "materialized: incremental\nunique_key: id\nfull_refresh: false\n"
+    _model(lh.root, "gold.scaled", "select id, amount * 2 as scaled from silver.orders", kept)
+    assert lh.run().ok
+    before = _rows(lh, "gold.scaled")
+    _model(lh.root, "gold.scaled", "select id, amount * 3 as scaled from silver.orders")
+    assert lh.run().nodes[0].status == "up_to_date"
+    node = lh.run(full_refresh=True).nodes[0]
+    assert (node.status, node.reason) == ("up_to_date", "kept its rows (full_refresh: false)")
+    assert _rows(lh, "gold.scaled") == before
+    lh.table("silver.orders").append({"id": [5], "customer": [20], "amount": [2.0]})
+    node = lh.run().nodes[0]
+    assert node.mode == "incremental"
+    assert node.reason == "model changed: new rows only (full_refresh: false)"
+    assert _rows(lh, "gold.scaled") == [*before, (5, 6.0)]
+
+
 def test_incremental_append_reads_only_new_rows_of_an_append_only_input(lh: Lakehouse) -> None:
     lh.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"]})
     _model(

@@ -313,6 +313,23 @@ def test_a_change_of_settings_alone_is_told_from_a_change_of_logic(lh: Lakehouse
     assert revenue.details() == ["same columns (logic only)"]
 
 
+def test_a_changed_incremental_model_says_what_becomes_of_its_rows(lh: Lakehouse) -> None:
+    merge = "materialized: incremental\nunique_key: customer\n"
+    sql = "select customer, sum(amount) as revenue from silver.orders group by customer"
+    _model(lh.root, "gold.revenue", sql, merge)
+    assert lh.run().ok
+    _model(lh.root, "gold.revenue", sql.replace("sum(amount)", "max(amount)"), merge)
+    notes = plan(lh)["gold.revenue"].details()
+    assert "incremental: rebuilt in full at the next run" in notes
+    _model(lh.root, "gold.revenue", sql, merge + "schedule: '0 * * * *'\n")
+    notes = plan(lh)["gold.revenue"].details()
+    assert "incremental: its rows stay; the new settings apply from the next increment" in notes
+    kept = merge + "full_refresh: false\n"
+    _model(lh.root, "gold.revenue", sql.replace("sum(amount)", "max(amount)"), kept)
+    notes = plan(lh)["gold.revenue"].details()
+    assert "incremental, full_refresh: false: its rows stay; new rows get the new SQL" in notes
+
+
 def test_select_limits_the_models_shown(lh: Lakehouse) -> None:
     assert lh.run().ok
     _model(

@@ -75,6 +75,8 @@ class NodeResult:
     model: str
     status: NodeStatus
     mode: str | None = None
+    # Why it was built that way when that is not what was asked ("model changed").
+    reason: str | None = None
     rows: int = 0
     bytes: int = 0  # of the files its commit added
     quarantined: int = 0
@@ -239,7 +241,7 @@ def build_model(
         )
         return NodeResult(str(model.name), "success", "view", seconds=time.perf_counter() - started)
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
-    result = NodeResult(str(model.name), "success", computed.mode)
+    result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
     if computed.mode == "up_to_date":
         if model.config.columns:  # descriptions may change without the model changing
             ctx.describe_columns(model.name, model.config.columns)
@@ -361,6 +363,7 @@ def run_models(
                 mode = "up_to_date"
                 if model.config.columns:  # descriptions may change without the model changing
                     ctx.describe_columns(model.name, model.config.columns)
+                sync_properties(ctx, model)  # so may an incremental model's table properties
             else:
                 return None
             current.append((str(name), started, datetime.now(UTC)))

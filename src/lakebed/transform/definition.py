@@ -45,6 +45,10 @@ class ModelConfig(BaseModel):
     # Delta table properties of the model's table (delta.enableChangeDataFeed,
     # delta.logRetentionDuration...): set when it is created, and again when they change.
     properties: dict[str, str] = Field(default_factory=dict)
+    # False protects an incremental or scd2 table whose rows cannot be computed again (its
+    # inputs no longer hold them): `--full-refresh` and a changed definition leave its rows,
+    # and the new definition applies to new rows only (dbt's `full_refresh: false`).
+    full_refresh: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -78,6 +82,11 @@ class ModelConfig(BaseModel):
             raise ValueError(f"materialized {self.materialized} needs a unique_key")
         if self.materialized == "view" and self.properties:
             raise ValueError("a view has no table to set properties on")
+        if self.full_refresh is False and self.materialized not in ("incremental", "scd2"):
+            raise ValueError(
+                f"full_refresh: false keeps the rows of incremental and scd2 models; a "
+                f"{self.materialized} model is computed in full at every build"
+            )
         return self
 
     @field_validator("properties")

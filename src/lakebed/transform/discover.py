@@ -53,6 +53,16 @@ class SqlModel:
     input_lines: dict[TableName, int]  # 1-based line of each input's first reference
 
 
+# Problems across settings (ModelConfig's own checks): a word of the message, the setting
+# whose line the error points at, the fix.
+_ACROSS_SETTINGS = [
+    ("unique_key", "materialized", "add `unique_key: [column, ...]`"),
+    ("properties", "materialized", "remove `properties`, or make the model a table"),
+    ("full_refresh", "full_refresh", "remove `full_refresh`, or make the model incremental"),
+    ("", "materialized", "see the model settings in the README"),
+]
+
+
 def load_models(project_dir: Path) -> dict[TableName, Model]:
     """Every model under `project_dir/models`, by output table name (sorted)."""
     root = project_dir / MODELS_DIR
@@ -184,17 +194,16 @@ def _load_settings(path: Path, name: TableName) -> ModelConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         if not first["loc"]:
-            # A check across settings (merge needs a unique_key): point at `materialized`.
-            found = re.search(r"^materialized\s*:", text, flags=re.MULTILINE)
+            # A check across settings: point at the setting the message is about.
             message = first["msg"].removeprefix("Value error, ")
+            key, hint = next((key, hint) for word, key, hint in _ACROSS_SETTINGS if word in message)
+            found = re.search(rf"^{key}\s*:", text, flags=re.MULTILINE)
             raise ModelError(
                 message,
                 file=str(path),
                 line=text.count("\n", 0, found.start()) + 1 if found else None,
                 model=str(name),
-                hint="add `unique_key: [column, ...]`"
-                if "unique_key" in message
-                else "remove `properties`, or make the model a table",
+                hint=hint,
             ) from exc
         error = config_error(exc, file=str(path), text=text, model=ModelConfig)
         raise _model_error(error, name) from exc

@@ -61,6 +61,8 @@ class Computed:
     deleted_keys: pa.Table | None = None
     notes: list[str] = field(default_factory=list)
     previous_fingerprint: str | None = None  # of the build before this one
+    # Why the model was built the way it was, when that is not the usual (for people).
+    reason: str | None = None
 
 
 @lru_cache(maxsize=1024)
@@ -82,9 +84,29 @@ def fingerprint(model: Model) -> str:
     """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
     comments and keyword case do not count), or a Python model's source, plus its settings."""
     settings = model.config.model_dump_json(
-        exclude={"description", "columns", "owner", "tags", "enabled"}
+        exclude={"description", "columns", "owner", "tags", "enabled", "full_refresh"}
     )
     return hashlib.sha256(f"{_code(model)}\n{settings}".encode()).hexdigest()[:16]
+
+
+def definition_fingerprint(model: Model) -> str:
+    """A hash of what decides the rows an incremental model's table keeps: its code, and
+    how rows are kept (materialization, strategy, key, partitioning). Not its checks,
+    schedule or table properties: those apply from the next build on, to new rows."""
+    config = model.config
+    kept = [config.materialized, config.incremental_strategy, config.unique_key]
+    kept.append(config.partition_by)
+    return hashlib.sha256(f"{_code(model)}\n{json.dumps(kept)}".encode()).hexdigest()[:16]
+
+
+def redefined(model: Model, previous: Mapping[str, Any]) -> bool:
+    """Whether the model now defines its rows otherwise than at the build `previous`
+    recorded (a build of an earlier lakebed records no definition: its whole fingerprint
+    stands in)."""
+    recorded = previous.get("definition")
+    if recorded is None:
+        return previous.get("fingerprint") != fingerprint(model)
+    return recorded != definition_fingerprint(model)
 
 
 def code_fingerprint(model: Model) -> str:
@@ -359,9 +381,29 @@ def compute(
         now = _unchanged_since(ws, model, previous)
         if now is not None:
             return Computed(model, "up_to_date", pa.table({}), now, previous_fingerprint=before)
+    reason = None
+    if model.config.materialized == "incremental" and previous is not None and not backfill:
+        full_refresh, reason = _incremental_rebuild(model, previous, full_refresh)
     computed = _compute(ws, model, previous, full_refresh=full_refresh, backfill=backfill)
     computed.previous_fingerprint = before
+    computed.reason = reason
     return computed
+
+
+def _incremental_rebuild(
+    model: Model, previous: Mapping[str, Any], full_refresh: bool
+) -> tuple[bool, str | None]:
+    """Whether an incremental model with a table is built in full, and why when that is not
+    what was asked: its rows are recomputed when it defines them otherwise than at its last
+    build (as SQLMesh does), unless `full_refresh: false` keeps them."""
+    keep = model.config.full_refresh is False
+    if full_refresh:
+        return (False, "kept its rows (full_refresh: false)") if keep else (True, None)
+    if not redefined(model, previous):
+        return False, None
+    if keep:
+        return False, "model changed: new rows only (full_refresh: false)"
+    return True, "model changed"
 
 
 def is_current(ws: Workspace, model: Model) -> bool:
@@ -380,7 +422,14 @@ def _unchanged_since(
 ) -> dict[str, int] | None:
     """The input versions now, when the build `previous` recorded is of the model as it is
     defined now and processed exactly those versions; None otherwise."""
-    if previous is None or previous.get("fingerprint") != fingerprint(model):
+    if previous is None:
+        return None
+    if model.config.materialized == "incremental":
+        # Its checks or settings changing leave its rows as they are (they apply to the
+        # next increment), and so does a new definition with `full_refresh: false`.
+        if redefined(model, previous) and model.config.full_refresh is not False:
+            return None
+    elif previous.get("fingerprint") != fingerprint(model):
         return None
     if not all(ws.storage.exists(name) for name in model.inputs):
         return None  # a view input has no versions to compare
@@ -490,6 +539,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
         "inputs": computed.inputs,
         "fingerprint": fingerprint(model),
         "code": code_fingerprint(model),
+        "definition": definition_fingerprint(model),
         "columns": [c for c in data.schema.names if c != "__action"],
     }
     metadata = {STATE_KEY: json.dumps(state)}

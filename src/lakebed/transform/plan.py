@@ -41,7 +41,7 @@ from lakebed.process.pruning import table_name_of
 from lakebed.storage import DeltaStore, Table, TableName
 from lakebed.transform.definition import Model
 from lakebed.transform.graph import ModelGraph
-from lakebed.transform.materialize import code_fingerprint, fingerprint, last_build
+from lakebed.transform.materialize import code_fingerprint, fingerprint, last_build, redefined
 
 __all__ = [
     "Affected",
@@ -579,7 +579,9 @@ def _status(
     old = _built_columns(lh.table(name), record)
     if previous != current:
         same_code = record.get("code") == code_fingerprint(model)
-        return _State(model, "changed", current, previous, old=old, settings_only=same_code)
+        state = _State(model, "changed", current, previous, old=old, settings_only=same_code)
+        state.notes.extend(_kept_rows(model, record))
+        return state
     causes: set[str] = set()
     for table in model.inputs:
         upstream = states.get(table)
@@ -588,6 +590,20 @@ def _status(
         causes.update(upstream.upstream if upstream.status == "downstream" else [str(table)])
     status: Status = "downstream" if causes else "unchanged"
     return _State(model, status, current, previous, tuple(sorted(causes)), old=old)
+
+
+def _kept_rows(model: Model, record: Mapping[str, Any]) -> list[str]:
+    """What happens to the rows a changed incremental or scd2 model's table holds."""
+    config = model.config
+    if config.materialized == "scd2":
+        return ["scd2 keeps its history: the change applies to the versions recorded from now"]
+    if config.materialized != "incremental":
+        return []
+    if not redefined(model, record):
+        return ["incremental: its rows stay; the new settings apply from the next increment"]
+    if config.full_refresh is False:
+        return ["incremental, full_refresh: false: its rows stay; new rows get the new SQL"]
+    return ["incremental: rebuilt in full at the next run"]
 
 
 def _built_columns(table: Table, record: Mapping[str, Any]) -> dict[str, str]:
