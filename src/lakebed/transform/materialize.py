@@ -105,8 +105,8 @@ def redefined(model: Model, previous: Mapping[str, Any]) -> bool:
     stands in)."""
     recorded = previous.get("definition")
     if recorded is None:
-        return previous.get("fingerprint") != fingerprint(model)
-    return recorded != definition_fingerprint(model)
+        return bool(previous.get("fingerprint") != fingerprint(model))
+    return bool(recorded != definition_fingerprint(model))
 
 
 def code_fingerprint(model: Model) -> str:
