@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -364,6 +365,78 @@ def test_scd2_keeps_every_version_with_validity_and_current_flag(lh: Lakehouse) 
         (30, "IT", True, False),
     ]
     assert lh.run().nodes[0].status == "up_to_date"
+
+
+def _accounts(lh: Lakehouse, settings: str) -> None:
+    day = [datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2)]
+    lh.write(
+        "silver.accounts",
+        {"id": [1, 2], "plan": ["free", "pro"], "seats": [1, 5], "changed_at": day},
+    )
+    _model(
+        lh.root,
+        "gold.account_history",
+        "select id, plan, seats, changed_at from silver.accounts",
+        "materialized: scd2\nunique_key: id\n" + settings,
+    )
+    assert lh.run().ok
+
+
+def _history(lh: Lakehouse) -> list[tuple]:
+    return lh.sql(
+        "select id, plan, seats, valid_from, valid_to, is_current"
+        " from gold.account_history order by id, valid_from"
+    ).rows()
+
+
+def test_scd2_with_updated_at_dates_versions_by_the_source(lh: Lakehouse) -> None:
+    _accounts(lh, "updated_at: changed_at\n")
+    first, second, third = (datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3))
+    assert _history(lh) == [(1, "free", 1, first, None, True), (2, "pro", 5, second, None, True)]
+    accounts = lh.table("silver.accounts")
+    accounts.update({"plan": "'pro'", "changed_at": "TIMESTAMPTZ '2026-01-03'"}, "id = 1")
+    accounts.update({"seats": "6"}, "id = 2")  # changed_at stays: not a new version
+    assert lh.run().ok
+    assert _history(lh) == [
+        (1, "free", 1, first, third, False),
+        (1, "pro", 1, third, None, True),
+        (2, "pro", 5, second, None, True),
+    ]
+    accounts.delete("id = 2")
+    before = datetime.now(UTC)
+    assert lh.run().ok
+    closed = _history(lh)[-1]
+    assert closed[:4] == (2, "pro", 5, second)
+    assert closed[5] is False
+    assert closed[4] >= before  # a key gone from the source closes when the run saw it go
+
+
+def test_scd2_with_check_cols_versions_only_their_changes(lh: Lakehouse) -> None:
+    _accounts(lh, "check_cols: plan\n")
+    accounts = lh.table("silver.accounts")
+    accounts.update({"seats": "9"}, "id = 1")
+    assert lh.run().nodes[0].status == "up_to_date"
+    accounts.update({"plan": "'team'"}, "id = 1")
+    assert lh.run().ok
+    assert [(r[0], r[1], r[2], r[5]) for r in _history(lh)] == [
+        (1, "free", 1, False),
+        (1, "team", 9, True),
+        (2, "pro", 5, True),
+    ]
+
+
+def test_scd2_updated_at_must_be_a_timestamp(lh: Lakehouse) -> None:
+    lh.write("silver.accounts", {"id": [1], "changed_at": ["2026-01-01"]})
+    _model(
+        lh.root,
+        "gold.account_history",
+        "select id, changed_at from silver.accounts",
+        "materialized: scd2\nunique_key: id\nupdated_at: changed_at\n",
+    )
+    node = lh.run().nodes[0]
+    assert node.status == "failed"
+    assert node.error is not None
+    assert "is string, not a timestamp or date" in node.error
 
 
 def test_view_models_are_queryable_and_always_current(lh: Lakehouse) -> None:

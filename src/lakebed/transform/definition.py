@@ -18,7 +18,7 @@ from lakebed.storage import TABLE_PROPERTIES, TableName, property_problems
 
 Materialization = Literal["view", "table", "incremental", "scd2"]
 # Settings that take a list and accept one value written alone (`unique_key: id`).
-_LIST_SETTINGS = ("unique_key", "partition_by", "tags")
+_LIST_SETTINGS = ("unique_key", "partition_by", "tags", "check_cols")
 FrameKind = Literal["arrow", "polars", "pandas"]
 
 
@@ -49,6 +49,11 @@ class ModelConfig(BaseModel):
     # inputs no longer hold them): `--full-refresh` and a changed definition leave its rows,
     # and the new definition applies to new rows only (dbt's `full_refresh: false`).
     full_refresh: bool | None = None
+    # scd2: how a key's change is told (dbt snapshot strategies). `updated_at` names the
+    # source's last-modified column: a later value makes a new version, valid from then;
+    # else any change of `check_cols` (all columns when empty) does, valid from the run.
+    updated_at: str | None = None
+    check_cols: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -82,6 +87,16 @@ class ModelConfig(BaseModel):
             raise ValueError(f"materialized {self.materialized} needs a unique_key")
         if self.materialized == "view" and self.properties:
             raise ValueError("a view has no table to set properties on")
+        if (self.updated_at or self.check_cols) and self.materialized != "scd2":
+            raise ValueError(
+                "updated_at and check_cols tell the changes of an scd2 model's keys; "
+                f"this model is {self.materialized}"
+            )
+        if self.updated_at and self.check_cols:
+            raise ValueError(
+                "updated_at (a later value is a change) and check_cols (a changed value is "
+                "a change) are two ways to tell a change of an scd2 model: set one"
+            )
         if self.full_refresh is False and self.materialized not in ("incremental", "scd2"):
             raise ValueError(
                 f"full_refresh: false keeps the rows of incremental and scd2 models; a "

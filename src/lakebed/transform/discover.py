@@ -59,6 +59,8 @@ _ACROSS_SETTINGS = [
     ("unique_key", "materialized", "add `unique_key: [column, ...]`"),
     ("properties", "materialized", "remove `properties`, or make the model a table"),
     ("full_refresh", "full_refresh", "remove `full_refresh`, or make the model incremental"),
+    ("set one", "updated_at", "keep updated_at (timestamps) or check_cols (values), not both"),
+    ("scd2 model's keys", "materialized", "remove them, or make the model `materialized: scd2`"),
     ("", "materialized", "see the model settings in the README"),
 ]
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pydantic_core
 import sqlglot
 from sqlglot import exp
 
@@ -28,9 +29,13 @@ from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import Table, TableName, WriteResult, last_per_key, to_arrow
-from lakebed.transform.definition import Model
+from lakebed.transform.definition import Model, ModelConfig
+from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
+# Settings added after tables recorded fingerprints count only when set: an upgrade of
+# lakebed does not make every model look changed.
+_LATER_SETTINGS = ("updated_at", "check_cols")
 _UPSERT = ("insert", "update_postimage")
 # Order of change kinds within one commit: the last one per key is its net effect.
 _RANK = {"update_preimage": 0, "delete": 1, "insert": 2, "update_postimage": 3}
@@ -83,10 +88,16 @@ def _code(model: Model) -> str:
 def fingerprint(model: Model) -> str:
     """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
     comments and keyword case do not count), or a Python model's source, plus its settings."""
-    settings = model.config.model_dump_json(
+    settings = model.config.model_dump(
         exclude={"description", "columns", "owner", "tags", "enabled", "full_refresh"}
     )
-    return hashlib.sha256(f"{_code(model)}\n{settings}".encode()).hexdigest()[:16]
+    for name in _LATER_SETTINGS:
+        if settings.get(name) == ModelConfig.model_fields[name].get_default(
+            call_default_factory=True
+        ):
+            del settings[name]
+    text = pydantic_core.to_json(settings).decode()  # as model_dump_json writes it
+    return hashlib.sha256(f"{_code(model)}\n{text}".encode()).hexdigest()[:16]
 
 
 def definition_fingerprint(model: Model) -> str:
@@ -238,70 +249,10 @@ def _input_delta(table: Table, since: int, until: int, keys: list[str]) -> _Delt
     return _Delta(appended, None)
 
 
-SCD2_COLUMNS = ("valid_from", "valid_to", "is_current")
-
-
 def _scd2(ws: Workspace, model: Model) -> Computed:
     """The history changes of a keyed snapshot: new versions to insert, old ones to close."""
     snapshot = _full(ws, model)
-    now = datetime.now(UTC)
-    data = snapshot.data
-    keys = list(model.config.unique_key)
-    clash = [c for c in SCD2_COLUMNS if c in data.column_names]
-    if clash:
-        raise TransformError(
-            f"scd2 model {model.name} returns {', '.join(clash)}, which lakebed adds itself"
-        )
-    attributes = [c for c in data.column_names if c not in keys]
-
-    def quoted(names: list[str]) -> str:
-        return ", ".join(f'"{n}"' for n in names)
-
-    digest = f"md5(cast(row({quoted(attributes) or 'null'}) as varchar))"
-    if ws.storage.exists(model.name):
-        current = ws.sql(
-            f"select {quoted(keys)}, {digest} as __h from {model.name} where is_current"
-        ).arrow()
-    else:
-        empty = {k: data.column(k).slice(0, 0) for k in keys}
-        current = pa.table({**empty, "__h": pa.array([], pa.string())})
-    relations = {"__lakebed_new": data, "__lakebed_current": current}
-    on = " and ".join(f'n."{k}" is not distinct from c."{k}"' for k in keys)
-    fresh = f"(select *, {digest} as __h from __lakebed_new)"
-    inserts = ws.sql(
-        f"select n.* exclude (__h) from {fresh} n left join __lakebed_current c on {on} "
-        "where c.__h is null or c.__h <> n.__h",
-        relations=relations,
-    ).arrow()
-    key_list = ", ".join(f'c."{k}"' for k in keys)
-    closes = ws.sql(
-        f"select {key_list} from __lakebed_current c left join {fresh} n on {on} "
-        "where n.__h is null or n.__h <> c.__h",
-        relations=relations,
-    ).arrow()
-    stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
-    insert_rows = inserts.append_column("valid_from", pa.repeat(stamp, inserts.num_rows))
-    insert_rows = insert_rows.append_column(
-        "valid_to", pa.nulls(inserts.num_rows, pa.timestamp("us", tz="UTC"))
-    )
-    insert_rows = insert_rows.append_column(
-        "is_current", pa.repeat(pa.scalar(True), inserts.num_rows)
-    )
-    columns: dict[str, Any] = {}
-    for field_ in insert_rows.schema:
-        if field_.name in keys:
-            columns[field_.name] = closes.column(field_.name).cast(field_.type)
-        elif field_.name == "valid_from":
-            columns[field_.name] = pa.repeat(stamp, closes.num_rows)
-        else:
-            columns[field_.name] = pa.nulls(closes.num_rows, field_.type)
-    close_rows = pa.table(columns, schema=insert_rows.schema)
-    changes = pa.concat_tables(
-        [
-            insert_rows.append_column("__action", pa.repeat(pa.scalar("insert"), inserts.num_rows)),
-            close_rows.append_column("__action", pa.repeat(pa.scalar("close"), closes.num_rows)),
-        ]
-    )
+    changes = history_changes(ws, model, snapshot.data, datetime.now(UTC))
     mode: Literal["full", "incremental", "up_to_date"] = "incremental"
     if not ws.storage.exists(model.name):
         mode = "full"
