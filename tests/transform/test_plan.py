@@ -330,6 +330,26 @@ def test_a_changed_incremental_model_says_what_becomes_of_its_rows(lh: Lakehouse
     assert "incremental, full_refresh: false: its rows stay; new rows get the new SQL" in notes
 
 
+def test_a_python_model_changes_with_its_helpers_not_its_comments(lh: Lakehouse) -> None:
+    source = (
+        "import pyarrow as pa\n"
+        "from lakebed.transform import model\n\n"
+        "FACTOR = 2\n\n"
+        "def scaled(n):\n"
+        "    return n * FACTOR\n\n"
+        "@model(inputs=['silver.orders'])\n"
+        "def order_count(orders):\n"
+        "    return pa.table({'orders': [scaled(orders.num_rows)]})\n"
+    )
+    path = lh.root / "models" / "gold" / "order_count.py"
+    path.write_text(source)
+    assert lh.run().ok
+    path.write_text("# counts orders\n" + source.replace("FACTOR = 2", "FACTOR  =  2  # x2"))
+    assert plan(lh)["gold.order_count"].status == "unchanged"
+    path.write_text(source.replace("FACTOR = 2", "FACTOR = 3"))
+    assert plan(lh)["gold.order_count"].status == "changed"
+
+
 def test_select_limits_the_models_shown(lh: Lakehouse) -> None:
     assert lh.run().ok
     _model(

@@ -9,6 +9,7 @@ crash never processes an input change twice.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
@@ -81,8 +83,17 @@ def _code(model: Model) -> str:
     if model.kind == "sql" and model.sql is not None:
         return _normalised_sql(model.sql)
     if model.function is not None:
-        return inspect.getsource(model.function)
+        return _python_code(model.path, inspect.getsource(model.function))
     return ""
+
+
+def _python_code(path: Path, function: str) -> str:
+    """A Python model's module as its syntax tree: the helpers and constants its function
+    uses count, comments and layout do not."""
+    try:
+        return ast.dump(ast.parse(path.read_text(encoding="utf-8")))
+    except (OSError, SyntaxError, ValueError):
+        return function  # defined elsewhere than in its file: the function alone
 
 
 def fingerprint(model: Model) -> str:
