@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import sys
+from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -38,6 +42,34 @@ ProjectOption = Annotated[
     ),
 ]
 TableArgument = Annotated[str, typer.Argument(metavar="TABLE", help="A table as layer.name.")]
+OutputFormat = Literal["table", "json"]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", "-f", help="table (default) or json (on stdout, for scripts)."),
+]
+
+
+def print_json(value: Any) -> None:
+    """Write `value` (dataclasses, lists, dicts; times as ISO 8601) to stdout as JSON."""
+    json.dump(_plain(value), sys.stdout, indent=2, default=_json_default)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
 
 
 def open_project(ctx: typer.Context, project: Path | None) -> Lakehouse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Literal
 
 import typer
@@ -10,7 +11,15 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from lakebed import cli_render as render
-from lakebed.cli_common import ProjectOption, TableArgument, open_project, stderr, stdout
+from lakebed.cli_common import (
+    FormatOption,
+    ProjectOption,
+    TableArgument,
+    open_project,
+    print_json,
+    stderr,
+    stdout,
+)
 from lakebed.govern import CheckResult, blocking
 from lakebed.orchestrate import NodeResult, RunSummary
 
@@ -95,9 +104,19 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel builds.")] = 2,
+        fail_fast: Annotated[
+            bool,
+            typer.Option(
+                "--fail-fast",
+                help="Start no more models once one fails (else only its downstream is skipped).",
+            ),
+        ] = False,
+        fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
         """Build the models of models/ in dependency order, checks before publishing.
+
+        Exit code 1 when a model fails or a table check of severity fail blocks it.
 
         Example: [bold]lakebed run --select +gold.daily_revenue --exclude tag:slow[/bold]
         """
@@ -124,13 +143,17 @@ def register(app: typer.Typer) -> None:
                     full_refresh=full_refresh,
                     backfill=backfill,
                     workers=workers,
+                    fail_fast=fail_fast,
                     report=report,
                     on_total=lambda n: progress.update(task, total=n),
                 )
                 progress.update(task, description="models")
-        if summary.table_checks:
-            stdout().print(_table_checks_view(summary))
-        stdout().print(_summary_view(summary))
+        if fmt == "json":
+            print_json({**dataclasses.asdict(summary), "ok": summary.ok})
+        else:
+            if summary.table_checks:
+                stdout().print(_table_checks_view(summary))
+            stdout().print(_summary_view(summary))
         if not summary.ok:
             raise typer.Exit(1)
 
@@ -139,6 +162,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
         kind: Annotated[str | None, typer.Option("--kind", help="run, model, ingest...")] = None,
+        fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
         """The run history: what ran, when, how it ended.
@@ -147,6 +171,9 @@ def register(app: typer.Typer) -> None:
         """
         with open_project(ctx, project) as lh:
             records = lh.runs(limit=limit, kind=kind)
+        if fmt == "json":
+            print_json(records)
+            return
         view = RichTable(header_style="bold")
         for column in ("started", "kind", "target", "status", "rows", "bytes", "seconds", "error"):
             numeric = column in ("rows", "bytes", "seconds")
@@ -178,6 +205,7 @@ def register(app: typer.Typer) -> None:
                 "now; exit 1 if a check of severity fail fails.",
             ),
         ] = False,
+        fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
         """The latest result of every quality check, per table.
@@ -192,6 +220,11 @@ def register(app: typer.Typer) -> None:
                 blocked = bool(blocking(results))
             else:
                 results = lh.metastore.latest_check_results(table)
+        if fmt == "json":
+            print_json(results)
+            if blocked:
+                raise typer.Exit(1)
+            return
         view = RichTable(header_style="bold")
         for column in (
             "table",

@@ -428,6 +428,7 @@ class Lakehouse:
         full_refresh: bool = False,
         backfill: str | None = None,
         workers: int = 2,
+        fail_fast: bool = False,
         report: Callable[[str, NodeResult | None], None] | None = None,
         on_total: Callable[[int], None] | None = None,
     ) -> RunSummary:
@@ -435,6 +436,8 @@ class Lakehouse:
         dependency order, checks first.
 
         `backfill="START..END"` recomputes only those partitions of partitioned models.
+        `fail_fast` starts no more models once one fails (else only its downstream is
+        skipped).
         """
         window = Backfill.parse(backfill) if backfill else None
         graph = self.graph()
@@ -453,6 +456,7 @@ class Lakehouse:
             workers=workers,
             report=report,
             table_checks=self.table_checks(graph.models),
+            fail_fast=fail_fast,
         )
 
     def table_checks(self, models: Iterable[TableName] | None = None) -> TableChecks:

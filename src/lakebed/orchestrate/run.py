@@ -297,9 +297,11 @@ def run_models(
     retries: int = 2,
     report: Report | None = None,
     table_checks: TableChecks | None = None,
+    fail_fast: bool = False,
 ) -> RunSummary:
     """Build the selected models in dependency order, `workers` at a time; first judge the
-    tables they read that have checks of their own (`table_checks`)."""
+    tables they read that have checks of their own (`table_checks`). A failed model skips
+    its downstream; with `fail_fast`, every model not started yet (as dbt's --fail-fast)."""
     _warm_imports()
     chosen = list(dict.fromkeys(selected))
     wanted = set(chosen)
@@ -412,6 +414,7 @@ def run_models(
 
         pending = set(chosen)
         running: dict[Future[NodeResult], TableName] = {}
+        halted: str | None = None  # why nothing more starts (fail_fast)
         # Column lineage is traced (pure Python, sqlglot) on a thread of its own, while the
         # models downstream run their queries, and is all recorded before the run ends.
         lineage: list[Future[None]] = []
@@ -421,10 +424,12 @@ def run_models(
                 for name in sorted(pending):
                     states = [results.get(d) for d in deps[name]]
                     stopped = [blocked[i] for i in graph.models[name].inputs if i in blocked]
-                    if stopped or any(
-                        s is not None and s.status in ("failed", "skipped") for s in states
+                    if (
+                        halted
+                        or stopped
+                        or any(s is not None and s.status in ("failed", "skipped") for s in states)
                     ):
-                        why = stopped[0] if stopped else "an upstream model failed"
+                        why = halted or (stopped[0] if stopped else "an upstream model failed")
                         skipped = NodeResult(str(name), "skipped", error=why)
                         results[name] = skipped
                         pending.discard(name)
@@ -442,6 +447,8 @@ def run_models(
                     name = running.pop(future)
                     node = future.result()
                     results[name] = node
+                    if fail_fast and node.status == "failed" and halted is None:
+                        halted = f"not started: {name} failed (fail fast)"
                     if report:
                         report("finished", node)
             for recorded in lineage:

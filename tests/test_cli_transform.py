@@ -1,0 +1,88 @@
+"""`lakebed run`, `runs` and `checks` from the terminal: JSON output and --fail-fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+import lakebed
+from lakebed.cli import app
+
+ENV = {"COLUMNS": "250", "NO_COLOR": "1", "LAKEBED_PROJECT": None}
+
+
+def cli(root: Path, *args: str) -> Result:
+    return CliRunner().invoke(app, ["-p", str(root), *args], env=ENV)
+
+
+def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
+    layer, table = name.split(".")
+    folder = root / "models" / layer
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{table}.sql").write_text(sql)
+    if yml is not None:
+        (folder / f"{table}.yml").write_text(yml)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = lakebed.init_project(tmp_path / "p")
+    with lakebed.open(project) as lh:
+        lh.write("silver.orders", {"id": [1, 2, 3], "amount": [5.0, -1.0, 2.0]})
+    _model(
+        project,
+        "gold.positive",
+        "select id, amount from silver.orders",
+        "checks:\n  - expression: {sql: amount > 0, name: positive, severity: drop}\n",
+    )
+    return project
+
+
+def test_run_json_is_the_summary_on_stdout(root: Path) -> None:
+    done = cli(root, "run", "--format", "json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["ok"] is True
+    [node] = summary["nodes"]
+    assert (node["model"], node["status"], node["mode"]) == ("gold.positive", "success", "full")
+    assert (node["rows"], node["quarantined"]) == (2, 1)
+    assert node["checks"][0]["check"] == "positive"
+    assert node["checks"][0]["failing_rows"] == 1
+
+
+def test_run_json_of_a_failed_run_exits_1(root: Path) -> None:
+    _model(root, "gold.broken", "select cast('x' || id as integer) as n from silver.orders")
+    done = cli(root, "run", "-f", "json")
+    assert done.exit_code == 1
+    nodes = {n["model"]: n for n in json.loads(done.stdout)["nodes"]}
+    assert nodes["gold.broken"]["status"] == "failed"
+    assert "Could not convert string" in nodes["gold.broken"]["error"]
+
+
+def test_fail_fast_starts_nothing_after_a_failure(root: Path) -> None:
+    # One worker builds in name order: gold.a_broken fails before gold.positive starts.
+    _model(root, "gold.a_broken", "select cast('x' || id as integer) as n from silver.orders")
+    done = cli(root, "run", "--workers", "1", "--fail-fast", "-f", "json")
+    assert done.exit_code == 1
+    nodes = {n["model"]: n for n in json.loads(done.stdout)["nodes"]}
+    assert nodes["gold.a_broken"]["status"] == "failed"
+    assert nodes["gold.positive"]["status"] == "skipped"
+    assert nodes["gold.positive"]["error"] == "not started: gold.a_broken failed (fail fast)"
+    # Without it, an independent model still builds.
+    done = cli(root, "run", "--workers", "1", "-f", "json")
+    nodes = {n["model"]: n for n in json.loads(done.stdout)["nodes"]}
+    assert nodes["gold.positive"]["status"] == "success"
+
+
+def test_runs_and_checks_json(root: Path) -> None:
+    assert cli(root, "run").exit_code == 0
+    runs = json.loads(cli(root, "runs", "-f", "json").stdout)
+    assert {r["kind"] for r in runs} == {"run", "model"}
+    assert all(r["started_at"].endswith("+00:00") for r in runs)
+    checks = json.loads(cli(root, "checks", "-f", "json").stdout)
+    assert [(c["table"], c["check"], c["failing_rows"]) for c in checks] == [
+        ("gold.positive", "positive", 1)
+    ]
