@@ -215,6 +215,16 @@ def test_an_input_without_a_change_feed_still_gives_a_correct_increment(lh: Lake
     assert _rows(lh, "gold.big") == sorted(expected)
 
 
+def test_a_query_error_names_the_model_file_and_line(lh: Lakehouse) -> None:
+    _model(lh.root, "gold.scaled", "select id,\n  amout * 2 as scaled\nfrom silver.orders\n")
+    node = lh.run().nodes[0]
+    path = lh.root / "models" / "gold" / "scaled.sql"
+    assert node.status == "failed"
+    assert node.error is not None
+    assert node.error.startswith(f"{path}:2: Binder Error: Referenced column")
+    assert 'Candidate bindings: "amount"' in node.error
+
+
 def test_a_changed_incremental_model_is_rebuilt_in_full(lh: Lakehouse) -> None:
     merge = "materialized: incremental\nunique_key: id\n"
     _model(lh.root, "gold.scaled", "select id, amount * 2 as scaled from silver.orders", merge)

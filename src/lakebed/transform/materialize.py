@@ -13,6 +13,7 @@ import ast
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ import pydantic_core
 import sqlglot
 from sqlglot import exp
 
-from lakebed.errors import StorageError, TransformError
+from lakebed.errors import ModelError, QueryError, StorageError, TransformError
 from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
@@ -346,10 +347,34 @@ def compute(
     reason = None
     if model.config.materialized == "incremental" and previous is not None and not backfill:
         full_refresh, reason = _incremental_rebuild(model, previous, full_refresh)
-    computed = _compute(ws, model, previous, full_refresh=full_refresh, backfill=backfill)
+    try:
+        computed = _compute(ws, model, previous, full_refresh=full_refresh, backfill=backfill)
+    except QueryError as exc:
+        raise _in_model(model, exc) from exc
     computed.previous_fingerprint = before
     computed.reason = reason
     return computed
+
+
+def _in_model(model: Model, exc: QueryError) -> ModelError:
+    """The query error as an error of the model's file, at the line that names what the
+    error names (`Referenced column "amout" not found`), when one does."""
+    first = exc.message.splitlines()[0] if exc.message else ""
+    names = re.findall(r'"([^"]+)"', first) + re.findall(r"'(\w+)\(", first)
+    line = None
+    if model.kind == "sql" and names:
+        try:
+            text = model.path.read_text(encoding="utf-8")
+        except OSError:
+            text = model.sql or ""
+        for number, content in enumerate(text.splitlines(), start=1):
+            code = content.split("--", 1)[0]
+            if any(re.search(rf"\b{re.escape(n)}\b", code, re.IGNORECASE) for n in names):
+                line = number
+                break
+    return ModelError(
+        exc.message, file=str(model.path), line=line, model=str(model.name), hint=exc.hint
+    )
 
 
 def _incremental_rebuild(
