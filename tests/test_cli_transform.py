@@ -86,3 +86,18 @@ def test_runs_and_checks_json(root: Path) -> None:
     assert [(c["table"], c["check"], c["failing_rows"]) for c in checks] == [
         ("gold.positive", "positive", 1)
     ]
+
+
+def test_lineage_json_lists_the_edges(root: Path) -> None:
+    _model(root, "gold.doubled", "select id, amount * 2 as twice from gold.positive")
+    assert cli(root, "run").exit_code == 0
+    done = cli(root, "lineage", "gold.doubled", "-c", "twice", "-f", "json")
+    assert done.exit_code == 0, done.output
+    edges = [
+        (e["downstream_table"], e["downstream_column"], e["upstream_table"], e["transform"])
+        for e in json.loads(done.stdout)
+    ]
+    assert edges == [
+        ("gold.doubled", "twice", "gold.positive", "expression"),
+        ("gold.positive", "amount", "silver.orders", "copy"),
+    ]

@@ -264,13 +264,17 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--downstream", help="What uses it (default: where it comes from).")
         ] = False,
         upstream: Annotated[bool, typer.Option("--upstream", help="Where it comes from.")] = False,
+        fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
         """Column lineage of a table, down to the source columns (or up to every use).
 
+        `--format json` prints the edges of the tree: downstream and upstream table and
+        column, and the transform (copy, expression, aggregate, window).
+
         Example: [bold]lakebed lineage gold.daily_revenue --column revenue[/bold]
         """
-        from lakebed.govern import lineage_tree
+        from lakebed.govern import lineage_reach, lineage_tree
 
         direction: Literal["upstream", "downstream"] = (
             "downstream" if downstream and not upstream else "upstream"
@@ -278,4 +282,8 @@ def register(app: typer.Typer) -> None:
         with open_project(ctx, project) as lh:
             name = str(lh.table(table).name)
             edges = lh.metastore.lineage_edges()
+        if fmt == "json":
+            reached = lineage_reach(edges, name, column, direction)
+            print_json(reached)
+            return
         stdout().print(lineage_tree(edges, name, column, direction))

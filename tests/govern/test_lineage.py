@@ -14,7 +14,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from lakebed.errors import LakebedError, QueryError, SqlSyntaxError
-from lakebed.govern import ColumnEdge, column_lineage, lineage_tree
+from lakebed.govern import ColumnEdge, column_lineage, lineage_reach, lineage_tree
 from lakebed.metastore.lineage_store import LineageEdge
 from lakebed.storage import TableName
 
@@ -276,3 +276,29 @@ def test_tree_labels_dim_the_transform() -> None:
     assert isinstance(label, Text)
     spans = {label.plain[s.start : s.end]: str(s.style) for s in label.spans}
     assert spans[" (aggregate)"] == "dim"
+
+
+def _named(edges: list[ColumnEdge]) -> list[str]:
+    return [
+        f"{e.downstream_table}.{e.downstream_column} <- "
+        f"{e.upstream_table}.{e.upstream_column} ({e.transform})"
+        for e in edges
+    ]
+
+
+def test_reach_holds_the_edges_the_tree_draws() -> None:
+    assert _named(lineage_reach(GRAPH, "gold.ranked", "SHARE", "upstream")) == [
+        "gold.ranked.share <- gold.revenue.total (expression)",
+        "gold.ranked.share <- silver.orders.amount (aggregate)",
+        "gold.revenue.total <- silver.orders.amount (aggregate)",
+        "silver.orders.amount <- bronze.orders.amount (expression)",
+    ]
+    downstream = _named(lineage_reach(GRAPH, "silver.orders", "amount", "downstream"))
+    assert downstream == [
+        "gold.ranked.share <- silver.orders.amount (aggregate)",
+        "gold.revenue.total <- silver.orders.amount (aggregate)",
+        "gold.ranked.rank <- gold.revenue.total (window)",
+        "gold.ranked.share <- gold.revenue.total (expression)",
+    ]
+    cyclic = _edges("silver.a.x <- silver.b.y (copy)", "silver.b.y <- silver.a.x (copy)")
+    assert len(lineage_reach(cyclic, "silver.a", "x", "upstream")) == 2

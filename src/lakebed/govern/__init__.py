@@ -10,7 +10,13 @@ Example::
 
 from lakebed.govern.check_kinds import CHECK_KINDS, Check, RowCheck, Severity, TableCheck
 from lakebed.govern.checks import Audit, add_row_results, audit, blocking, parse_checks
-from lakebed.govern.lineage import ColumnEdge, Transform, column_lineage, lineage_tree
+from lakebed.govern.lineage import (
+    ColumnEdge,
+    Transform,
+    column_lineage,
+    lineage_reach,
+    lineage_tree,
+)
 from lakebed.metastore.checks import CheckResult, CheckStatus
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "audit",
     "blocking",
     "column_lineage",
+    "lineage_reach",
     "lineage_tree",
     "parse_checks",
 ]

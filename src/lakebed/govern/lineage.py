@@ -38,7 +38,7 @@ from lakebed.metastore.lineage_store import LINEAGE_TRANSFORMS, LineageEdge, Lin
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import TableName
 
-__all__ = ["ColumnEdge", "Transform", "column_lineage", "lineage_tree"]
+__all__ = ["ColumnEdge", "Transform", "column_lineage", "lineage_reach", "lineage_tree"]
 
 # The metastore's row type is the lineage edge: one class from tracing to storage.
 ColumnEdge = LineageEdge
@@ -457,6 +457,46 @@ def _leaf_column(leaf: Node, anchors: Sequence[exp.Expr]) -> str | None:
 
 
 # -- rendering -------------------------------------------------------------------------------
+
+
+def lineage_reach(
+    edges: Iterable[LineageEdge],
+    table: TableName | str,
+    column: str | None = None,
+    direction: Direction = "upstream",
+) -> list[LineageEdge]:
+    """The edges `lineage_tree` draws: every edge reached from `table` (or one column of
+    it) going `upstream` or `downstream`, each once, in the order they are reached."""
+    name = str(TableName.parse(table))
+    links: dict[tuple[str, str], list[LineageEdge]] = {}
+    for edge in edges:
+        down = (edge.downstream_table, edge.downstream_column)
+        up = (edge.upstream_table, edge.upstream_column)
+        links.setdefault(down if direction == "upstream" else up, []).append(edge)
+    wanted = column.lower() if column is not None else None
+    todo = sorted(k for k in links if k[0] == name and wanted in (None, k[1].lower()))
+    seen: set[tuple[str, str]] = set(todo)
+    reached: list[LineageEdge] = []
+    while todo:
+        start = todo.pop(0)
+        for edge in sorted(links.get(start, []), key=_edge_order):
+            reached.append(edge)
+            up = (edge.upstream_table, edge.upstream_column)
+            down = (edge.downstream_table, edge.downstream_column)
+            end = up if direction == "upstream" else down
+            if end not in seen:
+                seen.add(end)
+                todo.append(end)
+    return reached
+
+
+def _edge_order(edge: LineageEdge) -> tuple[str, str, str, str]:
+    return (
+        edge.upstream_table,
+        edge.upstream_column,
+        edge.downstream_table,
+        edge.downstream_column,
+    )
 
 
 def lineage_tree(
