@@ -3,6 +3,7 @@ only at a new version; a failed check of severity fail skips those models."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,69 @@ def test_row_checks_of_a_growing_table_judge_only_the_new_rows(
     shrunk = {r.check: r for r in lake.run().table_checks["bronze.events"]}
     assert seen[-1] == 3
     assert shrunk["range(amount)"].message == "1 of 3 rows fail: amount is below 0"
+
+
+def _queries(lake: Lakehouse, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL the lakehouse runs from now on."""
+    seen: list[str] = []
+    real_sql = lake.sql
+
+    def sql(query: str, **kwargs: Any) -> Any:
+        seen.append(query)
+        return real_sql(query, **kwargs)
+
+    monkeypatch.setattr(lake, "sql", sql)
+    return seen
+
+
+def test_row_count_and_freshness_are_judged_from_the_delta_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = lakebed.init_project(tmp_path / "p")
+    (root / "lakebed.yml").write_text(
+        "checks:\n  bronze.visits:\n"
+        "    - row_count: {min: 3, severity: warn}\n"
+        "    - freshness: {column: seen_at, max_age: 1 day, severity: warn}\n"
+        "    - not_null: {column: page, severity: warn}\n"
+    )
+    lake = lakebed.open(root)
+    old = [datetime(2026, 1, 1, h, tzinfo=UTC) for h in (1, 2)]
+    lake.write("bronze.visits", {"page": ["a", None], "seen_at": old})
+    model = "select page from bronze.visits"
+    _model(root, "silver.pages", model)
+    queries = _queries(lake, monkeypatch)
+    first = {r.check: r for r in lake.run().table_checks["bronze.visits"]}
+    assert (first["row_count"].status, first["row_count"].message) == (
+        "warn",
+        "2 rows, fewer than the minimum 3",
+    )
+    assert first["freshness(seen_at)"].status == "warn"
+    assert "newest seen_at 2026-01-01T02:00:00+00:00" in first["freshness(seen_at)"].message
+    # The row check reads its column; row count and freshness read nothing.
+    assert queries == ['select "page" from bronze.visits', model]
+    now = datetime.now(UTC).replace(microsecond=0)
+    lake.table("bronze.visits").append({"page": ["c"], "seen_at": [now]})
+    queries.clear()
+    grown = {r.check: r for r in lake.run().table_checks["bronze.visits"]}
+    assert queries == [model]  # the appended rows are read from their file
+    assert (grown["row_count"].status, grown["row_count"].total_rows) == ("pass", 3)
+    assert grown["freshness(seen_at)"].status == "pass"
+    assert f"newest seen_at {now.isoformat()}" in grown["freshness(seen_at)"].message
+    assert (grown["not_null(page)"].failing_rows, grown["not_null(page)"].total_rows) == (1, 3)
+
+
+def test_freshness_of_a_partition_column_is_asked_of_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = lakebed.init_project(tmp_path / "p")
+    (root / "lakebed.yml").write_text(
+        "checks:\n  bronze.days:\n    - freshness: {column: day, max_age: 1 day}\n"
+    )
+    lake = lakebed.open(root)
+    days = [date(2026, 1, 1), date(2026, 1, 3)]
+    lake.write("bronze.days", {"day": days, "n": [1, 2]}, partition_by=["day"])
+    queries = _queries(lake, monkeypatch)
+    [result] = lake.check_tables()["bronze.days"]
+    assert result.status == "fail"
+    assert "newest day 2026-01-03T00:00:00+00:00" in result.message
+    assert queries == ['select count(*), max("day") from bronze.days']

@@ -9,7 +9,14 @@ Example::
 """
 
 from lakebed.govern.check_kinds import CHECK_KINDS, Check, RowCheck, Severity, TableCheck
-from lakebed.govern.checks import Audit, add_row_results, audit, blocking, parse_checks
+from lakebed.govern.checks import (
+    Audit,
+    add_row_results,
+    audit,
+    audit_summary,
+    blocking,
+    parse_checks,
+)
 from lakebed.govern.lineage import (
     ColumnEdge,
     Transform,
@@ -32,6 +39,7 @@ __all__ = [
     "Transform",
     "add_row_results",
     "audit",
+    "audit_summary",
     "blocking",
     "column_lineage",
     "lineage_reach",

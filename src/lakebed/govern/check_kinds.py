@@ -101,6 +101,13 @@ class Context:
     table: str
     now: datetime
     lookup: Callable[[str], pa.Table] | None
+    # The rows judged, when `data` stands for them rather than being them (a committed
+    # table judged from its summary: one row with the newest value of each column).
+    count: int | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.data.num_rows if self.count is None else self.count
 
     def scalar(self, sql: str) -> Any:
         row = self.con.execute(sql).fetchone()
@@ -160,6 +167,9 @@ class Check:
     # False when its verdict also depends on other tables (it may change while this one
     # does not).
     self_contained: ClassVar[bool] = True
+    # True when a table's row count and the newest value of its `judged_columns` are all
+    # it needs (a committed table's are in its Delta log: no rows are read).
+    summarizable: ClassVar[bool] = False
 
     name: str
     severity: Severity = "fail"
@@ -438,7 +448,7 @@ class Unique(TableCheck):
         groups, rows = (0, 0) if row is None else (int(row[0]), int(row[1]))
         shown = ", ".join(self.columns)
         if not groups:
-            return Outcome(False, 0, f"{shown} is unique across {ctx.data.num_rows:,} rows")
+            return Outcome(False, 0, f"{shown} is unique across {ctx.rows:,} rows")
         duplicated = plural(groups, "duplicated value")
         return Outcome(True, rows, f"{plural(rows, 'row')} share {duplicated} of {shown}")
 
@@ -454,6 +464,8 @@ class RowCount(TableCheck):
     min: int | None = None
     max: int | None = None
 
+    summarizable = True
+
     def judged_columns(self) -> tuple[str, ...] | None:
         return ()  # it counts rows
 
@@ -467,7 +479,7 @@ class RowCount(TableCheck):
         return cls(name=name or "row_count", severity=severity, min=low, max=high)
 
     def evaluate(self, ctx: Context) -> Outcome:
-        rows = ctx.data.num_rows
+        rows = ctx.rows
         if self.min is not None and rows < self.min:
             return Outcome(True, 0, f"{plural(rows, 'row')}, fewer than the minimum {self.min:,}")
         if self.max is not None and rows > self.max:
@@ -483,6 +495,7 @@ class Freshness(TableCheck):
     kind = "freshness"
     options = ("column", "max_age")
     example = "- freshness: {column: ordered_at, max_age: 2 days}"
+    summarizable = True
     column: str
     max_age: timedelta
 

@@ -48,7 +48,16 @@ from lakebed.govern.check_kinds import (
 )
 from lakebed.metastore.checks import CheckResult, CheckStatus
 
-__all__ = ["CHECK_KINDS", "Audit", "Check", "CheckResult", "Spec", "audit", "parse_checks"]
+__all__ = [
+    "CHECK_KINDS",
+    "Audit",
+    "Check",
+    "CheckResult",
+    "Spec",
+    "audit",
+    "audit_summary",
+    "parse_checks",
+]
 
 CHECK_COLUMN = "_check"
 REASON_COLUMN = "_reason"
@@ -371,6 +380,25 @@ def audit(
     return Audit(passed=passed, quarantined=quarantined, results=ordered)
 
 
+def audit_summary(
+    rows: int,
+    newest: pa.Table,
+    checks: list[TableCheck],
+    *,
+    table: str,
+    now: datetime | None = None,
+) -> list[CheckResult]:
+    """Judge `summarizable` checks of a committed table from its summary alone: its row
+    count and `newest`, one row with the newest value of each column they look at."""
+    at = (now or datetime.now(UTC)).astimezone(UTC)
+    for check in checks:
+        if not check.summarizable:
+            raise TypeError(f"{check.name} cannot be judged from a summary of {table}")
+    with _private_connection(newest) as con:
+        ctx = Context(con=con, data=newest, table=table, now=at, lookup=None, count=rows)
+        return [_table_result(ctx, check) for check in checks]
+
+
 # Row checks read `this` with each row's position, because DuckDB does not keep row order
 # through joins and window functions.
 _INDEXED = "__lakebed_indexed"
@@ -461,7 +489,7 @@ def _failing_query(ctx: Context, checks: list[RowCheck]) -> dict[str, Failing]:
 def _row_result(ctx: Context, check: RowCheck, rows: Failing) -> CheckResult:
     if isinstance(rows, str):
         return _result(ctx, check, "error", 0, f"could not evaluate: {rows}")
-    status, message = _row_verdict(check, len(rows), ctx.data.num_rows)
+    status, message = _row_verdict(check, len(rows), ctx.rows)
     return _result(ctx, check, status, len(rows), message)
 
 
@@ -513,7 +541,7 @@ def _result(
         severity=check.severity,
         status=status,
         failing_rows=failing,
-        total_rows=ctx.data.num_rows,
+        total_rows=ctx.rows,
         message=message,
         checked_at=ctx.now,
     )

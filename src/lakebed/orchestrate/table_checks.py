@@ -4,9 +4,9 @@ bronze tables ingestion loads, the tables stream pipelines write.
 Their rows are committed already, so there is nothing to hold back: a run judges a table
 before the models that read it, and a failed check of severity `fail` skips those models
 (as Dagster's blocking asset checks do). A table is judged again only at a new version, or
-when its checks change (or read other tables too), and row checks of a table that only
-grew judge just its new rows; the results, with the version they judged, go to the
-metastore like a model's.
+when its checks change (or read other tables too); row checks of a table that only grew
+judge just its new rows, and `row_count` and `freshness` read the Delta log's statistics,
+not rows. The results, with the version they judged, go to the metastore like a model's.
 """
 
 from __future__ import annotations
@@ -17,11 +17,21 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lakebed.errors import CheckConfigError, LakebedError
-from lakebed.govern import Check, CheckResult, RowCheck, add_row_results, audit, parse_checks
+from lakebed.govern import (
+    Check,
+    CheckResult,
+    RowCheck,
+    TableCheck,
+    add_row_results,
+    audit,
+    audit_summary,
+    parse_checks,
+)
 from lakebed.process.scan import quote_identifier
-from lakebed.storage import Table, TableName
+from lakebed.storage import Snapshot, Table, TableName
 from lakebed.transform.materialize import Workspace
 
 __all__ = ["TableChecks", "judge", "parse_table_checks"]
@@ -79,38 +89,114 @@ def judge(
     check, as it is defined now, already judged that version (unless `again`, or a check
     also reads other tables), else fresh ones, recorded.
 
-    Row checks of a table that only had rows appended since they last judged it judge the
-    new rows alone, and add their counts to the earlier ones."""
+    `row_count` and `freshness` are judged from the table's Delta log (row counts and
+    column maxima of its files) where it holds them exactly, else from one aggregate query:
+    no rows are read. Row checks of a table that only had rows appended since they last
+    judged it judge the new rows alone, and add their counts to the earlier ones."""
     digests = {check.name: _digest(check) for check in checks}
-    handle = ws.table(table)
-
-    def lookup(query: str) -> pa.Table:  # relationships read their target with it
-        return ws.sql(query).arrow()
-
+    snapshot = ws.table(table).snapshot()
+    recorded: dict[str, CheckResult] = {}
     if not again and all(check.self_contained for check in checks):
-        version = handle.version()
         recorded = {
             r.check: r
             for r in ws.metastore.latest_check_results(str(table))
             if digests.get(r.check) == r.check_digest and r.table_version is not None
         }
-        if set(recorded) == set(digests):
-            judged = {r.table_version for r in recorded.values()}
-            if judged == {version}:
-                return [recorded[check.name] for check in checks]
-            appended = _appended_since(handle, checks, judged, version)
-            if appended is not None:
-                outcome = audit(appended, checks, table=str(table), lookup=lookup)
-                added = [
-                    add_row_results(check, recorded[check.name], result)
-                    for check, result in zip(checks, outcome.results, strict=True)
-                    if isinstance(check, RowCheck)
-                ]
-                return _record(ws, added, version, digests, run_id)
-    columns = _read(checks, handle.schema().names)
-    result = ws.sql(f"select {', '.join(map(quote_identifier, columns)) or '*'} from {table}")
-    outcome = audit(result.arrow(), checks, table=str(table), lookup=lookup)
-    return _record(ws, outcome.results, result.versions[str(table)], digests, run_id)
+        judged = {r.table_version for r in recorded.values()}
+        if set(recorded) == set(digests) and judged == {snapshot.version}:
+            return [recorded[check.name] for check in checks]
+    summarized = [c for c in checks if isinstance(c, TableCheck) and c.summarizable]
+    rest = [c for c in checks if c not in summarized]
+    results: dict[str, CheckResult] = {}
+    if summarized:
+        rows, newest = _summary(ws, snapshot, summarized)
+        found = audit_summary(rows, newest, summarized, table=str(table))
+        results.update((r.check, r) for r in found)
+    if rest:
+        results.update(_judge_rows(ws, snapshot, rest, recorded))
+    ordered = [results[check.name] for check in checks]
+    return _record(ws, ordered, snapshot.version, digests, run_id)
+
+
+def _judge_rows(
+    ws: Workspace, snapshot: Snapshot, checks: list[Check], recorded: dict[str, CheckResult]
+) -> dict[str, CheckResult]:
+    """Checks that look at the table's rows: the rows appended since they last judged it,
+    added to their earlier results, when that is all that changed; else every row (only
+    the columns they look at)."""
+    table = snapshot.table
+
+    def lookup(query: str) -> pa.Table:  # relationships read their target with it
+        return ws.sql(query).arrow()
+
+    if all(check.name in recorded for check in checks):
+        judged = {recorded[check.name].table_version for check in checks}
+        appended = _appended_since(ws.table(table), checks, judged, snapshot.version)
+        if appended is not None:
+            outcome = audit(appended, checks, table=str(table), lookup=lookup)
+            return {
+                check.name: add_row_results(check, recorded[check.name], result)
+                for check, result in zip(checks, outcome.results, strict=True)
+                if isinstance(check, RowCheck)
+            }
+    columns = _read(checks, snapshot.schema.names)
+    quoted = ", ".join(map(quote_identifier, columns)) or "*"
+    data = ws.sql(f"select {quoted} from {table}", as_of=snapshot.version).arrow()
+    outcome = audit(data, checks, table=str(table), lookup=lookup)
+    return {result.check: result for result in outcome.results}
+
+
+def _summary(ws: Workspace, snapshot: Snapshot, checks: list[TableCheck]) -> tuple[int, pa.Table]:
+    """The table's row count, and one row with the newest value of each column the checks
+    look at: from the Delta log where its statistics are exact, else by one query."""
+    by_lower = {f.name.lower(): f for f in snapshot.schema}
+    fields = {}
+    for check in checks:
+        for column in check.judged_columns() or ():
+            if column.lower() in by_lower:  # else the check reports the missing column
+                found = by_lower[column.lower()]
+                fields[found.name] = found
+    rows = _logged_rows(snapshot)
+    newest = {name: _logged_max(snapshot, name) for name in fields}
+    unknown = [name for name, value in newest.items() if value is None]
+    if rows is None or unknown:
+        parts = ["count(*)", *(f"max({quote_identifier(n)})" for n in unknown)]
+        query = f"select {', '.join(parts)} from {snapshot.table}"
+        found_row = ws.sql(query, as_of=snapshot.version).arrow()
+        rows = int(found_row.column(0)[0].as_py())
+        for position, name in enumerate(unknown, start=1):
+            newest[name] = found_row.column(position)[0]
+    columns = {}
+    for name, value in newest.items():
+        assert value is not None
+        columns[name] = pa.array([value.as_py()], value.type).cast(fields[name].type)
+    return rows, pa.table(columns) if columns else pa.table({"_": [None]})
+
+
+def _logged_rows(snapshot: Snapshot) -> int | None:
+    """The live rows by the log (records per file, less deletion vectors); None when a
+    file's count is not recorded."""
+    if snapshot.num_files and snapshot.files.column("num_records").null_count:
+        return None
+    return snapshot.num_rows
+
+
+def _logged_max(snapshot: Snapshot, column: str) -> pa.Scalar | None:
+    """The column's largest value by the files' statistics (a null scalar when it holds
+    none), or None when they cannot tell it exactly: a file without statistics for it, a
+    partition column, or deleted rows (a deletion vector may hide the largest value)."""
+    if snapshot.num_files == 0:
+        return pa.scalar(None, snapshot.schema.field(column).type)
+    if snapshot.deleted or column in snapshot.partition_by:
+        return None
+    high = snapshot.stat("max", column)
+    nulls = snapshot.stat("null_count", column)
+    if high is None or nulls is None:
+        return None
+    only_nulls = pc.equal(nulls, snapshot.files.column("num_records")).fill_null(False)
+    if pc.any(pc.and_(pc.is_null(high), pc.invert(only_nulls))).as_py():
+        return None
+    return pc.max(high)
 
 
 def _appended_since(
