@@ -151,6 +151,8 @@ class Lakehouse:
         with self._lock:
             if name in self._handles:
                 return None
+        if "://" not in self.storage.root and self.storage.exists(name):
+            return None  # a table on local disk, for a stat (no view can take its name)
         record = self.metastore.get_table(str(name))
         return None if record is None else record.properties.get(VIEW_PROPERTY)
 
