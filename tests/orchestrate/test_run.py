@@ -435,6 +435,24 @@ def test_scd2_with_check_cols_versions_only_their_changes(lh: Lakehouse) -> None
     ]
 
 
+def test_scd2_refuses_several_rows_for_one_key(lh: Lakehouse) -> None:
+    lh.write("silver.accounts", {"id": [1, 1, 2], "plan": ["free", "pro", "team"]})
+    _model(
+        lh.root,
+        "gold.account_history",
+        "select id, plan from silver.accounts",
+        "materialized: scd2\nunique_key: id\n",
+    )
+    node = lh.run().nodes[0]
+    assert node.status == "failed"
+    assert node.error is not None
+    assert node.error.startswith(
+        "scd2 model gold.account_history returns several rows for one id: id=1 (2 rows)"
+    )
+    assert "hint: return one row per key, e.g. QUALIFY row_number()" in node.error
+    assert "gold.account_history" not in [t.name for t in lh.tables()]
+
+
 def test_scd2_updated_at_must_be_a_timestamp(lh: Lakehouse) -> None:
     lh.write("silver.accounts", {"id": [1], "changed_at": ["2026-01-01"]})
     _model(

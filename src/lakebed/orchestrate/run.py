@@ -410,7 +410,7 @@ def run_models(
                     if isinstance(exc, Retryable) and tries <= retries:
                         time.sleep(min(5.0, 0.2 * 2**tries) * (0.5 + random.random()))
                         continue
-                    return NodeResult(str(name), "failed", attempts=tries, error=exc.message)
+                    return NodeResult(str(name), "failed", attempts=tries, error=str(exc))
 
         pending = set(chosen)
         running: dict[Future[NodeResult], TableName] = {}

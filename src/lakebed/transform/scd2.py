@@ -41,6 +41,7 @@ def history_changes(ws: Workspace, model: Model, data: pa.Table, now: datetime) 
         )
     watched = list(config.check_cols) or [c for c in data.column_names if c not in keys]
     _require_columns(model, data, watched, config.updated_at)
+    _require_unique(ws, model, data, keys)
     exists = ws.storage.exists(model.name)
     built = set(ws.table(model.name).schema().names) if exists else set()
     # A watched column the table does not have yet reads as null there (it was added).
@@ -113,6 +114,29 @@ def _require_columns(
             hint=f"coalesce it in the SQL, or drop those rows with a not_null check on "
             f"{updated_at} of severity drop",
         )
+
+
+def _require_unique(ws: Workspace, model: Model, data: pa.Table, keys: list[str]) -> None:
+    """One row per key: two current versions of a key would make its history ambiguous."""
+    listed = _quoted(keys)
+    repeated = ws.sql(
+        f"select {listed}, count(*) as __n from __lakebed_new group by all having count(*) > 1 "
+        f"order by __n desc, {listed} limit 6",
+        relations={"__lakebed_new": data.select(keys)},
+    ).arrow()
+    if repeated.num_rows == 0:
+        return
+    shown = [
+        ", ".join(f"{k}={row[k]!r}" for k in keys) + f" ({row['__n']} rows)"
+        for row in repeated.to_pylist()[:5]
+    ]
+    more = ", ..." if repeated.num_rows > 5 else ""
+    raise TransformError(
+        f"scd2 model {model.name} returns several rows for one {', '.join(keys)}: "
+        f"{'; '.join(shown)}{more}",
+        hint=f"return one row per key, e.g. QUALIFY row_number() OVER (PARTITION BY {listed} "
+        "ORDER BY <last modified> DESC) = 1",
+    )
 
 
 def _actions(inserts: pa.Table, closes: pa.Table, keys: list[str]) -> pa.Table:
