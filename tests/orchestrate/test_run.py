@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -223,6 +225,46 @@ def test_a_query_error_names_the_model_file_and_line(lh: Lakehouse) -> None:
     assert node.error is not None
     assert node.error.startswith(f"{path}:2: Binder Error: Referenced column")
     assert 'Candidate bindings: "amount"' in node.error
+
+
+def test_settings_naming_columns_the_model_lacks_are_errors(lh: Lakehouse) -> None:
+    sql = "select id, amount from silver.orders"
+    _model(lh.root, "gold.keyed", sql, "materialized: incremental\nunique_key: idx\n")
+    _model(lh.root, "gold.split", sql, "partition_by: [day]\n")
+    nodes = {n.model: n for n in lh.run().nodes}
+    folder = lh.root / "models" / "gold"
+    assert nodes["gold.keyed"].error == (
+        f"{folder / 'keyed.yml'}: `unique_key`: idx is not among the columns of its SELECT "
+        "(id, amount)\n  hint: name columns the model returns, or add them to keyed.sql"
+    )
+    assert nodes["gold.split"].error is not None
+    assert "`partition_by`: day is not among the columns" in nodes["gold.split"].error
+    assert not {"gold.keyed", "gold.split"} & {t.name for t in lh.tables()}
+
+
+def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _model(lh.root, "gold.a", "select id from silver.orders")
+    _model(lh.root, "gold.b", "select amount from silver.orders")
+    run_module = importlib.import_module("lakebed.orchestrate.run")  # the package exports run()
+    real_publish = run_module.publish
+
+    def publish(ctx: object, computed: Any, data: pa.Table) -> Any:
+        if str(computed.model.name) == "gold.a":
+            raise RuntimeError("boom")
+        return real_publish(ctx, computed, data)
+
+    monkeypatch.setattr(run_module, "publish", publish)
+    summary = lh.run()
+    nodes = {n.model: n for n in summary.nodes}
+    assert (nodes["gold.a"].status, nodes["gold.a"].error) == (
+        "failed",
+        "unexpected RuntimeError: boom",
+    )
+    assert nodes["gold.b"].status == "success"
+    assert not summary.ok
+    assert [r.status for r in lh.runs(kind="model") if r.target == "gold.a"] == ["failed"]
 
 
 def test_a_changed_incremental_model_is_rebuilt_in_full(lh: Lakehouse) -> None:

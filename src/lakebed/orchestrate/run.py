@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import random
 import socket
@@ -43,6 +44,7 @@ from lakebed.transform.materialize import (
 )
 
 NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
+_log = logging.getLogger(__name__)
 # A lease outlives any sane build; a crashed holder's lease lapses after it.
 LEASE_SECONDS = 3600.0
 
@@ -411,6 +413,12 @@ def run_models(
                         time.sleep(min(5.0, 0.2 * 2**tries) * (0.5 + random.random()))
                         continue
                     return NodeResult(str(name), "failed", attempts=tries, error=str(exc))
+                except Exception as exc:
+                    # Not an error lakebed foresaw (a bug, a library's own): this model
+                    # fails with it, as a foreseen error would, and the run goes on.
+                    _log.exception("building %s failed unexpectedly", name)
+                    error = f"unexpected {type(exc).__name__}: {exc}"
+                    return NodeResult(str(name), "failed", attempts=tries, error=error)
 
         pending = set(chosen)
         running: dict[Future[NodeResult], TableName] = {}

@@ -264,6 +264,7 @@ def _input_delta(table: Table, since: int, until: int, keys: list[str]) -> _Delt
 def _scd2(ws: Workspace, model: Model) -> Computed:
     """The history changes of a keyed snapshot: new versions to insert, old ones to close."""
     snapshot = _full(ws, model)
+    _require_setting_columns(model, snapshot.data.schema.names)
     changes = history_changes(ws, model, snapshot.data, datetime.now(UTC))
     mode: Literal["full", "incremental", "up_to_date"] = "incremental"
     if not ws.storage.exists(model.name):
@@ -351,9 +352,29 @@ def compute(
         computed = _compute(ws, model, previous, full_refresh=full_refresh, backfill=backfill)
     except QueryError as exc:
         raise _in_model(model, exc) from exc
+    if computed.mode != "up_to_date":
+        _require_setting_columns(model, computed.data.schema.names)
     computed.previous_fingerprint = before
     computed.reason = reason
     return computed
+
+
+def _require_setting_columns(model: Model, columns: list[str]) -> None:
+    """The columns the model's settings name (its key, partitioning) are among those its
+    SELECT returns."""
+    config = model.config
+    named = {"unique_key": config.unique_key, "partition_by": config.partition_by}
+    for setting, wanted in named.items():
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            raise ModelError(
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not among "
+                f"the columns of its SELECT ({', '.join(columns)})",
+                file=str(model.path.with_suffix(".yml")),
+                key=setting,
+                model=str(model.name),
+                hint=f"name columns the model returns, or add them to {model.path.name}",
+            )
 
 
 def _in_model(model: Model, exc: QueryError) -> ModelError:
