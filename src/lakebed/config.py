@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from croniter import croniter
+from croniter.croniter import CroniterError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lakebed.errors import ConfigError
@@ -204,7 +207,7 @@ def config_error(
         line = lines.get(loc[:depth])
         if line is not None:
             break
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's own wording
     if first["type"] == "extra_forbidden":
         inner = _model_at(tuple(str(p) for p in first["loc"][:-1]), model)
         known = ", ".join(inner.model_fields)
@@ -235,3 +238,30 @@ def load_config(project_dir: Path) -> ProjectConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(path)) from exc
     return parse_config(text, file=str(path))
+
+
+# -- cron ----------------------------------------------------------------------------------
+
+_CRON_FIELDS = "minute hour day-of-month month day-of-week"
+_CRON_MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+
+
+def parse_cron(expression: str) -> str:
+    """`expression` with its fields separated by single spaces, or a ValueError saying
+    what is wrong (wrong number of fields, a value out of range, a date that never comes)."""
+    text = " ".join(str(expression).split())
+    if text.startswith("@"):
+        if text.lower() not in _CRON_MACROS:
+            raise ValueError(f"unknown cron macro {text!r} (known: {', '.join(_CRON_MACROS)})")
+        return text.lower()
+    fields = text.split(" ") if text else []
+    if len(fields) != 5:
+        raise ValueError(
+            f"a cron expression has 5 fields ({_CRON_FIELDS}), {text!r} has {len(fields)}; "
+            "for example '0 * * * *' for every hour"
+        )
+    try:
+        croniter(text, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise ValueError(f"invalid cron expression {text!r}: {exc}") from None
+    return text

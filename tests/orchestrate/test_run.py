@@ -509,6 +509,29 @@ def test_scd2_updated_at_must_be_a_timestamp(lh: Lakehouse) -> None:
     assert "is string, not a timestamp or date" in node.error
 
 
+def test_a_views_checks_judge_its_rows_before_it_is_defined(lh: Lakehouse) -> None:
+    view = "materialized: view\nchecks:\n  - not_null: {column: customer, severity: %s}\n"
+    _model(lh.root, "gold.v", "select id, customer from silver.orders", view % "fail")
+    _model(lh.root, "gold.w", "select count(*) as n from gold.v")
+    nodes = {n.model: n for n in lh.run().nodes}
+    assert nodes["gold.v"].status == "failed"
+    assert nodes["gold.v"].error is not None
+    assert "not_null(customer): 1 failing rows" in nodes["gold.v"].error
+    assert nodes["gold.w"].status == "skipped"
+    assert "gold.v" not in {str(n) for n in lh.views()}  # nothing was defined
+    _model(lh.root, "gold.v", "select id, customer from silver.orders", view % "warn")
+    nodes = {n.model: n for n in lh.run().nodes}
+    assert [(c.check, c.status, c.failing_rows) for c in nodes["gold.v"].checks] == [
+        ("not_null(customer)", "warn", 1)
+    ]
+    assert nodes["gold.w"].status == "success"
+    assert "gold.v" in {str(n) for n in lh.views()}
+    _model(lh.root, "gold.v", "select id, customer from silver.orders", view % "drop")
+    error = lh.run().nodes[0].error
+    assert error is not None
+    assert "a view has no rows of its own to drop to quarantine" in error
+
+
 def test_view_models_are_queryable_and_always_current(lh: Lakehouse) -> None:
     _model(
         lh.root,

@@ -222,6 +222,7 @@ def test_empty_settings_file_means_defaults(tmp_path: Path) -> None:
             "a view has no table",
         ),
         ("owner: me\nfull_refresh: false\n", 2, None, "incremental and scd2"),
+        ("owner: me\nschedule: '61 * * * *'\n", 2, "schedule", "invalid cron expression"),
         ("updated_at: at\nmaterialized: table\n", 2, None, "this model is table"),
         (
             "materialized: scd2\nunique_key: id\nupdated_at: at\ncheck_cols: [a]\n",
@@ -239,6 +240,7 @@ def test_empty_settings_file_means_defaults(tmp_path: Path) -> None:
         "merge needs a key",
         "view properties",
         "full_refresh of a table",
+        "bad cron",
         "updated_at of a table",
         "two scd2 strategies",
         "yaml syntax",

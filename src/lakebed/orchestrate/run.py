@@ -21,8 +21,10 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from lakebed.errors import CheckFailedError, LakebedError, Retryable, TransformError
+from lakebed.errors import CheckFailedError, LakebedError, ModelError, Retryable, TransformError
 from lakebed.govern import (
+    Audit,
+    Check,
     CheckResult,
     ColumnEdge,
     audit,
@@ -209,6 +211,46 @@ def _view_current(ctx: RunContext, model: Model) -> bool:
     return all(value is None or stored[key] == value for key, value in wanted.items())
 
 
+def _model_checks(model: Model) -> list[Check]:
+    return parse_checks(
+        model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
+    )
+
+
+def _audited(
+    ctx: RunContext, model: Model, checks: list[Check], data: pa.Table, run_id: str
+) -> Audit:
+    """The checks' verdict on the model's new rows, recorded; raises when one blocks."""
+    outcome = audit(data, checks, table=str(model.name), lookup=lambda q: ctx.sql(q).arrow())
+    ctx.metastore.record_check_results(outcome.results, run_id=run_id)
+    if outcome.failed:
+        failed = outcome.failures
+        raise CheckFailedError(
+            str(model.name),
+            {r.check: r.failing_rows for r in failed},
+            reasons={r.check: r.message for r in failed if r.status == "error"},
+        )
+    return outcome
+
+
+def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult]:
+    """A view's checks, judged on the rows it returns before it is (re)defined: a failed
+    check of severity fail leaves the view as it was and skips what reads it."""
+    assert model.sql is not None
+    checks = _model_checks(model)
+    dropping = [c.name for c in checks if c.severity == "drop"]
+    if dropping:
+        raise ModelError(
+            f"{', '.join(dropping)}: a view has no rows of its own to drop to quarantine",
+            file=str(model.path.with_suffix(".yml")),
+            key="checks",
+            model=str(model.name),
+            hint="use severity warn or fail, or make the model a table",
+        )
+    rows = ctx.sql(model.sql).arrow()
+    return _audited(ctx, model, checks, rows, run_id).results
+
+
 def build_model(
     ctx: RunContext,
     model: Model,
@@ -233,6 +275,7 @@ def build_model(
         if not inputs_changed and not full_refresh and _view_current(ctx, model):
             seconds = time.perf_counter() - started
             return NodeResult(str(model.name), "up_to_date", "view", seconds=seconds)
+        checks = _view_checks(ctx, model, run_id) if model.config.checks else []
         ctx.register_view(
             model.name,
             model.sql,
@@ -241,7 +284,8 @@ def build_model(
             domain=model.config.domain,
             tags=model.config.tags or None,
         )
-        return NodeResult(str(model.name), "success", "view", seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return NodeResult(str(model.name), "success", "view", seconds=seconds, checks=checks)
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
     if computed.mode == "up_to_date":
@@ -253,19 +297,8 @@ def build_model(
         return result
     data = computed.data
     if model.config.checks:
-        checks = parse_checks(
-            model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
-        )
-        outcome = audit(data, checks, table=str(model.name), lookup=lambda q: ctx.sql(q).arrow())
-        ctx.metastore.record_check_results(outcome.results, run_id=run_id)
+        outcome = _audited(ctx, model, _model_checks(model), data, run_id)
         result.checks = outcome.results
-        if outcome.failed:
-            failed = outcome.failures
-            raise CheckFailedError(
-                str(model.name),
-                {r.check: r.failing_rows for r in failed},
-                reasons={r.check: r.message for r in failed if r.status == "error"},
-            )
         replace = computed.mode == "full" and not computed.notes  # not for a backfill
         if outcome.quarantined.num_rows or (
             replace and ctx.storage.exists(TableName("quarantine", model.name.name))

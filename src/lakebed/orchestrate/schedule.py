@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from croniter import croniter
-from croniter.croniter import CroniterError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -54,7 +53,7 @@ from pydantic import (
     field_validator,
 )
 
-from lakebed.config import config_error, load_yaml
+from lakebed.config import config_error, load_yaml, parse_cron
 from lakebed.errors import ConfigError, LakebedError, ModelError, TransformError
 from lakebed.orchestrate.run import RunSummary, _dead
 from lakebed.storage import TableName
@@ -69,8 +68,6 @@ MAX_CATCH_UP = 100  # at most this many missed due times of one schedule run in 
 MissedPolicy = Literal["catch_up", "skip"]
 ScheduleStatus = Literal["running", "success", "failed"]
 
-_FIELDS = "minute hour day-of-month month day-of-week"
-_MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
 # croniter's get_prev is strict: start just after `now` so a due time equal to it counts.
 _EPSILON = timedelta(microseconds=1)
 # How many of a schedule's newest run records are read to find its last handled due time.
@@ -80,27 +77,6 @@ log = logging.getLogger(__name__)
 
 
 # -- cron ----------------------------------------------------------------------------------
-
-
-def parse_cron(expression: str) -> str:
-    """`expression` with its fields separated by single spaces, or a ValueError saying
-    what is wrong (wrong number of fields, a value out of range, a date that never comes)."""
-    text = " ".join(str(expression).split())
-    if text.startswith("@"):
-        if text.lower() not in _MACROS:
-            raise ValueError(f"unknown cron macro {text!r} (known: {', '.join(_MACROS)})")
-        return text.lower()
-    fields = text.split(" ") if text else []
-    if len(fields) != 5:
-        raise ValueError(
-            f"a cron expression has 5 fields ({_FIELDS}), {text!r} has {len(fields)}; "
-            "for example '0 * * * *' for every hour"
-        )
-    try:
-        croniter(text, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
-    except (CroniterError, ValueError, KeyError) as exc:
-        raise ValueError(f"invalid cron expression {text!r}: {exc}") from None
-    return text
 
 
 def due_times(

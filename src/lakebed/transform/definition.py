@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lakebed.config import parse_cron
 from lakebed.storage import TABLE_PROPERTIES, TableName, property_problems
 
 Materialization = Literal["view", "table", "incremental", "scd2"]
@@ -103,6 +104,13 @@ class ModelConfig(BaseModel):
                 f"{self.materialized} model is computed in full at every build"
             )
         return self
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        if schedule is not None:
+            parse_cron(schedule)  # kept as written: it counts in the model's fingerprint
+        return schedule
 
     @field_validator("properties")
     @classmethod
