@@ -17,7 +17,13 @@ import pyarrow as pa
 from lakebed.bus import Bus, Record, open_bus
 from lakebed.bus.records import encode_records
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
-from lakebed.errors import ConfigError, LakebedError, StorageError, TableNotFoundError
+from lakebed.errors import (
+    ConfigError,
+    LakebedError,
+    StorageError,
+    TableNotFoundError,
+    TransformError,
+)
 from lakebed.govern import CheckResult
 from lakebed.ingest import (
     IngestRun,
@@ -447,6 +453,13 @@ class Lakehouse:
         if exclude:
             left_out = set(graph.select(exclude))
             selected = [name for name in selected if name not in left_out]
+        if window is not None and not any(graph.models[n].config.partition_by for n in selected):
+            raise TransformError(
+                f"--backfill {backfill} recomputes partitions, and no selected model is "
+                "partitioned",
+                hint="set partition_by in a model's .yml, or select partitioned models "
+                "with --select",
+            )
         if on_total is not None:
             on_total(len(selected))
         return run_graph(

@@ -617,6 +617,13 @@ def test_backfill_recomputes_exactly_the_given_partitions(lh: Lakehouse) -> None
     ]
 
 
+def test_a_backfill_needs_a_partitioned_model(lh: Lakehouse) -> None:
+    _model(lh.root, "gold.total", "select sum(amount) as total from silver.orders")
+    with pytest.raises(TransformError, match="no selected model is partitioned"):
+        lh.run(backfill="2025-01-01..2025-01-31")
+    assert "gold.total" not in [t.name for t in lh.tables()]
+
+
 def test_a_backfill_window_must_be_start_dot_dot_end(lh: Lakehouse) -> None:
     with pytest.raises(lakebed.LakebedError, match=r"START\.\.END"):
         lh.run(backfill="2025-01-02")
