@@ -350,6 +350,34 @@ def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
     assert _rows(lh, "gold.order_count") == [(4,)]
 
 
+def test_a_python_model_that_raises_fails_naming_its_line(lh: Lakehouse) -> None:
+    _python_model(
+        lh.root,
+        "gold.broken",
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders'])\n"
+        "def broken(orders):\n"
+        "    return orders.column('nope')\n",
+    )
+    node = lh.run().nodes[0]
+    path = lh.root / "models" / "gold" / "broken.py"
+    assert node.error is not None
+    assert node.error.startswith(f"model gold.broken ({path}:5) raised KeyError(")
+
+
+def test_a_pandas_model_keeps_its_group_keys(lh: Lakehouse) -> None:
+    _python_model(
+        lh.root,
+        "gold.by_customer",
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders'], frame='pandas')\n"
+        "def by_customer(orders):\n"
+        "    return orders.groupby('customer').amount.sum().to_frame()\n",
+    )
+    assert lh.run().ok
+    assert _rows(lh, "gold.by_customer") == [(10.0, 12.5), (20.0, 1.0)]
+
+
 def test_a_python_model_returning_no_table_fails_naming_model_and_function(
     lh: Lakehouse,
 ) -> None:

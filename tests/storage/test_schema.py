@@ -244,9 +244,24 @@ def test_to_arrow_accepts_the_usual_tabular_types(data: object) -> None:
     assert table.to_pylist() == EXPECTED
 
 
-def test_to_arrow_drops_the_pandas_index() -> None:
+def test_to_arrow_drops_an_unnamed_pandas_index() -> None:
     frame = pd.DataFrame({"id": [1, 2]}, index=[10, 20])
     assert to_arrow(frame).column_names == ["id"]
+
+
+def test_to_arrow_keeps_named_pandas_index_levels_as_columns() -> None:
+    frame = pd.DataFrame({"country": ["DE", "FR", "DE"], "day": [1, 1, 2], "n": [1, 2, 3]})
+    grouped = frame.groupby(["country", "day"]).n.sum().to_frame()
+    assert to_arrow(grouped).to_pylist() == [
+        {"country": "DE", "day": 1, "n": 1},
+        {"country": "DE", "day": 2, "n": 3},
+        {"country": "FR", "day": 1, "n": 2},
+    ]
+    keyed = frame.set_index("country")
+    assert to_arrow(keyed).column_names == ["country", "day", "n"]
+    # A Series too; what a filter left of the row numbers is not a column.
+    assert to_arrow(frame[frame.n > 1].set_index("day").n).column_names == ["day", "n"]
+    assert to_arrow(frame[frame.n > 1].n).column_names == ["n"]
 
 
 def test_to_arrow_rejects_other_types_with_a_hint() -> None:

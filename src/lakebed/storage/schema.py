@@ -22,9 +22,9 @@ def to_arrow(data: Any) -> pa.Table:
         return pa.Table.from_pylist(data)
     if isinstance(data, dict):
         return pa.Table.from_pydict(data)
-    # pandas before the PyCapsule protocol: through it the index would become a column.
+    # pandas before the PyCapsule protocol: through it any index would become a column.
     if type(data).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
+        return _from_pandas(data)
     if hasattr(data, "__arrow_c_stream__"):
         # Polars, DuckDB relations and other Arrow PyCapsule producers.
         return pa.table(data)
@@ -33,6 +33,19 @@ def to_arrow(data: Any) -> pa.Table:
         hint="pass a pyarrow Table, a pandas or Polars DataFrame, a list of dicts "
         "or a dict of columns",
     )
+
+
+def _from_pandas(frame: Any) -> pa.Table:
+    """A pandas frame's columns, and its named index levels as columns (the keys of
+    `set_index` or `groupby` are data); an unnamed index (row numbers, or what filtering
+    left of them) is not."""
+    if not hasattr(frame, "columns") and hasattr(frame, "to_frame"):
+        frame = frame.to_frame()  # a Series: one column
+    index = getattr(frame, "index", None)
+    named = [name for name in getattr(index, "names", []) if name is not None]
+    if named and hasattr(frame, "reset_index"):
+        frame = frame.reset_index(level=named)
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _normalise_type(dtype: pa.DataType) -> pa.DataType:

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import re
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -191,7 +192,14 @@ def _run_python(ws: Workspace, model: Model, frames: dict[TableName, pa.Table]) 
     try:
         result = model.function(*args)
     except Exception as exc:
-        raise TransformError(f"model {model.name} ({model.path}) raised {exc!r}") from exc
+        # Where in the model's file: the deepest frame of the traceback that is in it.
+        lines = [
+            n
+            for f, n in traceback.walk_tb(exc.__traceback__)
+            if f.f_code.co_filename == str(model.path)
+        ]
+        where = f"{model.path}:{lines[-1]}" if lines else str(model.path)
+        raise TransformError(f"model {model.name} ({where}) raised {exc!r}") from exc
     if result is None:
         raise TransformError(f"model {model.name} ({model.path}) returned nothing")
     try:
