@@ -124,12 +124,17 @@ class InvalidTableNameError(StorageError, Terminal):
 class SchemaMismatchError(StorageError, Terminal):
     """Raised when written data does not fit the table schema; lists the columns and why."""
 
-    def __init__(self, table: str, problems: Sequence[str], *, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        problems: Sequence[str],
+        *,
+        hint: str | None = None,
+        lead: str = "does not match its schema",
+    ) -> None:
         self.problems = list(problems)
         detail = "; ".join(self.problems)
-        super().__init__(
-            f"data written to {table} does not match its schema: {detail}", table=table, hint=hint
-        )
+        super().__init__(f"data written to {table} {lead}: {detail}", table=table, hint=hint)
 
 
 class VersionNotFoundError(StorageError, Terminal):

@@ -242,6 +242,17 @@ def test_settings_naming_columns_the_model_lacks_are_errors(lh: Lakehouse) -> No
     assert not {"gold.keyed", "gold.split"} & {t.name for t in lh.tables()}
 
 
+def test_a_column_delta_cannot_store_fails_its_model_saying_why(lh: Lakehouse) -> None:
+    _model(lh.root, "gold.timed", "select id, time '12:30' as at from silver.orders")
+    node = lh.run().nodes[0]
+    assert node.status == "failed"
+    assert node.error is not None
+    assert node.error.startswith(
+        "data written to gold.timed cannot be stored in Delta: column at is time64[us]: "
+        "Delta has no time-of-day type"
+    )
+
+
 def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from lakebed.errors import SchemaMismatchError, StorageError
 from lakebed.storage import columns_of, reconcile, to_arrow
+from lakebed.storage.schema import normalise, unstorable
 
 TABLE = "silver.t"
 
@@ -278,3 +279,40 @@ def test_columns_of_describes_a_schema_for_the_catalog() -> None:
         {"name": "id", "type": "int64", "nullable": False},
         {"name": "s", "type": "string", "nullable": True},
     ]
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (pa.table({"id": [1], "ID": [2]}), "column ID appears as id and ID"),
+        (pa.table({"t": pa.array([1], pa.time64("us"))}), "Delta has no time-of-day type"),
+        (pa.table({"d": pa.array([1], pa.duration("s"))}), "Delta has no interval type"),
+        (
+            pa.table({"s": pa.array([{"a": 1}], pa.struct([("a", pa.time32("s"))]))}),
+            "column s is struct<a: time32[s]>: Delta has no time-of-day type",
+        ),
+        (
+            pa.table({"x": pa.array([1], pa.decimal256(40, 0))}),
+            "Delta decimals hold at most 38 digits",
+        ),
+    ],
+    ids=["names by case", "time", "duration", "nested time", "wide decimal"],
+)
+def test_types_and_names_delta_cannot_store_are_refused(data: pa.Table, problem: str) -> None:
+    assert any(problem in p for p in unstorable(data.schema)), unstorable(data.schema)
+    with pytest.raises(SchemaMismatchError) as caught:
+        normalise(data, table="silver.x")
+    assert "data written to silver.x cannot be stored in Delta" in caught.value.message
+    assert problem in caught.value.message
+
+
+def test_storable_types_pass() -> None:
+    data = pa.table(
+        {
+            "id": [1],
+            "tags": [["a"]],
+            "at": pa.array([0], pa.timestamp("ns", tz="UTC")),
+            "m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())),
+        }
+    )
+    assert unstorable(data.schema) == []

@@ -148,6 +148,10 @@ def reconcile(
         if pa.types.is_null(dtype):
             problems.append(f"new column {name} has only nulls, so its type is unknown")
             continue
+        reason = _no_delta_type(dtype)
+        if reason is not None:
+            problems.append(f"new column {name} is {dtype}: {reason}")
+            continue
         try:
             arrays.append(column.cast(dtype) if dtype != column.type else column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -165,15 +169,63 @@ def reconcile(
     return Reconciled(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), new_columns)
 
 
+def unstorable(schema: pa.Schema) -> list[str]:
+    """What keeps `schema` from being a Delta table's: names that differ only in case,
+    and types Delta has none for (time of day, intervals, unions...)."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for name in schema.names:
+        earlier = seen.setdefault(name.lower(), name)
+        if earlier is not name:
+            same = "twice" if earlier == name else f"as {earlier} and {name}"
+            problems.append(f"column {name} appears {same} (Delta ignores case in names)")
+    for field in schema:
+        reason = _no_delta_type(field.type)
+        if reason is not None:
+            problems.append(f"column {field.name} is {field.type}: {reason}")
+    return problems
+
+
+def _no_delta_type(dtype: pa.DataType) -> str | None:
+    """Why Delta cannot store `dtype`, or None when it can (after `_normalise_type`)."""
+    if pa.types.is_time(dtype):
+        return "Delta has no time-of-day type; cast it to a string, or keep a timestamp"
+    if pa.types.is_duration(dtype) or pa.types.is_interval(dtype):
+        return "Delta has no interval type; store a number, e.g. epoch(x) for seconds"
+    if pa.types.is_union(dtype):
+        return "Delta has no union type; cast its members to one type"
+    if pa.types.is_decimal(dtype) and dtype.precision > 38:
+        return "Delta decimals hold at most 38 digits; cast to a double or a narrower decimal"
+    if pa.types.is_float16(dtype):
+        return "Delta has no half-precision float; cast it to float or double"
+    if pa.types.is_dictionary(dtype):
+        return _no_delta_type(dtype.value_type)
+    if pa.types.is_struct(dtype):
+        return next(filter(None, (_no_delta_type(f.type) for f in dtype)), None)
+    if pa.types.is_map(dtype):
+        return _no_delta_type(dtype.key_type) or _no_delta_type(dtype.item_type)
+    if isinstance(dtype, pa.ListType | pa.LargeListType | pa.FixedSizeListType):
+        return _no_delta_type(dtype.value_type)
+    return None
+
+
 def normalise(data: pa.Table, *, table: str = "") -> pa.Table:
     """Cast types Delta does not keep as they are (ns timestamps, large strings); a column
-    of only nulls has no type to store and is refused."""
+    of only nulls has no type to store, and `unstorable` ones none Delta has: refused."""
     untyped = [f.name for f in data.schema if pa.types.is_null(f.type)]
     if untyped:
         raise SchemaMismatchError(
             table,
             [f"column {name} has only nulls, so its type is unknown" for name in untyped],
             hint="give the column a type (a pyarrow schema, or cast it) before writing",
+        )
+    problems = unstorable(data.schema)
+    if problems:
+        raise SchemaMismatchError(
+            table,
+            problems,
+            hint="rename or cast those columns (in a model: in its SELECT)",
+            lead="cannot be stored in Delta",
         )
     fields = [pa.field(f.name, _normalise_type(f.type), f.nullable) for f in data.schema]
     target = pa.schema(fields)
