@@ -14,11 +14,33 @@ import lakebed
 
 pytestmark = pytest.mark.slow
 
-MODEL_SQL = (
-    "select s.id, s.grp, s.v * 2 as doubled, d.label\n"
-    "from silver.src s join silver.dim d on s.grp = d.grp\n"
-    "where s.v > 3"
-)
+# (SQL, unique key): rows from one source row each; then rows that aggregate, or pick one
+# of, the source rows of their key (each key recomputed from all its rows).
+MODELS = {
+    "row by row": (
+        "select s.id, s.grp, s.v * 2 as doubled, d.label\n"
+        "from silver.src s join silver.dim d on s.grp = d.grp\n"
+        "where s.v > 3",
+        "id",
+    ),
+    "aggregate per key": (
+        "select grp, count(*) as n, sum(v) as total, max(id) as last_id\n"
+        "from silver.src where v > 2 group by grp",
+        "grp",
+    ),
+    "latest per key": (
+        "select grp, id, v from silver.src\n"
+        "qualify row_number() over (partition by grp order by v desc, id desc) = 1",
+        "grp",
+    ),
+    # Keyed by (grp, rank), recomputed by grp: a deleted row shifts its group's ranks and
+    # the group's last rank goes.
+    "rank within a key": (
+        "select grp, row_number() over (partition by grp order by v, id) as rank, id, v\n"
+        "from silver.src",
+        "grp, rank",
+    ),
+}
 
 operation = st.one_of(
     st.tuples(st.just("append"), st.lists(st.integers(0, 9), min_size=1, max_size=5)),
@@ -29,19 +51,20 @@ operation = st.one_of(
 
 
 @settings(
-    max_examples=20,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(st.lists(operation, min_size=1, max_size=8))
-def test_incremental_merge_model_equals_full_rebuild(steps: list[tuple]) -> None:
+@given(st.sampled_from(sorted(MODELS)), st.lists(operation, min_size=1, max_size=8))
+def test_incremental_merge_model_equals_full_rebuild(kind: str, steps: list[tuple]) -> None:
+    model_sql, key = MODELS[kind]
     with tempfile.TemporaryDirectory() as tmp:
         root = lakebed.init_project(Path(tmp) / "p")
         folder = root / "models" / "gold"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "big.sql").write_text(MODEL_SQL)
+        (folder / "big.sql").write_text(model_sql)
         (folder / "big.yml").write_text(
-            "materialized: incremental\nincremental_strategy: merge\nunique_key: [id]\n"
+            f"materialized: incremental\nincremental_strategy: merge\nunique_key: [{key}]\n"
         )
         with lakebed.open(root) as lh:
             lh.write("silver.dim", {"grp": [0, 1, 2], "label": ["a", "b", "c"]})
@@ -64,6 +87,6 @@ def test_incremental_merge_model_equals_full_rebuild(steps: list[tuple]) -> None
                 if step[0] in ("append", "update", "delete"):
                     # Only the changed rows were read (or nothing changed at all).
                     assert summary.nodes[0].mode in ("incremental", "up_to_date")
-                built = lh.sql("select * from gold.big order by id").rows()
-                full = lh.sql(MODEL_SQL + " order by id").rows()
-                assert built == full, (step, summary.nodes[0].mode)
+                built = lh.sql("select * from gold.big order by all").rows()
+                full = lh.sql(f"select * from ({model_sql}) order by all").rows()
+                assert built == full, (kind, step, summary.nodes[0].mode)

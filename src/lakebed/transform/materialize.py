@@ -34,6 +34,7 @@ from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import Table, TableName, WriteResult, last_per_key, to_arrow
 from lakebed.transform.definition import Model, ModelConfig
+from lakebed.transform.increments import Increment, increment_shape
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
@@ -363,7 +364,7 @@ def compute(
     if computed.mode != "up_to_date":
         _require_setting_columns(model, computed.data.schema.names)
     computed.previous_fingerprint = before
-    computed.reason = reason
+    computed.reason = reason or computed.reason
     return computed
 
 
@@ -488,14 +489,39 @@ def _compute(
         return _full(ws, model)  # an input was restored to an older version
     keys = list(model.config.unique_key)
     merge = model.config.incremental_strategy == "merge"
+    # A merged model's increment must equal a full rebuild (an appending one's SQL runs
+    # over each batch of new rows on its own).
+    shapes = _shapes(ws, model, changed, keys) if model.kind == "sql" and merge else {}
+    if any(shape.shape == "full" for shape in shapes.values()):
+        rebuilt = _full(ws, model)
+        rebuilt.reason = "its SQL combines rows across keys: rebuilt in full"
+        return rebuilt
     deltas: dict[TableName, _Delta] = {}
+    touched: dict[TableName, pa.Table] = {}
     for name in changed:
+        by = list(shapes[name].by) if name in shapes else []
+        if by:
+            found = _touched_keys(ws.table(name), last[str(name)], now[str(name)], by)
+            if found is None:
+                return _full(ws, model)
+            touched[name] = found
+            continue
         delta = _input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
         if delta is None or (delta.removed is not None and not merge):
             return _full(ws, model)
         deltas[name] = delta
     outputs: list[pa.Table] = []
     removed: list[pa.Table] = []
+    for name, values in touched.items():
+        # Every row of the keys the changes touch: the SQL aggregates within them.
+        assert model.sql is not None
+        relation = f"__lakebed_changes_{name.layer}_{name.name}"
+        rows = _rows_of_keys(ws, name, now[str(name)], values)
+        sql = _rewrite(model.sql, name, relation)
+        outputs.append(ws.sql(sql, relations={relation: rows}).arrow())
+        # What those keys held and is no longer computed goes.
+        whole = values.column_names == keys
+        removed.append(values if whole else _rows_of_keys(ws, model.name, None, values, keys))
     for name, delta in deltas.items():
         relation = f"__lakebed_changes_{name.layer}_{name.name}"
         if model.kind == "sql":
@@ -509,9 +535,45 @@ def _compute(
         if delta.removed is not None:
             removed.append(delta.removed)
     data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
-    deleted = pa.concat_tables(removed) if removed else None
+    deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
     # Repeated keys are kept here so checks see every row; publish keeps the last one.
     return Computed(model, "incremental", data, now, deleted_keys=deleted)
+
+
+def _shapes(
+    ws: Workspace, model: Model, changed: list[TableName], keys: list[str]
+) -> dict[TableName, Increment]:
+    """How the model must read each changed input (`increments.increment_shape`)."""
+    assert model.sql is not None
+    schemas = {name: ws.table(name).schema().names for name in model.inputs}
+    return {name: increment_shape(model.sql, model.name, name, keys, schemas) for name in changed}
+
+
+def _touched_keys(table: Table, since: int, until: int, by: list[str]) -> pa.Table | None:
+    """The distinct values of the columns `by` in the rows an input changed between two
+    versions, old and new (inserted, updated either way, deleted); None when they cannot
+    be known."""
+    changes = table.changes(since + 1, until)
+    if changes is None:
+        changes = table.appended_rows(since + 1, until)
+    if changes is None:
+        return None
+    return changes.select(by).group_by(by).aggregate([]).select(by)
+
+
+def _rows_of_keys(
+    ws: Workspace,
+    table: TableName,
+    version: int | None,
+    keys: pa.Table,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """The rows (or `columns`) of `table` at `version` (None: the latest) whose values of
+    `keys`' columns are among its rows."""
+    on = " AND ".join(f't."{k}" IS NOT DISTINCT FROM k."{k}"' for k in keys.column_names)
+    wanted = ", ".join(f't."{c}"' for c in columns) if columns else "t.*"
+    query = f"SELECT {wanted} FROM {table} AS t SEMI JOIN __lakebed_keys AS k ON {on}"
+    return ws.sql(query, as_of=version, relations={"__lakebed_keys": keys}).arrow()
 
 
 def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:

@@ -1,0 +1,118 @@
+"""What an incremental model must read of a changed input: its changed rows, every row of
+the keys they touch, or everything."""
+
+from __future__ import annotations
+
+import pytest
+
+from lakebed.storage import TableName
+from lakebed.transform.increments import increment_shape
+
+ORDERS = TableName.parse("bronze.orders")
+SCHEMAS = {
+    ORDERS: ["order_id", "customer_id", "amount", "updated_at"],
+    TableName.parse("silver.customers"): ["customer_id", "country"],
+}
+
+
+@pytest.mark.parametrize(
+    ("sql", "key", "expected"),
+    [
+        (
+            "select order_id, amount * 2 as doubled from bronze.orders where amount > 0",
+            "order_id",
+            "rows",
+        ),
+        (
+            "select o.order_id, c.country from bronze.orders o "
+            "join silver.customers c on c.customer_id = o.customer_id",
+            "order_id",
+            "rows",
+        ),
+        (
+            "select order_id, amount from bronze.orders "
+            "qualify row_number() over (partition by order_id order by updated_at desc) = 1",
+            "order_id",
+            "keys",
+        ),
+        (
+            "select customer_id, sum(amount) as total, count(distinct order_id) as n "
+            "from bronze.orders group by customer_id",
+            "customer_id",
+            "keys",
+        ),
+        ("select distinct customer_id from bronze.orders", "customer_id", "keys"),
+        (
+            "select o.customer_id, sum(amount) over (partition by o.customer_id) as total "
+            "from bronze.orders o",
+            "customer_id",
+            "keys",
+        ),
+        (
+            "select order_id, sum(amount) over (order by updated_at) as running from bronze.orders",
+            "order_id",
+            "full",
+        ),
+        ("select 1 as k, count(*) as n from bronze.orders", "k", "full"),
+        (
+            "select customer_id, count(*) as n from bronze.orders group by customer_id, amount",
+            "customer_id",
+            "keys",
+        ),
+        (
+            "select c.country, sum(o.amount) as total from bronze.orders o "
+            "join silver.customers c using (customer_id) group by c.country",
+            "country",
+            "full",
+        ),
+        ("select order_id from bronze.orders order by order_id limit 10", "order_id", "full"),
+        (
+            "select order_id from bronze.orders union all select order_id from bronze.orders",
+            "order_id",
+            "full",
+        ),
+        (
+            "select upper(cast(order_id as varchar)) as order_id, count(*) as n "
+            "from bronze.orders group by order_id",
+            "order_id",
+            "full",
+        ),
+        (
+            "select customer_id, count(*) as n from bronze.orders group by customer_id",
+            "n",
+            "full",
+        ),
+    ],
+    ids=[
+        "filter and expressions",
+        "join a dimension",
+        "latest version per key",
+        "aggregate per key",
+        "distinct keys",
+        "window per key",
+        "running total",
+        "global aggregate",
+        "group by the key and more",
+        "group by another table's column",
+        "limit",
+        "union",
+        "key computed",
+        "key is an aggregate",
+    ],
+)
+def test_increment_shape(sql: str, key: str, expected: str) -> None:
+    output = TableName.parse("silver.out")
+    found = increment_shape(sql, output, ORDERS, [key], SCHEMAS)
+    assert found.shape == expected
+    assert found.by == ((key,) if expected == "keys" else ())
+
+
+def test_keys_read_by_the_part_of_a_composite_key_the_sql_partitions_by() -> None:
+    sql = (
+        "select order_id, row_number() over (partition by order_id order by updated_at) "
+        "as delivery, amount from bronze.orders"
+    )
+    found = increment_shape(
+        sql, TableName.parse("silver.out"), ORDERS, ["order_id", "delivery"], SCHEMAS
+    )
+    assert (found.shape, found.by) == ("keys", ("order_id",))
