@@ -36,3 +36,14 @@ def live_and_folder_files(table_path: str, snapshot_paths: list[str]) -> tuple[s
     }
     live = {str(Path(p).resolve()) for p in snapshot_paths}
     return live, folder
+
+
+def write_model(root: Path, name: str, sql: str, settings: str | None = None) -> None:
+    """Write the SQL model `name` (layer.name) into the project at `root`, with its
+    settings file when `settings` (YAML) is given."""
+    layer, table = name.split(".")
+    folder = root / "models" / layer
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{table}.sql").write_text(sql)
+    if settings is not None:
+        (folder / f"{table}.yml").write_text(settings)

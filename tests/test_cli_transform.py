@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import lakebed
+from helpers import write_model
 from lakebed.cli import app
 
 ENV = {"COLUMNS": "250", "NO_COLOR": "1", "LAKEBED_PROJECT": None}
@@ -18,21 +19,12 @@ def cli(root: Path, *args: str) -> Result:
     return CliRunner().invoke(app, ["-p", str(root), *args], env=ENV)
 
 
-def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
-    layer, table = name.split(".")
-    folder = root / "models" / layer
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{table}.sql").write_text(sql)
-    if yml is not None:
-        (folder / f"{table}.yml").write_text(yml)
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     project = lakebed.init_project(tmp_path / "p")
     with lakebed.open(project) as lh:
         lh.write("silver.orders", {"id": [1, 2, 3], "amount": [5.0, -1.0, 2.0]})
-    _model(
+    write_model(
         project,
         "gold.positive",
         "select id, amount from silver.orders",
@@ -54,7 +46,7 @@ def test_run_json_is_the_summary_on_stdout(root: Path) -> None:
 
 
 def test_run_json_of_a_failed_run_exits_1(root: Path) -> None:
-    _model(root, "gold.broken", "select cast('x' || id as integer) as n from silver.orders")
+    write_model(root, "gold.broken", "select cast('x' || id as integer) as n from silver.orders")
     done = cli(root, "run", "-f", "json")
     assert done.exit_code == 1
     nodes = {n["model"]: n for n in json.loads(done.stdout)["nodes"]}
@@ -64,7 +56,7 @@ def test_run_json_of_a_failed_run_exits_1(root: Path) -> None:
 
 def test_fail_fast_starts_nothing_after_a_failure(root: Path) -> None:
     # One worker builds in name order: gold.a_broken fails before gold.positive starts.
-    _model(root, "gold.a_broken", "select cast('x' || id as integer) as n from silver.orders")
+    write_model(root, "gold.a_broken", "select cast('x' || id as integer) as n from silver.orders")
     done = cli(root, "run", "--workers", "1", "--fail-fast", "-f", "json")
     assert done.exit_code == 1
     nodes = {n["model"]: n for n in json.loads(done.stdout)["nodes"]}
@@ -89,7 +81,7 @@ def test_runs_and_checks_json(root: Path) -> None:
 
 
 def test_lineage_json_lists_the_edges(root: Path) -> None:
-    _model(root, "gold.doubled", "select id, amount * 2 as twice from gold.positive")
+    write_model(root, "gold.doubled", "select id, amount * 2 as twice from gold.positive")
     assert cli(root, "run").exit_code == 0
     done = cli(root, "lineage", "gold.doubled", "-c", "twice", "-f", "json")
     assert done.exit_code == 0, done.output

@@ -11,17 +11,9 @@ import pyarrow as pa
 import pytest
 
 import lakebed
+from helpers import write_model
 from lakebed import Lakehouse
 from lakebed.errors import ModelError, TransformError
-
-
-def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
-    layer, table = name.split(".")
-    folder = root / "models" / layer
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{table}.sql").write_text(sql)
-    if yml is not None:
-        (folder / f"{table}.yml").write_text(yml)
 
 
 @pytest.fixture
@@ -41,13 +33,15 @@ def _rows(lh: Lakehouse, table: str) -> list[tuple]:
 
 
 def test_table_models_build_in_dependency_order(lh: Lakehouse) -> None:
-    _model(
+    write_model(
         lh.root,
         "gold.by_country",
         "select c.country, sum(o.amount) as revenue\n"
         "from silver.enriched o join silver.customers c using (customer) group by all",
     )
-    _model(lh.root, "silver.enriched", "select * from silver.orders where customer is not null")
+    write_model(
+        lh.root, "silver.enriched", "select * from silver.orders where customer is not null"
+    )
     summary = lh.run()
     assert summary.ok
     assert [n.model for n in summary.nodes] == ["silver.enriched", "gold.by_country"]
@@ -57,24 +51,28 @@ def test_table_models_build_in_dependency_order(lh: Lakehouse) -> None:
 
 
 def test_exclude_leaves_models_out_of_the_selection(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select * from silver.orders where customer is not null")
-    _model(
+    write_model(
+        lh.root, "silver.enriched", "select * from silver.orders where customer is not null"
+    )
+    write_model(
         lh.root,
         "gold.by_customer",
         "select customer, count(*) as n from silver.enriched group by 1",
     )
-    _model(lh.root, "gold.total", "select sum(amount) as total from silver.enriched")
+    write_model(lh.root, "gold.total", "select sum(amount) as total from silver.enriched")
     summary = lh.run("silver.enriched+", exclude="gold.by_customer")
     assert [n.model for n in summary.nodes] == ["silver.enriched", "gold.total"]
     assert [n.model for n in lh.run(exclude="layer:gold").nodes] == ["silver.enriched"]
 
 
 def test_a_disabled_model_is_left_out_and_what_reads_it_is_an_error(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select * from silver.orders where customer is not null")
-    _model(lh.root, "gold.total", "select sum(amount) as total from silver.orders")
+    write_model(
+        lh.root, "silver.enriched", "select * from silver.orders where customer is not null"
+    )
+    write_model(lh.root, "gold.total", "select sum(amount) as total from silver.orders")
     assert lh.run().ok
     version = lh.table("gold.total").version()
-    _model(lh.root, "gold.total", "select 1 as total", "enabled: false\n")
+    write_model(lh.root, "gold.total", "select 1 as total", "enabled: false\n")
     summary = lh.run()
     assert [n.model for n in summary.nodes] == ["silver.enriched"]
     assert lh.table("gold.total").version() == version  # its table stays as it was
@@ -82,7 +80,7 @@ def test_a_disabled_model_is_left_out_and_what_reads_it_is_an_error(lh: Lakehous
         lh.run("gold.total")
     with pytest.raises(TransformError, match="disabled"):
         lh.run("total")
-    _model(lh.root, "gold.reader", "select total from gold.total")
+    write_model(lh.root, "gold.reader", "select total from gold.total")
     with pytest.raises(ModelError, match=r"reads gold\.total, a disabled model") as caught:
         lh.run()
     assert caught.value.file == str(lh.root / "models" / "gold" / "reader.sql")
@@ -90,20 +88,20 @@ def test_a_disabled_model_is_left_out_and_what_reads_it_is_an_error(lh: Lakehous
 
 
 def test_enabled_true_does_not_change_a_models_fingerprint(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    write_model(lh.root, "silver.enriched", "select * from silver.orders")
     assert lh.run().ok
-    _model(lh.root, "silver.enriched", "select * from silver.orders", "enabled: true\n")
+    write_model(lh.root, "silver.enriched", "select * from silver.orders", "enabled: true\n")
     assert lh.run().nodes[0].status == "up_to_date"
 
 
 def test_a_failing_check_publishes_nothing_and_skips_downstream(lh: Lakehouse) -> None:
-    _model(
+    write_model(
         lh.root,
         "silver.enriched",
         "select * from silver.orders",
         "checks:\n  - not_null: customer\n",
     )
-    _model(lh.root, "gold.total", "select sum(amount) as total from silver.enriched")
+    write_model(lh.root, "gold.total", "select sum(amount) as total from silver.enriched")
     summary = lh.run()
     assert not summary.ok
     status = {n.model: n.status for n in summary.nodes}
@@ -114,7 +112,7 @@ def test_a_failing_check_publishes_nothing_and_skips_downstream(lh: Lakehouse) -
 
 
 def test_drop_checks_quarantine_failing_rows_and_publish_the_rest(lh: Lakehouse) -> None:
-    _model(
+    write_model(
         lh.root,
         "silver.enriched",
         "select * from silver.orders",
@@ -130,7 +128,7 @@ def test_drop_checks_quarantine_failing_rows_and_publish_the_rest(lh: Lakehouse)
 def test_incremental_merge_equals_a_full_rebuild_after_inserts_updates_deletes(
     lh: Lakehouse,
 ) -> None:
-    _model(
+    write_model(
         lh.root,
         "gold.big_orders",
         "select id, customer, amount * 2 as doubled from silver.orders where amount > 2",
@@ -159,8 +157,8 @@ def test_an_increment_marks_the_rows_it_replaces_instead_of_rewriting_the_table(
     in place, and the model downstream reads the change (pre- and post-images) right."""
     lh.write("silver.events", {"id": list(range(1000)), "v": [float(i) for i in range(1000)]})
     merge = "materialized: incremental\nincremental_strategy: merge\nunique_key: [id]\n"
-    _model(lh.root, "gold.scaled", "select id, v * 10 as v10 from silver.events", merge)
-    _model(lh.root, "gold.flagged", "select id, v10 > 5000 as big from gold.scaled", merge)
+    write_model(lh.root, "gold.scaled", "select id, v * 10 as v10 from silver.events", merge)
+    write_model(lh.root, "gold.flagged", "select id, v10 > 5000 as big from gold.scaled", merge)
     assert [n.mode for n in lh.run().nodes] == ["full", "full"]
     files = set(lh.table("gold.scaled").snapshot().paths)
     events = lh.table("silver.events")
@@ -180,7 +178,7 @@ def test_a_models_table_properties_are_set_and_kept_in_step(lh: Lakehouse) -> No
     merge = "materialized: incremental\nunique_key: id\n"
     props = "properties:\n  delta.logRetentionDuration: interval 7 days\n"
     sql = "select id, amount * 10 as a10 from silver.orders"
-    _model(lh.root, "gold.scaled", sql, merge + props)
+    write_model(lh.root, "gold.scaled", sql, merge + props)
     assert lh.run().ok
     table = lh.table("gold.scaled")
     assert table.properties()["delta.logRetentionDuration"] == "interval 7 days"
@@ -196,13 +194,13 @@ def test_a_models_table_properties_are_set_and_kept_in_step(lh: Lakehouse) -> No
 def test_an_input_without_a_change_feed_still_gives_a_correct_increment(lh: Lakehouse) -> None:
     """A model table can turn its change data feed off; a merged model reading it then
     rebuilds in full when rows were updated (only appends can be read without the feed)."""
-    _model(
+    write_model(
         lh.root,
         "silver.scaled",
         "select id, amount * 10 as a10 from silver.orders",
         "properties:\n  delta.enableChangeDataFeed: false\n",
     )
-    _model(
+    write_model(
         lh.root,
         "gold.big",
         "select id, a10 from silver.scaled where a10 > 20",
@@ -218,7 +216,7 @@ def test_an_input_without_a_change_feed_still_gives_a_correct_increment(lh: Lake
 
 
 def test_a_query_error_names_the_model_file_and_line(lh: Lakehouse) -> None:
-    _model(lh.root, "gold.scaled", "select id,\n  amout * 2 as scaled\nfrom silver.orders\n")
+    write_model(lh.root, "gold.scaled", "select id,\n  amout * 2 as scaled\nfrom silver.orders\n")
     node = lh.run().nodes[0]
     path = lh.root / "models" / "gold" / "scaled.sql"
     assert node.status == "failed"
@@ -229,8 +227,8 @@ def test_a_query_error_names_the_model_file_and_line(lh: Lakehouse) -> None:
 
 def test_settings_naming_columns_the_model_lacks_are_errors(lh: Lakehouse) -> None:
     sql = "select id, amount from silver.orders"
-    _model(lh.root, "gold.keyed", sql, "materialized: incremental\nunique_key: idx\n")
-    _model(lh.root, "gold.split", sql, "partition_by: [day]\n")
+    write_model(lh.root, "gold.keyed", sql, "materialized: incremental\nunique_key: idx\n")
+    write_model(lh.root, "gold.split", sql, "partition_by: [day]\n")
     nodes = {n.model: n for n in lh.run().nodes}
     folder = lh.root / "models" / "gold"
     assert nodes["gold.keyed"].error == (
@@ -243,7 +241,7 @@ def test_settings_naming_columns_the_model_lacks_are_errors(lh: Lakehouse) -> No
 
 
 def test_a_column_delta_cannot_store_fails_its_model_saying_why(lh: Lakehouse) -> None:
-    _model(lh.root, "gold.timed", "select id, time '12:30' as at from silver.orders")
+    write_model(lh.root, "gold.timed", "select id, time '12:30' as at from silver.orders")
     node = lh.run().nodes[0]
     assert node.status == "failed"
     assert node.error is not None
@@ -256,8 +254,8 @@ def test_a_column_delta_cannot_store_fails_its_model_saying_why(lh: Lakehouse) -
 def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _model(lh.root, "gold.a", "select id from silver.orders")
-    _model(lh.root, "gold.b", "select amount from silver.orders")
+    write_model(lh.root, "gold.a", "select id from silver.orders")
+    write_model(lh.root, "gold.b", "select amount from silver.orders")
     run_module = importlib.import_module("lakebed.orchestrate.run")  # the package exports run()
     real_publish = run_module.publish
 
@@ -280,9 +278,11 @@ def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
 
 def test_a_changed_incremental_model_is_rebuilt_in_full(lh: Lakehouse) -> None:
     merge = "materialized: incremental\nunique_key: id\n"
-    _model(lh.root, "gold.scaled", "select id, amount * 2 as scaled from silver.orders", merge)
+    write_model(lh.root, "gold.scaled", "select id, amount * 2 as scaled from silver.orders", merge)
     assert lh.run().nodes[0].mode == "full"
-    _model(lh.root, "gold.scaled", "select id, amount * 3 as scaled, 1 as v from silver.orders")
+    write_model(
+        lh.root, "gold.scaled", "select id, amount * 3 as scaled, 1 as v from silver.orders"
+    )
     node = lh.run().nodes[0]
     assert (node.status, node.mode, node.reason) == ("success", "full", "model changed")
     assert _rows(lh, "gold.scaled") == [(1, 15.0, 1), (2, 22.5, 1), (3, 3.0, 1), (4, 9.0, 1)]
@@ -295,7 +295,7 @@ def test_a_changed_incremental_model_is_rebuilt_in_full(lh: Lakehouse) -> None:
 
 def test_new_checks_of_an_incremental_model_leave_its_rows(lh: Lakehouse) -> None:
     merge = "materialized: incremental\nunique_key: id\n"
-    _model(lh.root, "gold.scaled", "select id, amount from silver.orders", merge)
+    write_model(lh.root, "gold.scaled", "select id, amount from silver.orders", merge)
     assert lh.run().ok
     version = lh.table("gold.scaled").version()
     (lh.root / "models" / "gold" / "scaled.yml").write_text(
@@ -310,10 +310,10 @@ def test_new_checks_of_an_incremental_model_leave_its_rows(lh: Lakehouse) -> Non
 
 def test_full_refresh_false_keeps_an_incremental_models_rows(lh: Lakehouse) -> None:
     kept = "materialized: incremental\nunique_key: id\nfull_refresh: false\n"
-    _model(lh.root, "gold.scaled", "select id, amount * 2 as scaled from silver.orders", kept)
+    write_model(lh.root, "gold.scaled", "select id, amount * 2 as scaled from silver.orders", kept)
     assert lh.run().ok
     before = _rows(lh, "gold.scaled")
-    _model(lh.root, "gold.scaled", "select id, amount * 3 as scaled from silver.orders")
+    write_model(lh.root, "gold.scaled", "select id, amount * 3 as scaled from silver.orders")
     assert lh.run().nodes[0].status == "up_to_date"
     node = lh.run(full_refresh=True).nodes[0]
     assert (node.status, node.reason) == ("up_to_date", "kept its rows (full_refresh: false)")
@@ -327,7 +327,7 @@ def test_full_refresh_false_keeps_an_incremental_models_rows(lh: Lakehouse) -> N
 
 def test_incremental_append_reads_only_new_rows_of_an_append_only_input(lh: Lakehouse) -> None:
     lh.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"]})
-    _model(
+    write_model(
         lh.root,
         "silver.events",
         "select id, upper(kind) as kind from bronze.events",
@@ -410,7 +410,7 @@ def test_a_python_model_returning_no_table_fails_naming_model_and_function(
 
 
 def test_run_history_records_the_run_and_each_model(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    write_model(lh.root, "silver.enriched", "select * from silver.orders")
     lh.run()
     kinds = [r.kind for r in lh.runs()]
     assert "run" in kinds
@@ -424,7 +424,7 @@ def test_run_history_records_the_run_and_each_model(lh: Lakehouse) -> None:
 
 
 def test_a_run_records_column_lineage_down_to_the_inputs(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select id, amount * 2 as doubled from silver.orders")
+    write_model(lh.root, "silver.enriched", "select id, amount * 2 as doubled from silver.orders")
     lh.run()
     edges = lh.metastore.lineage_edges(downstream="silver.enriched")
     found = {(e.downstream_column, e.upstream_table, e.upstream_column) for e in edges}
@@ -433,7 +433,7 @@ def test_a_run_records_column_lineage_down_to_the_inputs(lh: Lakehouse) -> None:
 
 
 def test_scd2_keeps_every_version_with_validity_and_current_flag(lh: Lakehouse) -> None:
-    _model(
+    write_model(
         lh.root,
         "gold.customer_history",
         "select customer, country from silver.customers",
@@ -464,7 +464,7 @@ def _accounts(lh: Lakehouse, settings: str) -> None:
         "silver.accounts",
         {"id": [1, 2], "plan": ["free", "pro"], "seats": [1, 5], "changed_at": day},
     )
-    _model(
+    write_model(
         lh.root,
         "gold.account_history",
         "select id, plan, seats, changed_at from silver.accounts",
@@ -518,7 +518,7 @@ def test_scd2_with_check_cols_versions_only_their_changes(lh: Lakehouse) -> None
 
 def test_scd2_refuses_several_rows_for_one_key(lh: Lakehouse) -> None:
     lh.write("silver.accounts", {"id": [1, 1, 2], "plan": ["free", "pro", "team"]})
-    _model(
+    write_model(
         lh.root,
         "gold.account_history",
         "select id, plan from silver.accounts",
@@ -536,7 +536,7 @@ def test_scd2_refuses_several_rows_for_one_key(lh: Lakehouse) -> None:
 
 def test_scd2_updated_at_must_be_a_timestamp(lh: Lakehouse) -> None:
     lh.write("silver.accounts", {"id": [1], "changed_at": ["2026-01-01"]})
-    _model(
+    write_model(
         lh.root,
         "gold.account_history",
         "select id, changed_at from silver.accounts",
@@ -550,35 +550,35 @@ def test_scd2_updated_at_must_be_a_timestamp(lh: Lakehouse) -> None:
 
 def test_a_views_checks_judge_its_rows_before_it_is_defined(lh: Lakehouse) -> None:
     view = "materialized: view\nchecks:\n  - not_null: {column: customer, severity: %s}\n"
-    _model(lh.root, "gold.v", "select id, customer from silver.orders", view % "fail")
-    _model(lh.root, "gold.w", "select count(*) as n from gold.v")
+    write_model(lh.root, "gold.v", "select id, customer from silver.orders", view % "fail")
+    write_model(lh.root, "gold.w", "select count(*) as n from gold.v")
     nodes = {n.model: n for n in lh.run().nodes}
     assert nodes["gold.v"].status == "failed"
     assert nodes["gold.v"].error is not None
     assert "not_null(customer): 1 failing rows" in nodes["gold.v"].error
     assert nodes["gold.w"].status == "skipped"
     assert "gold.v" not in {str(n) for n in lh.views()}  # nothing was defined
-    _model(lh.root, "gold.v", "select id, customer from silver.orders", view % "warn")
+    write_model(lh.root, "gold.v", "select id, customer from silver.orders", view % "warn")
     nodes = {n.model: n for n in lh.run().nodes}
     assert [(c.check, c.status, c.failing_rows) for c in nodes["gold.v"].checks] == [
         ("not_null(customer)", "warn", 1)
     ]
     assert nodes["gold.w"].status == "success"
     assert "gold.v" in {str(n) for n in lh.views()}
-    _model(lh.root, "gold.v", "select id, customer from silver.orders", view % "drop")
+    write_model(lh.root, "gold.v", "select id, customer from silver.orders", view % "drop")
     error = lh.run().nodes[0].error
     assert error is not None
     assert "a view has no rows of its own to drop to quarantine" in error
 
 
 def test_view_models_are_queryable_and_always_current(lh: Lakehouse) -> None:
-    _model(
+    write_model(
         lh.root,
         "gold.big_orders",
         "select id, amount from silver.orders where amount > 2",
         "materialized: view\n",
     )
-    _model(lh.root, "gold.big_total", "select sum(amount) as total from gold.big_orders")
+    write_model(lh.root, "gold.big_total", "select sum(amount) as total from gold.big_orders")
     assert lh.run().ok
     assert lh.sql("select count(*) from gold.big_orders").scalar() == 3
     lh.table("silver.orders").append({"id": [9], "customer": [10], "amount": [100.0]})
@@ -588,7 +588,7 @@ def test_view_models_are_queryable_and_always_current(lh: Lakehouse) -> None:
 
 
 def test_a_model_leased_by_another_run_is_not_built_twice(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    write_model(lh.root, "silver.enriched", "select * from silver.orders")
     assert lh.metastore.acquire_lease("model:silver.enriched", "other-run", seconds=60) is None
     summary = lh.run()
     assert summary.nodes[0].status == "failed"
@@ -598,8 +598,8 @@ def test_a_model_leased_by_another_run_is_not_built_twice(lh: Lakehouse) -> None
 
 
 def test_an_up_to_date_model_is_reported_without_taking_its_lease(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select * from silver.orders")
-    _model(
+    write_model(lh.root, "silver.enriched", "select * from silver.orders")
+    write_model(
         lh.root,
         "gold.big",
         "select * from silver.enriched where amount > 2",
@@ -627,7 +627,7 @@ def test_an_up_to_date_model_is_reported_without_taking_its_lease(lh: Lakehouse)
 
 
 def test_an_expired_lease_does_not_block(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    write_model(lh.root, "silver.enriched", "select * from silver.orders")
     assert lh.metastore.acquire_lease("model:silver.enriched", "crashed", seconds=-1) is None
     assert lh.run().ok
 
@@ -637,7 +637,7 @@ def test_backfill_recomputes_exactly_the_given_partitions(lh: Lakehouse) -> None
         "silver.sales",
         {"day": ["2025-01-01", "2025-01-02", "2025-01-03"], "amount": [1.0, 2.0, 3.0]},
     )
-    _model(
+    write_model(
         lh.root,
         "gold.daily",
         "select day, sum(amount) as total from silver.sales group by day",
@@ -657,7 +657,7 @@ def test_backfill_recomputes_exactly_the_given_partitions(lh: Lakehouse) -> None
 
 
 def test_a_backfill_needs_a_partitioned_model(lh: Lakehouse) -> None:
-    _model(lh.root, "gold.total", "select sum(amount) as total from silver.orders")
+    write_model(lh.root, "gold.total", "select sum(amount) as total from silver.orders")
     with pytest.raises(TransformError, match="no selected model is partitioned"):
         lh.run(backfill="2025-01-01..2025-01-31")
     assert "gold.total" not in [t.name for t in lh.tables()]
@@ -673,7 +673,7 @@ def test_a_lease_held_by_a_killed_process_is_taken_over(lh: Lakehouse) -> None:
     import subprocess
     import sys
 
-    _model(lh.root, "silver.enriched", "select * from silver.orders")
+    write_model(lh.root, "silver.enriched", "select * from silver.orders")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a process id that no longer runs
     holder = f"crashed-run@{socket.gethostname()}:{gone.pid}"
@@ -682,7 +682,7 @@ def test_a_lease_held_by_a_killed_process_is_taken_over(lh: Lakehouse) -> None:
 
 
 def test_column_descriptions_of_a_model_reach_the_catalog(lh: Lakehouse) -> None:
-    _model(
+    write_model(
         lh.root,
         "silver.enriched",
         "select id, amount from silver.orders",

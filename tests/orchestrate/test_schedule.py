@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import lakebed
+from helpers import write_model
 from lakebed import Lakehouse
 from lakebed.errors import ConfigError, ModelError
 from lakebed.orchestrate.schedule import (
@@ -134,20 +135,11 @@ class Clock:
         return self.now
 
 
-def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
-    layer, table = name.split(".")
-    folder = root / "models" / layer
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{table}.sql").write_text(sql)
-    if yml is not None:
-        (folder / f"{table}.yml").write_text(yml)
-
-
 @pytest.fixture
 def lh(tmp_path: Path) -> Iterator[Lakehouse]:
     root = lakebed.init_project(tmp_path / "p")
-    _model(root, "silver.events", "select id, upper(kind) as kind from bronze.events")
-    _model(
+    write_model(root, "silver.events", "select id, upper(kind) as kind from bronze.events")
+    write_model(
         root,
         "gold.by_kind",
         "select kind, count(*) as n from silver.events group by all",
@@ -318,7 +310,7 @@ def test_run_forever_returns_when_stopped(lh: Lakehouse) -> None:
 
 
 def test_a_failed_run_is_recorded_and_not_retried(lh: Lakehouse) -> None:
-    _model(lh.root, "silver.events", "select id, kind, 1 / 0 as boom from bronze.missing")
+    write_model(lh.root, "silver.events", "select id, kind, 1 / 0 as boom from bronze.missing")
     clock = Clock(at("2025-01-01 10:30"))
     scheduler = Scheduler(lh, clock=clock, schedules=[Schedule("s", "0 * * * *", "silver.events")])
     (ran,) = scheduler.tick()
@@ -332,7 +324,7 @@ def test_a_failed_run_is_recorded_and_not_retried(lh: Lakehouse) -> None:
 
 
 def test_failing_models_mark_the_schedule_run_failed(lh: Lakehouse) -> None:
-    _model(
+    write_model(
         lh.root,
         "silver.events",
         "select id, upper(kind) as kind from bronze.events",
@@ -532,7 +524,7 @@ def test_scheduler_once_runs_what_is_due_and_exits(tmp_path: Path) -> None:
     assert "nothing is scheduled" in nothing.stdout
     with lakebed.open(root) as lake:
         lake.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"]})
-    _model(root, "silver.events", "select * from bronze.events")
+    write_model(root, "silver.events", "select * from bronze.events")
     (root / "schedules.yml").write_text(
         "schedules:\n  nightly: {cron: '0 3 * * *', select: 'layer:silver'}\n"
     )

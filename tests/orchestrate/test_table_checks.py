@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import lakebed
+from helpers import write_model
 from lakebed import Lakehouse
 from lakebed.cli import app
 from lakebed.errors import CheckConfigError, ConfigError
@@ -28,22 +29,15 @@ checks:
 """
 
 
-def _model(root: Path, name: str, sql: str) -> None:
-    layer, table = name.split(".")
-    folder = root / "models" / layer
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{table}.sql").write_text(sql)
-
-
 def _open(tmp_path: Path, config: str) -> Lakehouse:
     root = lakebed.init_project(tmp_path / "p")
     (root / "lakebed.yml").write_text(config)
     lake = lakebed.open(root)
     lake.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"], "amount": [1.0, -2.0]})
     lake.write("bronze.other", {"id": [1]})
-    _model(root, "silver.events", "select id, kind, amount from bronze.events")
-    _model(root, "gold.kinds", "select kind, count(*) as n from silver.events group by kind")
-    _model(root, "silver.other", "select id from bronze.other")
+    write_model(root, "silver.events", "select id, kind, amount from bronze.events")
+    write_model(root, "gold.kinds", "select kind, count(*) as n from silver.events group by kind")
+    write_model(root, "silver.other", "select id from bronze.other")
     return lake
 
 
@@ -230,7 +224,7 @@ def test_row_count_and_freshness_are_judged_from_the_delta_log(
     old = [datetime(2026, 1, 1, h, tzinfo=UTC) for h in (1, 2)]
     lake.write("bronze.visits", {"page": ["a", None], "seen_at": old})
     model = "select page from bronze.visits"
-    _model(root, "silver.pages", model)
+    write_model(root, "silver.pages", model)
     queries = _queries(lake, monkeypatch)
     first = {r.check: r for r in lake.run().table_checks["bronze.visits"]}
     assert (first["row_count"].status, first["row_count"].message) == (

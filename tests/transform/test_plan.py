@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import lakebed
+from helpers import write_model
 from lakebed import Lakehouse, cli_plan
 from lakebed.cli import app
 from lakebed.errors import ModelError, TransformError
@@ -16,15 +17,6 @@ from lakebed.transform.impact import Affected, Classification
 from lakebed.transform.plan import plan
 
 # -- plans of real projects --------------------------------------------------------------------
-
-
-def _model(root: Path, name: str, sql: str, yml: str | None = None) -> None:
-    layer, table = name.split(".")
-    folder = root / "models" / layer
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{table}.sql").write_text(sql)
-    if yml is not None:
-        (folder / f"{table}.yml").write_text(yml)
 
 
 @pytest.fixture
@@ -40,13 +32,13 @@ def lh(tmp_path: Path) -> Lakehouse:
             "status": ["paid", "paid", "refunded"],
         },
     )
-    _model(root, "silver.orders", "select id, customer, amount, status from bronze.orders")
-    _model(
+    write_model(root, "silver.orders", "select id, customer, amount, status from bronze.orders")
+    write_model(
         root,
         "gold.revenue",
         "select customer, sum(amount) as revenue from silver.orders group by customer",
     )
-    _model(root, "gold.report", "select customer, revenue * 2 as doubled from gold.revenue")
+    write_model(root, "gold.report", "select customer, revenue * 2 as doubled from gold.revenue")
     return lake
 
 
@@ -67,7 +59,7 @@ def test_after_a_run_nothing_changed_and_layout_does_not_count(lh: Lakehouse) ->
     result = plan(lh)
     assert {m.status for m in result.models} == {"unchanged"}
     assert result.summary() == "no changes: 3 models up to date"
-    _model(
+    write_model(
         lh.root,
         "gold.revenue",
         "SELECT customer,\n  SUM(amount) AS revenue\nFROM silver.orders GROUP BY customer\n",
@@ -77,7 +69,7 @@ def test_after_a_run_nothing_changed_and_layout_does_not_count(lh: Lakehouse) ->
 
 def test_a_breaking_change_names_the_downstream_model_and_column(lh: Lakehouse) -> None:
     assert lh.run().ok
-    _model(
+    write_model(
         lh.root, "silver.orders", "select id, amount::varchar as amount, status from bronze.orders"
     )
     result = plan(lh)
@@ -103,9 +95,9 @@ def test_a_breaking_change_names_the_downstream_model_and_column(lh: Lakehouse) 
 
 
 def test_a_non_breaking_change_and_columns_passed_downstream(lh: Lakehouse) -> None:
-    _model(lh.root, "gold.everything", "select * from silver.orders")
+    write_model(lh.root, "gold.everything", "select * from silver.orders")
     assert lh.run().ok
-    _model(
+    write_model(
         lh.root,
         "silver.orders",
         "select id, customer, amount, status, amount > 5 as big from bronze.orders "
@@ -133,9 +125,9 @@ def test_logic_only_change_of_many_types_is_not_a_retype(lh: Lakehouse) -> None:
         "[id, customer] as ids, {{'s': status}} as detail, map([status], [amount]) as m, "
         "amount::decimal(10, 2) as price, status::blob as raw from bronze.orders{}"
     )
-    _model(lh.root, "silver.typed", sql.format(""))
+    write_model(lh.root, "silver.typed", sql.format(""))
     assert lh.run().ok
-    _model(lh.root, "silver.typed", sql.format(" where id > 1"))
+    write_model(lh.root, "silver.typed", sql.format(" where id > 1"))
     typed = plan(lh)["silver.typed"]
     assert typed.status == "changed"
     assert typed.classification == Classification("non-breaking"), typed.classification
@@ -148,7 +140,7 @@ def test_a_change_of_settings_alone_is_told_from_a_change_of_logic(lh: Lakehouse
     revenue = plan(lh)["gold.revenue"]
     assert (revenue.status, revenue.settings_only) == ("changed", True)
     assert revenue.details() == ["same columns (settings only)"]
-    _model(
+    write_model(
         lh.root,
         "gold.revenue",
         "select customer, sum(amount) as revenue from silver.orders where id > 0 group by 1",
@@ -161,16 +153,16 @@ def test_a_change_of_settings_alone_is_told_from_a_change_of_logic(lh: Lakehouse
 def test_a_changed_incremental_model_says_what_becomes_of_its_rows(lh: Lakehouse) -> None:
     merge = "materialized: incremental\nunique_key: customer\n"
     sql = "select customer, sum(amount) as revenue from silver.orders group by customer"
-    _model(lh.root, "gold.revenue", sql, merge)
+    write_model(lh.root, "gold.revenue", sql, merge)
     assert lh.run().ok
-    _model(lh.root, "gold.revenue", sql.replace("sum(amount)", "max(amount)"), merge)
+    write_model(lh.root, "gold.revenue", sql.replace("sum(amount)", "max(amount)"), merge)
     notes = plan(lh)["gold.revenue"].details()
     assert "incremental: rebuilt in full at the next run" in notes
-    _model(lh.root, "gold.revenue", sql, merge + "schedule: '0 * * * *'\n")
+    write_model(lh.root, "gold.revenue", sql, merge + "schedule: '0 * * * *'\n")
     notes = plan(lh)["gold.revenue"].details()
     assert "incremental: its rows stay; the new settings apply from the next increment" in notes
     kept = merge + "full_refresh: false\n"
-    _model(lh.root, "gold.revenue", sql.replace("sum(amount)", "max(amount)"), kept)
+    write_model(lh.root, "gold.revenue", sql.replace("sum(amount)", "max(amount)"), kept)
     notes = plan(lh)["gold.revenue"].details()
     assert "incremental, full_refresh: false: its rows stay; new rows get the new SQL" in notes
 
@@ -197,7 +189,7 @@ def test_a_python_model_changes_with_its_helpers_not_its_comments(lh: Lakehouse)
 
 def test_select_limits_the_models_shown(lh: Lakehouse) -> None:
     assert lh.run().ok
-    _model(
+    write_model(
         lh.root,
         "gold.revenue",
         "select customer, sum(amount) as revenue, count(*) as n "
@@ -221,7 +213,7 @@ def test_exclude_leaves_models_out_of_the_plan(lh: Lakehouse) -> None:
 
 
 def test_an_invalid_project_is_an_error(lh: Lakehouse) -> None:
-    _model(lh.root, "gold.bad", "select * from silver.missing")
+    write_model(lh.root, "gold.bad", "select * from silver.missing")
     with pytest.raises(ModelError, match=r"silver\.missing"):
         plan(lh)
 
@@ -230,7 +222,7 @@ def test_cli_plan_table_and_json(lh: Lakehouse) -> None:
     if not any(c.name == "plan" for c in app.registered_commands):
         cli_plan.register(app)  # until lakebed.cli registers it itself
     assert lh.run().ok
-    _model(lh.root, "silver.orders", "select id, amount, status from bronze.orders")
+    write_model(lh.root, "silver.orders", "select id, amount, status from bronze.orders")
     runner = CliRunner()
     shown = runner.invoke(app, ["-p", str(lh.root), "plan"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
@@ -255,7 +247,7 @@ def test_cli_plan_table_and_json(lh: Lakehouse) -> None:
         }
     ]
     assert document["summary"]["breaking"] == 1
-    _model(lh.root, "gold.bad", "select * from silver.missing")
+    write_model(lh.root, "gold.bad", "select * from silver.missing")
     failed = runner.invoke(app, ["-p", str(lh.root), "plan"])
     assert failed.exit_code == 1
 
@@ -273,7 +265,7 @@ def test_python_models_are_unknown_changes_and_assumed_to_read_everything(
     )
     (folder / "order_count.py").write_text(source.replace("{}", ""))
     assert lh.run().ok
-    _model(lh.root, "silver.orders", "select id, customer, amount from bronze.orders")
+    write_model(lh.root, "silver.orders", "select id, customer, amount from bronze.orders")
     (folder / "order_count.py").write_text(source.replace("{}", " * 2"))
     result = plan(lh)
     orders = result["silver.orders"]
