@@ -325,6 +325,58 @@ def test_full_refresh_false_keeps_an_incremental_models_rows(lh: Lakehouse) -> N
     assert _rows(lh, "gold.scaled") == [*before, (5, 6.0)]
 
 
+def test_an_aggregate_per_key_is_recomputed_from_all_rows_of_the_keys_touched(
+    lh: Lakehouse,
+) -> None:
+    sql = "select customer, sum(amount) as total, count(*) as n from silver.orders group by 1"
+    write_model(lh.root, "gold.totals", sql, "materialized: incremental\nunique_key: customer\n")
+    assert lh.run().ok
+    orders = lh.table("silver.orders")
+    orders.append({"id": [5], "customer": [10], "amount": [100.0]})
+    node = lh.run().nodes[0]
+    assert (node.mode, node.rows) == ("incremental", 1)  # customer 10 alone, from all its rows
+    assert _rows(lh, "gold.totals") == [(10, 112.5, 3), (20, 1.0, 1), (None, 3.0, 1)]
+    orders.delete("customer = 20")
+    assert lh.run().nodes[0].mode == "incremental"
+    assert _rows(lh, "gold.totals") == [(10, 112.5, 3), (None, 3.0, 1)]  # 20 has no rows left
+
+
+def test_an_aggregate_across_keys_is_rebuilt_in_full(lh: Lakehouse) -> None:
+    sql = "select id, sum(amount) over (order by id) as running from silver.orders"
+    write_model(lh.root, "gold.running", sql, "materialized: incremental\nunique_key: id\n")
+    assert lh.run().ok
+    lh.table("silver.orders").append({"id": [0], "customer": [20], "amount": [1.0]})
+    node = lh.run().nodes[0]
+    assert (node.mode, node.reason) == (
+        "full",
+        "its SQL combines rows across keys: rebuilt in full",
+    )
+    assert _rows(lh, "gold.running") == lh.sql(f"select * from ({sql}) order by all").rows()
+
+
+def test_rows_a_recomputed_key_drops_again_are_quarantined_once(lh: Lakehouse) -> None:
+    sql = (
+        "select id, customer, amount, count(*) over (partition by customer) as orders "
+        "from silver.orders"
+    )
+    write_model(
+        lh.root,
+        "gold.per_customer",
+        sql,
+        "materialized: incremental\nunique_key: [customer, id]\n"
+        "checks:\n  - range: {column: amount, min: 2, severity: drop}\n",
+    )
+    assert lh.run().nodes[0].quarantined == 1  # order 3 of customer 20, amount 1.0
+    lh.table("silver.orders").append({"id": [6], "customer": [20], "amount": [50.0]})
+    node = lh.run().nodes[0]
+    assert (node.mode, node.quarantined) == ("incremental", 1)  # customer 20 checked again
+    assert lh.sql("select id, orders from quarantine.per_customer").rows() == [(3, 2)]
+    assert (
+        _rows(lh, "gold.per_customer")
+        == lh.sql(f"select * from ({sql}) where amount >= 2 order by all").rows()
+    )
+
+
 def test_incremental_append_reads_only_new_rows_of_an_append_only_input(lh: Lakehouse) -> None:
     lh.write("bronze.events", {"id": [1, 2], "kind": ["a", "b"]})
     write_model(

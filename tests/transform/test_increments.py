@@ -42,6 +42,12 @@ SCHEMAS = {
             "keys",
         ),
         ("select distinct customer_id from bronze.orders", "customer_id", "keys"),
+        ("select customer_id, count(*) as n from bronze.orders group by 1", "customer_id", "keys"),
+        (
+            "select customer_id, max(amount) as top from bronze.orders group by all",
+            "customer_id",
+            "keys",
+        ),
         (
             "select o.customer_id, sum(amount) over (partition by o.customer_id) as total "
             "from bronze.orders o",
@@ -89,6 +95,8 @@ SCHEMAS = {
         "latest version per key",
         "aggregate per key",
         "distinct keys",
+        "group by position",
+        "group by all",
         "window per key",
         "running total",
         "global aggregate",

@@ -120,10 +120,27 @@ def _dead(holder: str) -> bool:
     return False
 
 
-def _quarantine(ctx: RunContext, model: Model, rows: pa.Table, *, replace: bool) -> None:
+def _quarantine(
+    ctx: RunContext,
+    model: Model,
+    rows: pa.Table,
+    *,
+    replace: bool,
+    recomputed: list[pa.Table] | None = None,
+) -> None:
     """Keep the rows a model's checks dropped; a full build replaces the earlier ones (it
-    re-checks every row), an increment adds to them."""
+    re-checks every row), an increment adds to them, after taking out those of the keys it
+    `recomputed` (checked again, from all their rows)."""
     name = TableName("quarantine", model.name.name)
+    if recomputed and ctx.storage.exists(name) and not replace:
+        for keys in recomputed:
+            ctx.table(name).merge(
+                keys,
+                keys.column_names,
+                when_matched="delete",
+                when_not_matched="ignore",
+                allow_missing_columns=True,  # only the keys: the rows matched go
+            )
     if not ctx.storage.exists(name):
         ctx.create_table(
             name,
@@ -301,9 +318,16 @@ def build_model(
         result.checks = outcome.results
         replace = computed.mode == "full" and not computed.notes  # not for a backfill
         if outcome.quarantined.num_rows or (
-            replace and ctx.storage.exists(TableName("quarantine", model.name.name))
+            (replace or computed.recomputed)
+            and ctx.storage.exists(TableName("quarantine", model.name.name))
         ):
-            _quarantine(ctx, model, outcome.quarantined, replace=replace)
+            _quarantine(
+                ctx,
+                model,
+                outcome.quarantined,
+                replace=replace,
+                recomputed=computed.recomputed,
+            )
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
     written = publish(ctx, computed, data)

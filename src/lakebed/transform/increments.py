@@ -109,10 +109,27 @@ def _partitioned_by(tree: exp.Expr, candidates: set[str], alias: str) -> set[str
             if a.find_ancestor(exp.Select) is select and not isinstance(a.parent, exp.Window)
         ]
         if group is not None:
-            by &= names(group.expressions)
+            by &= names(_grouped(select, group))
         elif aggregates:
             return set()  # one row for the whole input
     return by
+
+
+def _grouped(select: exp.Select, group: exp.Group) -> list[exp.Expr]:
+    """What a GROUP BY groups by, with `GROUP BY ALL` and positions (`GROUP BY 1`) read
+    as the select list's expressions they stand for."""
+    chosen = [e.unalias() for e in select.expressions]
+    if group.args.get("all"):
+        return [e for e in chosen if e.find(exp.AggFunc) is None]
+    found: list[exp.Expr] = []
+    for expression in group.expressions:
+        if isinstance(expression, exp.Literal) and expression.is_int:
+            position = int(expression.name) - 1
+            if 0 <= position < len(chosen):
+                found.append(chosen[position])
+        else:
+            found.append(expression)
+    return found
 
 
 def _copied(

@@ -73,6 +73,9 @@ class Computed:
     previous_fingerprint: str | None = None  # of the build before this one
     # Why the model was built the way it was, when that is not the usual (for people).
     reason: str | None = None
+    # Key values an increment computed again from all their rows (per input): what the
+    # model's checks dropped of them before is dropped again, not kept twice.
+    recomputed: list[pa.Table] = field(default_factory=list)
 
 
 @lru_cache(maxsize=1024)
@@ -537,7 +540,9 @@ def _compute(
     data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
     deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
     # Repeated keys are kept here so checks see every row; publish keeps the last one.
-    return Computed(model, "incremental", data, now, deleted_keys=deleted)
+    computed = Computed(model, "incremental", data, now, deleted_keys=deleted)
+    computed.recomputed = list(touched.values())
+    return computed
 
 
 def _shapes(
