@@ -167,6 +167,21 @@ def test_a_changed_incremental_model_says_what_becomes_of_its_rows(lh: Lakehouse
     assert "incremental, full_refresh: false: its rows stay; new rows get the new SQL" in notes
 
 
+def test_an_incremental_model_that_cannot_be_exact_by_keys_says_so(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    merge = "materialized: incremental\nunique_key: customer\n"
+    running = "select customer, sum(amount) over (order by id) as running from silver.orders"
+    write_model(lh.root, "gold.running", running, merge)
+    notes = plan(lh)["gold.running"].details()
+    assert any(
+        note.startswith("incremental, but it combines rows of silver.orders across keys")
+        for note in notes
+    ), notes
+    per_key = "select customer, sum(amount) as total from silver.orders group by customer"
+    write_model(lh.root, "gold.running", per_key, merge)
+    assert not any("across keys" in note for note in plan(lh)["gold.running"].details())
+
+
 def test_a_python_model_changes_with_its_helpers_not_its_comments(lh: Lakehouse) -> None:
     source = (
         "import pyarrow as pa\n"

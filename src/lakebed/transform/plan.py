@@ -47,6 +47,7 @@ from lakebed.transform.impact import (
     stored_type,
     type_name,
 )
+from lakebed.transform.increments import increment_shape
 from lakebed.transform.materialize import code_fingerprint, fingerprint, last_build, redefined
 
 __all__ = [
@@ -281,13 +282,13 @@ def _status(
     current = fingerprint(model)
     record = last_build(lh.table(name)) if lh.storage.exists(name) else None
     if record is None:
-        return _State(model, "new", current)
+        return _State(model, "new", current, notes=_increments(lh, model))
     previous = str(record.get("fingerprint")) if record.get("fingerprint") else None
     old = _built_columns(lh.table(name), record)
     if previous != current:
         same_code = record.get("code") == code_fingerprint(model)
         state = _State(model, "changed", current, previous, old=old, settings_only=same_code)
-        state.notes.extend(_kept_rows(model, record))
+        state.notes.extend(_kept_rows(model, record) + _increments(lh, model))
         return state
     causes: set[str] = set()
     for table in model.inputs:
@@ -297,6 +298,30 @@ def _status(
         causes.update(upstream.upstream if upstream.status == "downstream" else [str(table)])
     status: Status = "downstream" if causes else "unchanged"
     return _State(model, status, current, previous, tuple(sorted(causes)), old=old)
+
+
+def _increments(lh: PlanSource, model: Model) -> list[str]:
+    """A merged SQL model whose increments cannot be exact from the rows of the keys they
+    touch: every run rebuilds it in full, which its author will want to know."""
+    config = model.config
+    merged = config.materialized == "incremental" and config.incremental_strategy == "merge"
+    if not merged or model.sql is None:
+        return []
+    if not all(lh.storage.exists(table) for table in model.inputs):
+        return []
+    schemas = {table: lh.table(table).schema().names for table in model.inputs}
+    full = [
+        str(table)
+        for table in model.inputs
+        if increment_shape(model.sql, model.name, table, config.unique_key, schemas).shape == "full"
+    ]
+    if not full:
+        return []
+    return [
+        f"incremental, but it combines rows of {', '.join(full)} across keys: every run "
+        "rebuilds it in full (group and partition by its unique_key to recompute only the "
+        "keys a change touches)"
+    ]
 
 
 def _kept_rows(model: Model, record: Mapping[str, Any]) -> list[str]:
