@@ -35,11 +35,11 @@ from lakebed.govern import (
 from lakebed.orchestrate.table_checks import TableChecks, judge
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
+from lakebed.transform.fingerprints import fingerprint
 from lakebed.transform.materialize import (
     Backfill,
     Workspace,
     compute,
-    fingerprint,
     is_current,
     publish,
     sync_properties,

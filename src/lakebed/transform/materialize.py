@@ -9,9 +9,6 @@ crash never processes an input change twice.
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import inspect
 import json
 import re
 import traceback
@@ -19,12 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pydantic_core
 import sqlglot
 from sqlglot import exp
 
@@ -33,17 +27,18 @@ from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import Table, TableName, WriteResult, last_per_key, to_arrow
-from lakebed.transform.definition import Model, ModelConfig
+from lakebed.transform.changes import Delta, input_delta, rows_of_keys, touched_keys
+from lakebed.transform.definition import Model
+from lakebed.transform.fingerprints import (
+    code_fingerprint,
+    definition_fingerprint,
+    fingerprint,
+    redefined,
+)
 from lakebed.transform.increments import Increment, increment_shape
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
-# Settings added after tables recorded fingerprints count only when set: an upgrade of
-# lakebed does not make every model look changed.
-_LATER_SETTINGS = ("updated_at", "check_cols")
-_UPSERT = ("insert", "update_postimage")
-# Order of change kinds within one commit: the last one per key is its net effect.
-_RANK = {"update_preimage": 0, "delete": 1, "insert": 2, "update_postimage": 3}
 
 
 class Workspace(Catalog, Protocol):
@@ -76,71 +71,6 @@ class Computed:
     # Key values an increment computed again from all their rows (per input): what the
     # model's checks dropped of them before is dropped again, not kept twice.
     recomputed: list[pa.Table] = field(default_factory=list)
-
-
-@lru_cache(maxsize=1024)
-def _normalised_sql(sql: str) -> str:
-    """The SQL as sqlglot normalises it (a run asks for each model's several times)."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
-    return tree.sql(dialect="duckdb", normalize=True, comments=False)
-
-
-def _code(model: Model) -> str:
-    if model.kind == "sql" and model.sql is not None:
-        return _normalised_sql(model.sql)
-    if model.function is not None:
-        return _python_code(model.path, inspect.getsource(model.function))
-    return ""
-
-
-def _python_code(path: Path, function: str) -> str:
-    """A Python model's module as its syntax tree: the helpers and constants its function
-    uses count, comments and layout do not."""
-    try:
-        return ast.dump(ast.parse(path.read_text(encoding="utf-8")))
-    except (OSError, SyntaxError, ValueError):
-        return function  # defined elsewhere than in its file: the function alone
-
-
-def fingerprint(model: Model) -> str:
-    """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
-    comments and keyword case do not count), or a Python model's source, plus its settings."""
-    settings = model.config.model_dump(
-        exclude={"description", "columns", "owner", "tags", "enabled", "full_refresh"}
-    )
-    for name in _LATER_SETTINGS:
-        if settings.get(name) == ModelConfig.model_fields[name].get_default(
-            call_default_factory=True
-        ):
-            del settings[name]
-    text = pydantic_core.to_json(settings).decode()  # as model_dump_json writes it
-    return hashlib.sha256(f"{_code(model)}\n{text}".encode()).hexdigest()[:16]
-
-
-def definition_fingerprint(model: Model) -> str:
-    """A hash of what decides the rows an incremental model's table keeps: its code, and
-    how rows are kept (materialization, strategy, key, partitioning). Not its checks,
-    schedule or table properties: those apply from the next build on, to new rows."""
-    config = model.config
-    kept = [config.materialized, config.incremental_strategy, config.unique_key]
-    kept.append(config.partition_by)
-    return hashlib.sha256(f"{_code(model)}\n{json.dumps(kept)}".encode()).hexdigest()[:16]
-
-
-def redefined(model: Model, previous: Mapping[str, Any]) -> bool:
-    """Whether the model now defines its rows otherwise than at the build `previous`
-    recorded (a build of an earlier lakebed records no definition: its whole fingerprint
-    stands in)."""
-    recorded = previous.get("definition")
-    if recorded is None:
-        return bool(previous.get("fingerprint") != fingerprint(model))
-    return bool(recorded != definition_fingerprint(model))
-
-
-def code_fingerprint(model: Model) -> str:
-    """A hash of the model's SQL (normalised) or Python source alone, without its settings:
-    it tells a change of settings from a change of logic."""
-    return hashlib.sha256(_code(model).encode()).hexdigest()[:16]
 
 
 def app_id(model: Model) -> str:
@@ -238,39 +168,6 @@ def _rewrite(sql: str, target: TableName, relation: str) -> str:
             alias = node.alias or target.name
             node.replace(exp.to_table(relation).as_(alias))
     return tree.sql(dialect="duckdb")
-
-
-@dataclass
-class _Delta:
-    upserts: pa.Table
-    removed: pa.Table | None  # rows whose key may have to go (deletes, update pre-images)
-
-
-def _input_delta(table: Table, since: int, until: int, keys: list[str]) -> _Delta | None:
-    """What changed in an input between two versions, or None when it cannot be known."""
-    changes = table.changes(since + 1, until)
-    if changes is not None:
-        data_columns = [c for c in changes.column_names if not c.startswith("_commit")]
-        data_columns = [c for c in data_columns if c != "_change_type"]
-        kinds = changes.column("_change_type")
-        only_inserts = pc.all(pc.equal(kinds, "insert")).as_py() in (True, None)
-        if only_inserts:
-            return _Delta(changes.select(data_columns), None)
-        if not keys or not all(k in data_columns for k in keys):
-            return None  # updates or deletes without the key: only a rebuild is exact
-        order = pa.array(sorted(_RANK, key=_RANK.__getitem__))
-        rank = pc.index_in(kinds, value_set=order).fill_null(_RANK["insert"]).cast(pa.int8())
-        ranked = changes.append_column("__rank", rank)
-        ranked = ranked.sort_by([("_commit_version", "ascending"), ("__rank", "ascending")])
-        net = last_per_key(ranked, keys)
-        is_upsert = pc.is_in(net.column("_change_type"), pa.array(_UPSERT))
-        inserted = pc.is_in(ranked.column("_change_type"), pa.array(["insert"]))
-        touched = ranked.filter(pc.invert(inserted)).select(keys)
-        return _Delta(net.filter(is_upsert).select(data_columns), touched)
-    appended = table.appended_rows(since + 1, until)
-    if appended is None:
-        return None
-    return _Delta(appended, None)
 
 
 def _scd2(ws: Workspace, model: Model) -> Computed:
@@ -499,17 +396,17 @@ def _compute(
         rebuilt = _full(ws, model)
         rebuilt.reason = "its SQL combines rows across keys: rebuilt in full"
         return rebuilt
-    deltas: dict[TableName, _Delta] = {}
+    deltas: dict[TableName, Delta] = {}
     touched: dict[TableName, pa.Table] = {}
     for name in changed:
         by = list(shapes[name].by) if name in shapes else []
         if by:
-            found = _touched_keys(ws.table(name), last[str(name)], now[str(name)], by)
+            found = touched_keys(ws.table(name), last[str(name)], now[str(name)], by)
             if found is None:
                 return _full(ws, model)
             touched[name] = found
             continue
-        delta = _input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
+        delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
         if delta is None or (delta.removed is not None and not merge):
             return _full(ws, model)
         deltas[name] = delta
@@ -519,12 +416,12 @@ def _compute(
         # Every row of the keys the changes touch: the SQL aggregates within them.
         assert model.sql is not None
         relation = f"__lakebed_changes_{name.layer}_{name.name}"
-        rows = _rows_of_keys(ws, name, now[str(name)], values)
+        rows = rows_of_keys(ws, name, now[str(name)], values)
         sql = _rewrite(model.sql, name, relation)
         outputs.append(ws.sql(sql, relations={relation: rows}).arrow())
         # What those keys held and is no longer computed goes.
         whole = values.column_names == keys
-        removed.append(values if whole else _rows_of_keys(ws, model.name, None, values, keys))
+        removed.append(values if whole else rows_of_keys(ws, model.name, None, values, keys))
     for name, delta in deltas.items():
         relation = f"__lakebed_changes_{name.layer}_{name.name}"
         if model.kind == "sql":
@@ -552,33 +449,6 @@ def _shapes(
     assert model.sql is not None
     schemas = {name: ws.table(name).schema().names for name in model.inputs}
     return {name: increment_shape(model.sql, model.name, name, keys, schemas) for name in changed}
-
-
-def _touched_keys(table: Table, since: int, until: int, by: list[str]) -> pa.Table | None:
-    """The distinct values of the columns `by` in the rows an input changed between two
-    versions, old and new (inserted, updated either way, deleted); None when they cannot
-    be known."""
-    changes = table.changes(since + 1, until)
-    if changes is None:
-        changes = table.appended_rows(since + 1, until)
-    if changes is None:
-        return None
-    return changes.select(by).group_by(by).aggregate([]).select(by)
-
-
-def _rows_of_keys(
-    ws: Workspace,
-    table: TableName,
-    version: int | None,
-    keys: pa.Table,
-    columns: list[str] | None = None,
-) -> pa.Table:
-    """The rows (or `columns`) of `table` at `version` (None: the latest) whose values of
-    `keys`' columns are among its rows."""
-    on = " AND ".join(f't."{k}" IS NOT DISTINCT FROM k."{k}"' for k in keys.column_names)
-    wanted = ", ".join(f't."{c}"' for c in columns) if columns else "t.*"
-    query = f"SELECT {wanted} FROM {table} AS t SEMI JOIN __lakebed_keys AS k ON {on}"
-    return ws.sql(query, as_of=version, relations={"__lakebed_keys": keys}).arrow()
 
 
 def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:

@@ -37,6 +37,7 @@ from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import DeltaStore, Table, TableName
 from lakebed.transform.definition import Model
+from lakebed.transform.fingerprints import code_fingerprint, fingerprint, redefined
 from lakebed.transform.graph import ModelGraph
 from lakebed.transform.impact import (
     Affected,
@@ -48,7 +49,7 @@ from lakebed.transform.impact import (
     type_name,
 )
 from lakebed.transform.increments import increment_shape
-from lakebed.transform.materialize import code_fingerprint, fingerprint, last_build, redefined
+from lakebed.transform.materialize import last_build
 
 __all__ = [
     "Affected",

@@ -1,0 +1,80 @@
+"""Reading what an incremental model's inputs changed: the net changed rows per key (from
+the change data feed, or the files appended), the keys a change touched, and every row of
+given keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakebed.storage import Table, TableName, last_per_key
+
+if TYPE_CHECKING:
+    from lakebed.transform.materialize import Workspace
+
+_UPSERT = ("insert", "update_postimage")
+# Order of change kinds within one commit: the last one per key is its net effect.
+_RANK = {"update_preimage": 0, "delete": 1, "insert": 2, "update_postimage": 3}
+
+
+@dataclass
+class Delta:
+    upserts: pa.Table
+    removed: pa.Table | None  # rows whose key may have to go (deletes, update pre-images)
+
+
+def input_delta(table: Table, since: int, until: int, keys: list[str]) -> Delta | None:
+    """What changed in an input between two versions, or None when it cannot be known."""
+    changes = table.changes(since + 1, until)
+    if changes is not None:
+        data_columns = [c for c in changes.column_names if not c.startswith("_commit")]
+        data_columns = [c for c in data_columns if c != "_change_type"]
+        kinds = changes.column("_change_type")
+        only_inserts = pc.all(pc.equal(kinds, "insert")).as_py() in (True, None)
+        if only_inserts:
+            return Delta(changes.select(data_columns), None)
+        if not keys or not all(k in data_columns for k in keys):
+            return None  # updates or deletes without the key: only a rebuild is exact
+        order = pa.array(sorted(_RANK, key=_RANK.__getitem__))
+        rank = pc.index_in(kinds, value_set=order).fill_null(_RANK["insert"]).cast(pa.int8())
+        ranked = changes.append_column("__rank", rank)
+        ranked = ranked.sort_by([("_commit_version", "ascending"), ("__rank", "ascending")])
+        net = last_per_key(ranked, keys)
+        is_upsert = pc.is_in(net.column("_change_type"), pa.array(_UPSERT))
+        inserted = pc.is_in(ranked.column("_change_type"), pa.array(["insert"]))
+        touched = ranked.filter(pc.invert(inserted)).select(keys)
+        return Delta(net.filter(is_upsert).select(data_columns), touched)
+    appended = table.appended_rows(since + 1, until)
+    if appended is None:
+        return None
+    return Delta(appended, None)
+
+
+def touched_keys(table: Table, since: int, until: int, by: list[str]) -> pa.Table | None:
+    """The distinct values of the columns `by` in the rows an input changed between two
+    versions, old and new (inserted, updated either way, deleted); None when they cannot
+    be known."""
+    changes = table.changes(since + 1, until)
+    if changes is None:
+        changes = table.appended_rows(since + 1, until)
+    if changes is None:
+        return None
+    return changes.select(by).group_by(by).aggregate([]).select(by)
+
+
+def rows_of_keys(
+    ws: Workspace,
+    table: TableName,
+    version: int | None,
+    keys: pa.Table,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """The rows (or `columns`) of `table` at `version` (None: the latest) whose values of
+    `keys`' columns are among its rows."""
+    on = " AND ".join(f't."{k}" IS NOT DISTINCT FROM k."{k}"' for k in keys.column_names)
+    wanted = ", ".join(f't."{c}"' for c in columns) if columns else "t.*"
+    query = f"SELECT {wanted} FROM {table} AS t SEMI JOIN __lakebed_keys AS k ON {on}"
+    return ws.sql(query, as_of=version, relations={"__lakebed_keys": keys}).arrow()
