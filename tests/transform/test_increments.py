@@ -73,6 +73,18 @@ SCHEMAS = {
         ),
         ("select order_id from bronze.orders order by order_id limit 10", "order_id", "full"),
         (
+            "select o.order_id, c.country from bronze.orders o "
+            "left join silver.customers c on c.customer_id = o.customer_id",
+            "order_id",
+            "rows",
+        ),
+        (
+            "select c.customer_id, o.amount from silver.customers c "
+            "left join bronze.orders o on c.customer_id = o.customer_id",
+            "customer_id",
+            "full",
+        ),
+        (
             "select order_id from bronze.orders union all select order_id from bronze.orders",
             "order_id",
             "full",
@@ -103,6 +115,8 @@ SCHEMAS = {
         "group by the key and more",
         "group by another table's column",
         "limit",
+        "left join keeps the input",
+        "the input on the optional side",
         "union",
         "key computed",
         "key is an aggregate",

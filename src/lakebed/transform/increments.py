@@ -2,8 +2,9 @@
 to equal a full rebuild.
 
 - `rows`: the changed rows alone. Each output row comes from one row of the input (no
-  aggregate, window, DISTINCT, LIMIT or set operation; the input read once), so the
-  changed rows give exactly the changed output rows.
+  aggregate, window, DISTINCT, LIMIT or set operation; the input read once, and not on
+  the optional side of an outer join), so the changed rows give exactly the changed
+  output rows.
 - `keys`: every row of the input that shares the `by` columns (some or all of the
   model's unique key, copied from the input) with a changed row, old or new. The SQL
   aggregates or uses windows, but only within those columns: it groups and partitions by
@@ -73,7 +74,7 @@ def _shape(
         return Increment("full")
     target = TableName.parse(changed)
     reads = [t for t in tree.find_all(exp.Table) if table_name_of(t) == target]
-    if len(reads) != 1 or tree.find(*_WHOLE_RESULT) is not None:
+    if len(reads) != 1 or tree.find(*_WHOLE_RESULT) is not None or _optional(tree, reads[0]):
         return Increment("full")
     if tree.find(*_ACROSS_ROWS) is None:
         return Increment("rows")
@@ -84,6 +85,17 @@ def _shape(
     if not copied:
         return Increment("full")
     return Increment("keys", tuple(k for k in keys if k.lower() in copied))
+
+
+def _optional(tree: exp.Expr, read: exp.Table) -> bool:
+    """Whether the changed input may be missing from output rows (the outer side of an
+    outer join): such a row then comes from no row of it, and its changes cannot say
+    which output rows to recompute."""
+    for join in tree.find_all(exp.Join):
+        side = (join.side or "").upper()
+        if side == "FULL" or side == "RIGHT" or (side == "LEFT" and join.this is read):
+            return True
+    return False
 
 
 def _partitioned_by(tree: exp.Expr, candidates: set[str], alias: str) -> set[str]:
