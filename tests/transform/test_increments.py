@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lakebed.storage import TableName
+from lakebed.transform import increments
 from lakebed.transform.increments import increment_shape
 
 ORDERS = TableName.parse("bronze.orders")
@@ -138,3 +139,13 @@ def test_keys_read_by_the_part_of_a_composite_key_the_sql_partitions_by() -> Non
         sql, TableName.parse("silver.out"), ORDERS, ["order_id", "delivery"], SCHEMAS
     )
     assert (found.shape, found.by) == ("keys", ("order_id",))
+
+
+def test_sql_that_cannot_be_analysed_is_rebuilt_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RecursionError("too deep")
+
+    monkeypatch.setattr(increments, "_shape", broken)
+    sql = "select order_id from bronze.orders"
+    found = increment_shape(sql, TableName.parse("silver.out"), ORDERS, ["order_id"], SCHEMAS)
+    assert found.shape == "full"

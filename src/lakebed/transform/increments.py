@@ -57,7 +57,10 @@ def increment_shape(
     """How the model's SELECT `sql` must read `changed` for an exact increment (see the
     module docstring); `schemas` holds the columns of every table it reads."""
     frozen = tuple(sorted((str(t), tuple(c)) for t, c in schemas.items()))
-    return _shape(sql, str(output), str(changed), tuple(keys), frozen)
+    try:
+        return _shape(sql, str(output), str(changed), tuple(keys), frozen)
+    except Exception:  # what cannot be analysed is rebuilt in full, which is exact
+        return Increment("full")
 
 
 @lru_cache(maxsize=256)
