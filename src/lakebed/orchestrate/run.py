@@ -32,6 +32,7 @@ from lakebed.govern import (
     column_lineage,
     parse_checks,
 )
+from lakebed.orchestrate.quarantine import keep_dropped
 from lakebed.orchestrate.table_checks import TableChecks, judge
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
@@ -39,6 +40,7 @@ from lakebed.transform.fingerprints import fingerprint
 from lakebed.transform.materialize import (
     Backfill,
     Workspace,
+    app_id,
     compute,
     is_current,
     publish,
@@ -120,42 +122,6 @@ def _dead(holder: str) -> bool:
     return False
 
 
-def _quarantine(
-    ctx: RunContext,
-    model: Model,
-    rows: pa.Table,
-    *,
-    replace: bool,
-    recomputed: list[pa.Table] | None = None,
-) -> None:
-    """Keep the rows a model's checks dropped; a full build replaces the earlier ones (it
-    re-checks every row), an increment adds to them, after taking out those of the keys it
-    `recomputed` (checked again, from all their rows)."""
-    name = TableName("quarantine", model.name.name)
-    if recomputed and ctx.storage.exists(name) and not replace:
-        for keys in recomputed:
-            ctx.table(name).merge(
-                keys,
-                keys.column_names,
-                when_matched="delete",
-                when_not_matched="ignore",
-                allow_missing_columns=True,  # only the keys: the rows matched go
-            )
-    if not ctx.storage.exists(name):
-        ctx.create_table(
-            name,
-            rows.schema,
-            description=f"Rows of {model.name} dropped by its checks, with the reason",
-            owner=model.config.owner,
-            domain=model.config.domain,
-        )
-    table = ctx.table(name)
-    if replace:
-        table.overwrite(rows, schema_mode="overwrite", partition_by=[])
-    else:
-        table.append(rows, allow_missing_columns=True)
-
-
 @functools.cache
 def _warm_imports() -> None:
     """Import pandas on a thread of its own, once per process. pyarrow imports it on its
@@ -226,6 +192,15 @@ def _view_current(ctx: RunContext, model: Model) -> bool:
     }
     # Settings left out keep what the catalog has (as registering would).
     return all(value is None or stored[key] == value for key, value in wanted.items())
+
+
+def _attempt(ctx: RunContext, model: Model) -> str:
+    """Which build of the model this is: its table's next commit as the model's (a build
+    that died before committing is attempted again under the same number)."""
+    if not ctx.storage.exists(model.name):
+        return "1"
+    done = ctx.table(model.name).transaction_version(app_id(model))
+    return str((done or 0) + 1)
 
 
 def _model_checks(model: Model) -> list[Check]:
@@ -317,16 +292,18 @@ def build_model(
         outcome = _audited(ctx, model, _model_checks(model), data, run_id)
         result.checks = outcome.results
         replace = computed.mode == "full" and not computed.notes  # not for a backfill
-        if outcome.quarantined.num_rows or (
-            (replace or computed.recomputed)
-            and ctx.storage.exists(TableName("quarantine", model.name.name))
+        # An existing quarantine table is visited even with no new rows: a full build
+        # empties it, and a build attempted again takes out what the dead one left.
+        if outcome.quarantined.num_rows or ctx.storage.exists(
+            TableName("quarantine", model.name.name)
         ):
-            _quarantine(
+            keep_dropped(
                 ctx,
                 model,
                 outcome.quarantined,
                 replace=replace,
                 recomputed=computed.recomputed,
+                attempt=_attempt(ctx, model),
             )
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
