@@ -46,6 +46,10 @@ operation = st.one_of(
     st.tuples(st.just("append"), st.lists(st.integers(0, 9), min_size=1, max_size=5)),
     st.tuples(st.just("update"), st.integers(0, 60), st.integers(0, 9)),
     st.tuples(st.just("delete"), st.integers(0, 60)),
+    # The dimension the row-by-row model joins: relabel, drop or (re)add a group.
+    st.tuples(st.just("relabel"), st.integers(0, 2), st.sampled_from("xyz")),
+    st.tuples(st.just("drop_group"), st.integers(0, 2)),
+    st.tuples(st.just("add_group"), st.integers(0, 3)),
     st.tuples(st.just("run"), st.just(0)),
 )
 
@@ -70,6 +74,7 @@ def test_incremental_merge_model_equals_full_rebuild(kind: str, steps: list[tupl
             lh.write("silver.dim", {"grp": [0, 1, 2], "label": ["a", "b", "c"]})
             lh.write("silver.src", {"id": [0, 1, 2], "grp": [0, 1, 2], "v": [5, 1, 9]})
             source = lh.table("silver.src")
+            dim = lh.table("silver.dim")
             next_id = 3
             assert lh.run().ok
             for step in steps:
@@ -82,10 +87,18 @@ def test_incremental_merge_model_equals_full_rebuild(kind: str, steps: list[tupl
                     source.update({"v": str(step[2])}, predicate=f"id = {step[1]}")
                 elif step[0] == "delete":
                     source.delete(f"id = {step[1]}")
+                elif step[0] == "relabel":
+                    dim.update({"label": f"'{step[2]}'"}, predicate=f"grp = {step[1]}")
+                elif step[0] == "drop_group":
+                    dim.delete(f"grp = {step[1]}")
+                elif step[0] == "add_group":  # a dimension holds each group once
+                    held = lh.sql(f"select count(*) from silver.dim where grp = {step[1]}")
+                    if not held.scalar():
+                        dim.append({"grp": [step[1]], "label": ["n"]})
                 summary = lh.run()
                 assert summary.ok, summary.nodes
-                if step[0] in ("append", "update", "delete"):
-                    # Only the changed rows were read (or nothing changed at all).
+                if step[0] != "run":
+                    # Only what changed was read (or nothing changed at all).
                     assert summary.nodes[0].mode in ("incremental", "up_to_date")
                 built = lh.sql("select * from gold.big order by all").rows()
                 full = lh.sql(f"select * from ({model_sql}) order by all").rows()

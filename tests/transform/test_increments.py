@@ -7,7 +7,7 @@ import pytest
 
 from lakebed.storage import TableName
 from lakebed.transform import increments
-from lakebed.transform.increments import increment_shape
+from lakebed.transform.increments import increment_shape, key_source
 
 ORDERS = TableName.parse("bronze.orders")
 SCHEMAS = {
@@ -149,3 +149,19 @@ def test_sql_that_cannot_be_analysed_is_rebuilt_in_full(monkeypatch: pytest.Monk
     sql = "select order_id from bronze.orders"
     found = increment_shape(sql, TableName.parse("silver.out"), ORDERS, ["order_id"], SCHEMAS)
     assert found.shape == "full"
+
+
+def test_key_source_is_the_input_the_whole_key_is_copied_from() -> None:
+    customers = TableName.parse("silver.customers")
+    output = TableName.parse("silver.out")
+    joined = (
+        "select o.order_id, c.country from bronze.orders o "
+        "join silver.customers c on c.customer_id = o.customer_id"
+    )
+    assert key_source(joined, output, ["order_id"], SCHEMAS) == ORDERS
+    assert key_source(joined, output, ["country"], SCHEMAS) == customers
+    # Aggregates: no input gives the output rows of a key from its own rows alone.
+    grouped = "select customer_id, count(*) as n from bronze.orders group by customer_id"
+    assert key_source(grouped, output, ["customer_id"], SCHEMAS) is None
+    computed = "select order_id + 1 as order_id from bronze.orders"
+    assert key_source(computed, output, ["order_id"], SCHEMAS) is None

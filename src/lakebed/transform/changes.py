@@ -53,6 +53,17 @@ def input_delta(table: Table, since: int, until: int, keys: list[str]) -> Delta 
     return Delta(appended, None)
 
 
+def changed_rows(table: Table, since: int, until: int) -> pa.Table | None:
+    """Every row an input changed between two versions, as it was and as it became
+    (inserted, updated either way, deleted), with its own columns only; None when the
+    change data feed does not cover them."""
+    changes = table.changes(since + 1, until)
+    if changes is None:
+        return None
+    data = [c for c in changes.column_names if not c.startswith("_commit")]
+    return changes.select([c for c in data if c != "_change_type"])
+
+
 def touched_keys(table: Table, since: int, until: int, by: list[str]) -> pa.Table | None:
     """The distinct values of the columns `by` in the rows an input changed between two
     versions, old and new (inserted, updated either way, deleted); None when they cannot

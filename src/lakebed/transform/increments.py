@@ -90,6 +90,30 @@ def _shape(
     return Increment("keys", tuple(k for k in keys if k.lower() in copied))
 
 
+def key_source(
+    sql: str,
+    output: TableName,
+    keys: Sequence[str],
+    schemas: Mapping[TableName, Sequence[str]],
+) -> TableName | None:
+    """The input the model reads row by row and copies its whole unique key from, if one
+    does: the output rows of given keys are then those its rows of the keys give."""
+    frozen = tuple(sorted((str(t), tuple(c)) for t, c in schemas.items()))
+    wanted = {k.lower() for k in keys}
+    for table, columns in schemas.items():
+        if not keys or not wanted <= {str(c).lower() for c in columns}:
+            continue
+        try:
+            if _shape(sql, str(output), str(table), tuple(keys), frozen).shape != "rows":
+                continue
+            copied = _copied(sql, str(output), table, tuple(sorted(wanted)), frozen)
+        except Exception:  # what cannot be analysed has no source: rebuilt in full
+            continue
+        if copied == wanted:
+            return table
+    return None
+
+
 def _optional(tree: exp.Expr, read: exp.Table) -> bool:
     """Whether the changed input may be missing from output rows (the outer side of an
     outer join): such a row then comes from no row of it, and its changes cannot say

@@ -27,7 +27,13 @@ from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import Table, TableName, WriteResult, last_per_key, to_arrow
-from lakebed.transform.changes import Delta, input_delta, rows_of_keys, touched_keys
+from lakebed.transform.changes import (
+    Delta,
+    changed_rows,
+    input_delta,
+    rows_of_keys,
+    touched_keys,
+)
 from lakebed.transform.definition import Model
 from lakebed.transform.fingerprints import (
     code_fingerprint,
@@ -35,7 +41,7 @@ from lakebed.transform.fingerprints import (
     fingerprint,
     redefined,
 )
-from lakebed.transform.increments import Increment, increment_shape
+from lakebed.transform.increments import Increment, increment_shape, key_source
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
@@ -407,6 +413,19 @@ def _compute(
             touched[name] = found
             continue
         delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
+        if delta is None and shapes.get(name) == Increment("rows"):
+            # An input without the model's key changed rows (a dimension): recompute the
+            # output rows its old and new rows give, from the input that holds the key.
+            found = _keys_given(ws, model, name, last[str(name)], now[str(name)], keys)
+            if found is not None:
+                source, affected = found
+                earlier = touched.get(source)
+                touched[source] = (
+                    affected
+                    if earlier is None
+                    else pa.concat_tables([earlier, affected.cast(earlier.schema)])
+                )
+                continue
         if delta is None or (delta.removed is not None and not merge):
             return _full(ws, model)
         deltas[name] = delta
@@ -440,6 +459,23 @@ def _compute(
     computed = Computed(model, "incremental", data, now, deleted_keys=deleted)
     computed.recomputed = list(touched.values())
     return computed
+
+
+def _keys_given(
+    ws: Workspace, model: Model, name: TableName, since: int, until: int, keys: list[str]
+) -> tuple[TableName, pa.Table] | None:
+    """The input holding the model's key (read row by row), and the keys of the output rows
+    that `name`'s changed rows, old and new, take part in; None when there is no such
+    input or the changes are not known."""
+    assert model.sql is not None
+    schemas = {table: ws.table(table).schema().names for table in model.inputs}
+    source = key_source(model.sql, model.name, keys, schemas)
+    rows = changed_rows(ws.table(name), since, until) if source not in (None, name) else None
+    if source is None or rows is None:
+        return None
+    relation = f"__lakebed_changes_{name.layer}_{name.name}"
+    given = ws.sql(_rewrite(model.sql, name, relation), relations={relation: rows}).arrow()
+    return source, given.select(keys).group_by(keys).aggregate([]).select(keys)
 
 
 def _shapes(
