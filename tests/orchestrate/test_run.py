@@ -413,6 +413,25 @@ def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
     assert _rows(lh, "gold.order_count") == [(4,)]
 
 
+def test_a_python_model_merged_by_key_gets_every_row_of_the_keys_a_change_touches(
+    lh: Lakehouse,
+) -> None:
+    _python_model(
+        lh.root,
+        "gold.totals",
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders'], frame='pandas', materialized='incremental',\n"
+        "       unique_key='customer')\n"
+        "def totals(orders):\n"
+        "    return orders.groupby('customer').amount.sum().to_frame()\n",
+    )
+    assert lh.run().ok
+    lh.table("silver.orders").append({"id": [5], "customer": [10], "amount": [100.0]})
+    node = lh.run().nodes[0]
+    assert (node.mode, node.rows) == ("incremental", 1)
+    assert _rows(lh, "gold.totals") == [(10.0, 112.5), (20.0, 1.0)]
+
+
 def test_a_python_model_that_raises_fails_naming_its_line(lh: Lakehouse) -> None:
     _python_model(
         lh.root,

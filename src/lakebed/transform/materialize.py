@@ -397,7 +397,7 @@ def _compute(
     merge = model.config.incremental_strategy == "merge"
     # A merged model's increment must equal a full rebuild (an appending one's SQL runs
     # over each batch of new rows on its own).
-    shapes = _shapes(ws, model, changed, keys) if model.kind == "sql" and merge else {}
+    shapes = _shapes(ws, model, changed, keys) if merge else {}
     if any(shape.shape == "full" for shape in shapes.values()):
         rebuilt = _full(ws, model)
         rebuilt.reason = "its SQL combines rows across keys: rebuilt in full"
@@ -413,7 +413,7 @@ def _compute(
             touched[name] = found
             continue
         delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
-        if delta is None and shapes.get(name) == Increment("rows"):
+        if delta is None and model.sql is not None and shapes.get(name) == Increment("rows"):
             # An input without the model's key changed rows (a dimension): recompute the
             # output rows its old and new rows give, from the input that holds the key.
             found = _keys_given(ws, model, name, last[str(name)], now[str(name)], keys)
@@ -432,12 +432,15 @@ def _compute(
     outputs: list[pa.Table] = []
     removed: list[pa.Table] = []
     for name, values in touched.items():
-        # Every row of the keys the changes touch: the SQL aggregates within them.
-        assert model.sql is not None
-        relation = f"__lakebed_changes_{name.layer}_{name.name}"
+        # Every row of the keys the changes touch: the model aggregates within them.
         rows = rows_of_keys(ws, name, now[str(name)], values)
-        sql = _rewrite(model.sql, name, relation)
-        outputs.append(ws.sql(sql, relations={relation: rows}).arrow())
+        if model.sql is not None:
+            relation = f"__lakebed_changes_{name.layer}_{name.name}"
+            sql = _rewrite(model.sql, name, relation)
+            outputs.append(ws.sql(sql, relations={relation: rows}).arrow())
+        else:
+            frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
+            outputs.append(_run_python(ws, model, {**frames, name: rows}))
         # What those keys held and is no longer computed goes.
         whole = values.column_names == keys
         removed.append(values if whole else rows_of_keys(ws, model.name, None, values, keys))
@@ -481,9 +484,18 @@ def _keys_given(
 def _shapes(
     ws: Workspace, model: Model, changed: list[TableName], keys: list[str]
 ) -> dict[TableName, Increment]:
-    """How the model must read each changed input (`increments.increment_shape`)."""
-    assert model.sql is not None
+    """How the model must read each changed input (`increments.increment_shape`). A Python
+    function cannot be read: it gets every row of the keys a change touches when the input
+    holds the model's key (exact whether it works row by row or per key), else the changed
+    rows."""
     schemas = {name: ws.table(name).schema().names for name in model.inputs}
+    if model.sql is None:
+        return {
+            name: Increment("keys", tuple(keys))
+            if keys and set(keys) <= set(schemas[name])
+            else Increment("rows")
+            for name in changed
+        }
     return {name: increment_shape(model.sql, model.name, name, keys, schemas) for name in changed}
 
 
