@@ -40,9 +40,9 @@ from lakebed.transform.fingerprints import fingerprint
 from lakebed.transform.materialize import (
     Backfill,
     Workspace,
-    app_id,
     compute,
     is_current,
+    next_build,
     publish,
     sync_properties,
 )
@@ -194,15 +194,6 @@ def _view_current(ctx: RunContext, model: Model) -> bool:
     return all(value is None or stored[key] == value for key, value in wanted.items())
 
 
-def _attempt(ctx: RunContext, model: Model) -> str:
-    """Which build of the model this is: its table's next commit as the model's (a build
-    that died before committing is attempted again under the same number)."""
-    if not ctx.storage.exists(model.name):
-        return "1"
-    done = ctx.table(model.name).transaction_version(app_id(model))
-    return str((done or 0) + 1)
-
-
 def _model_checks(model: Model) -> list[Check]:
     return parse_checks(
         model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
@@ -303,7 +294,7 @@ def build_model(
                 outcome.quarantined,
                 replace=replace,
                 recomputed=computed.recomputed,
-                attempt=_attempt(ctx, model),
+                attempt=str(next_build(ctx, model)),
             )
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed

@@ -30,8 +30,7 @@ def input_delta(table: Table, since: int, until: int, keys: list[str]) -> Delta 
     """What changed in an input between two versions, or None when it cannot be known."""
     changes = table.changes(since + 1, until)
     if changes is not None:
-        data_columns = [c for c in changes.column_names if not c.startswith("_commit")]
-        data_columns = [c for c in data_columns if c != "_change_type"]
+        data_columns = _own_columns(changes)
         kinds = changes.column("_change_type")
         only_inserts = pc.all(pc.equal(kinds, "insert")).as_py() in (True, None)
         if only_inserts:
@@ -58,10 +57,12 @@ def changed_rows(table: Table, since: int, until: int) -> pa.Table | None:
     (inserted, updated either way, deleted), with its own columns only; None when the
     change data feed does not cover them."""
     changes = table.changes(since + 1, until)
-    if changes is None:
-        return None
-    data = [c for c in changes.column_names if not c.startswith("_commit")]
-    return changes.select([c for c in data if c != "_change_type"])
+    return None if changes is None else changes.select(_own_columns(changes))
+
+
+def _own_columns(changes: pa.Table) -> list[str]:
+    """The input's columns among the change feed's (not `_change_type`, `_commit_*`)."""
+    return [c for c in changes.column_names if c != "_change_type" and not c.startswith("_commit")]
 
 
 def touched_keys(table: Table, since: int, until: int, by: list[str]) -> pa.Table | None:

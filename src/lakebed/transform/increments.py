@@ -22,17 +22,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
 
-from lakebed.errors import LakebedError
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import TableName
 
+if TYPE_CHECKING:
+    from lakebed.govern import ColumnEdge
+
 Shape = Literal["rows", "keys", "full"]
+_Schemas = tuple[tuple[str, tuple[str, ...]], ...]
 
 _ACROSS_ROWS = (exp.AggFunc, exp.Window, exp.Group, exp.Distinct, exp.Having, exp.Qualify)
 _WHOLE_RESULT = (exp.Limit, exp.Offset, exp.Union, exp.Intersect, exp.Except)
@@ -56,11 +58,15 @@ def increment_shape(
 ) -> Increment:
     """How the model's SELECT `sql` must read `changed` for an exact increment (see the
     module docstring); `schemas` holds the columns of every table it reads."""
-    frozen = tuple(sorted((str(t), tuple(c)) for t, c in schemas.items()))
     try:
-        return _shape(sql, str(output), str(changed), tuple(keys), frozen)
+        return _shape(sql, str(output), str(changed), tuple(keys), _frozen(schemas))
     except Exception:  # what cannot be analysed is rebuilt in full, which is exact
         return Increment("full")
+
+
+def _frozen(schemas: Mapping[TableName, Sequence[str]]) -> _Schemas:
+    """`schemas` in a form the analysis caches can key on."""
+    return tuple(sorted((str(t), tuple(c)) for t, c in schemas.items()))
 
 
 @lru_cache(maxsize=256)
@@ -69,19 +75,16 @@ def _shape(
     output: str,
     changed: str,
     keys: tuple[str, ...],
-    schemas: tuple[tuple[str, tuple[str, ...]], ...],
+    schemas: _Schemas,
 ) -> Increment:
-    try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
-    except SqlglotError:
-        return Increment("full")
+    tree = sqlglot.parse_one(sql, read="duckdb")
     target = TableName.parse(changed)
     reads = [t for t in tree.find_all(exp.Table) if table_name_of(t) == target]
     if len(reads) != 1 or tree.find(*_WHOLE_RESULT) is not None or _optional(tree, reads[0]):
         return Increment("full")
     if tree.find(*_ACROSS_ROWS) is None:
         return Increment("rows")
-    columns = {str(c).lower(): str(c) for c in dict(schemas).get(changed, ())}
+    columns = {str(c).lower() for c in dict(schemas).get(changed, ())}
     candidates = {k.lower() for k in keys if k.lower() in columns}
     by = _partitioned_by(tree, candidates, (reads[0].alias or reads[0].name).lower())
     copied = _copied(sql, output, target, tuple(sorted(by)), schemas)
@@ -98,7 +101,7 @@ def key_source(
 ) -> TableName | None:
     """The input the model reads row by row and copies its whole unique key from, if one
     does: the output rows of given keys are then those its rows of the keys give."""
-    frozen = tuple(sorted((str(t), tuple(c)) for t, c in schemas.items()))
+    frozen = _frozen(schemas)
     wanted = {k.lower() for k in keys}
     for table, columns in schemas.items():
         if not keys or not wanted <= {str(c).lower() for c in columns}:
@@ -176,19 +179,13 @@ def _copied(
     output: str,
     changed: TableName,
     columns: tuple[str, ...],
-    schemas: tuple[tuple[str, tuple[str, ...]], ...],
+    schemas: _Schemas,
 ) -> set[str]:
     """Those of `columns` (lower-case) that the model copies unchanged from the changed
     input into its own column of the same name."""
-    from lakebed.govern.lineage import column_lineage  # governance sits above transform
-
     if not columns:
         return set()
-    known = {TableName.parse(t): list(c) for t, c in schemas}
-    try:
-        edges = column_lineage(sql, output, known)
-    except (LakebedError, SqlglotError):
-        return set()
+    edges = _lineage(sql, output, schemas)
     found = set()
     for column in columns:
         sources = [e for e in edges if e.downstream_column.lower() == column]
@@ -197,3 +194,12 @@ def _copied(
         ]:
             found.add(column)
     return found
+
+
+@lru_cache(maxsize=256)
+def _lineage(sql: str, output: str, schemas: _Schemas) -> tuple[ColumnEdge, ...]:
+    """The model's column lineage (traced once per SQL, whichever input asks)."""
+    from lakebed.govern.lineage import column_lineage  # governance sits above transform
+
+    known = {TableName.parse(t): list(c) for t, c in schemas}
+    return tuple(column_lineage(sql, output, known))

@@ -83,6 +83,14 @@ def app_id(model: Model) -> str:
     return f"lakebed-model:{model.name}"
 
 
+def next_build(ws: Workspace, model: Model) -> int:
+    """The number the model's next commit to its table carries (its application
+    transaction version): a build that died before committing is built again under it."""
+    if not ws.storage.exists(model.name):
+        return 1
+    return (ws.table(model.name).transaction_version(app_id(model)) or 0) + 1
+
+
 def last_build(table: Table) -> dict[str, Any] | None:
     """What the newest model commit of a table recorded: `inputs` (versions processed),
     `fingerprint` and `columns`."""
@@ -397,7 +405,8 @@ def _compute(
     merge = model.config.incremental_strategy == "merge"
     # A merged model's increment must equal a full rebuild (an appending one's SQL runs
     # over each batch of new rows on its own).
-    shapes = _shapes(ws, model, changed, keys) if merge else {}
+    schemas = {name: ws.table(name).schema().names for name in model.inputs}
+    shapes = _shapes(model, changed, keys, schemas) if merge else {}
     if any(shape.shape == "full" for shape in shapes.values()):
         rebuilt = _full(ws, model)
         rebuilt.reason = "its SQL combines rows across keys: rebuilt in full"
@@ -416,7 +425,7 @@ def _compute(
         if delta is None and model.sql is not None and shapes.get(name) == Increment("rows"):
             # An input without the model's key changed rows (a dimension): recompute the
             # output rows its old and new rows give, from the input that holds the key.
-            found = _keys_given(ws, model, name, last[str(name)], now[str(name)], keys)
+            found = _keys_given(ws, model, name, (last[str(name)], now[str(name)]), schemas)
             if found is not None:
                 source, affected = found
                 earlier = touched.get(source)
@@ -465,15 +474,19 @@ def _compute(
 
 
 def _keys_given(
-    ws: Workspace, model: Model, name: TableName, since: int, until: int, keys: list[str]
+    ws: Workspace,
+    model: Model,
+    name: TableName,
+    versions: tuple[int, int],
+    schemas: dict[TableName, list[str]],
 ) -> tuple[TableName, pa.Table] | None:
     """The input holding the model's key (read row by row), and the keys of the output rows
-    that `name`'s changed rows, old and new, take part in; None when there is no such
-    input or the changes are not known."""
+    that `name`'s changed rows (between two versions), old and new, take part in; None when
+    there is no such input or the changes are not known."""
     assert model.sql is not None
-    schemas = {table: ws.table(table).schema().names for table in model.inputs}
+    keys = list(model.config.unique_key)
     source = key_source(model.sql, model.name, keys, schemas)
-    rows = changed_rows(ws.table(name), since, until) if source not in (None, name) else None
+    rows = changed_rows(ws.table(name), *versions) if source not in (None, name) else None
     if source is None or rows is None:
         return None
     relation = f"__lakebed_changes_{name.layer}_{name.name}"
@@ -482,13 +495,15 @@ def _keys_given(
 
 
 def _shapes(
-    ws: Workspace, model: Model, changed: list[TableName], keys: list[str]
+    model: Model,
+    changed: list[TableName],
+    keys: list[str],
+    schemas: dict[TableName, list[str]],
 ) -> dict[TableName, Increment]:
     """How the model must read each changed input (`increments.increment_shape`). A Python
     function cannot be read: it gets every row of the keys a change touches when the input
     holds the model's key (exact whether it works row by row or per key), else the changed
     rows."""
-    schemas = {name: ws.table(name).schema().names for name in model.inputs}
     if model.sql is None:
         return {
             name: Increment("keys", tuple(keys))
@@ -581,7 +596,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     else:
         sync_properties(ws, model)
         table = ws.table(model.name)
-    txn = (app_id(model), (table.transaction_version(app_id(model)) or 0) + 1)
+    txn = (app_id(model), next_build(ws, model))
     if scd2:
         return table.apply_history(data, config.unique_key, app_transaction=txn, metadata=metadata)
     if computed.mode == "full" and computed.notes:
