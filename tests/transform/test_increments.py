@@ -130,6 +130,64 @@ def test_increment_shape(sql: str, key: str, expected: str) -> None:
     assert found.by == ((key,) if expected == "keys" else ())
 
 
+LATEST = "qualify row_number() over (partition by order_id order by updated_at desc) = 1"
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (f"select order_id, amount, updated_at from bronze.orders {LATEST}", "latest"),
+        (f"select * from bronze.orders where amount > 0 {LATEST}", "latest"),
+        (
+            "select o.order_id, o.amount * 2 as doubled, o.updated_at from bronze.orders o "
+            "qualify row_number() over (partition by o.order_id order by o.updated_at desc "
+            "nulls first) <= 1",
+            "latest",
+        ),
+        (
+            "select order_id, updated_at, row_number() over (partition by order_id "
+            "order by updated_at desc) as rn from bronze.orders qualify rn = 1",
+            "latest",
+        ),
+        (f"select order_id, amount from bronze.orders {LATEST}", "keys"),  # no order column
+        (f"select order_id, updated_at + 1 as updated_at from bronze.orders {LATEST}", "keys"),
+        (f"select order_id, updated_at from bronze.orders {LATEST.replace('= 1', '<= 2')}", "keys"),
+        (
+            "select order_id, updated_at from bronze.orders "
+            + LATEST.replace("row_number", "rank"),
+            "keys",
+        ),
+        (
+            "select order_id, updated_at, count(*) over (partition by order_id) as n "
+            f"from bronze.orders {LATEST}",
+            "keys",
+        ),
+        (
+            "select o.order_id, o.updated_at, c.country from bronze.orders o "
+            f"join silver.customers c using (customer_id) {LATEST}",
+            "keys",
+        ),
+    ],
+    ids=[
+        "latest",
+        "star and a filter",
+        "alias, nulls first, <= 1",
+        "named row number",
+        "order column not kept",
+        "order column computed",
+        "two rows per key",
+        "rank",
+        "another window",
+        "a join",
+    ],
+)
+def test_one_row_per_key_by_an_order_it_keeps_compares_new_rows(sql: str, expected: str) -> None:
+    found = increment_shape(sql, TableName.parse("silver.out"), ORDERS, ["order_id"], SCHEMAS)
+    assert (found.shape, found.by) == (expected, ("order_id",))
+    if expected == "latest":
+        assert [column for column, _ in found.order] == ["updated_at"]
+
+
 def test_keys_read_by_the_part_of_a_composite_key_the_sql_partitions_by() -> None:
     sql = (
         "select order_id, row_number() over (partition by order_id order by updated_at) "

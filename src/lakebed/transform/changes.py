@@ -4,6 +4,7 @@ given keys."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -90,3 +91,35 @@ def rows_of_keys(
     wanted = ", ".join(f't."{c}"' for c in columns) if columns else "t.*"
     query = f"SELECT {wanted} FROM {table} AS t SEMI JOIN __lakebed_keys AS k ON {on}"
     return ws.sql(query, as_of=version, relations={"__lakebed_keys": keys}).arrow()
+
+
+def newer_rows(
+    ws: Workspace,
+    model: TableName,
+    found: pa.Table,
+    keys: list[str],
+    order: Sequence[tuple[str, str]],
+) -> pa.Table:
+    """Those of `found` (at most one row per key) that come before the model's current row
+    of their key by `order` (its columns, and ORDER BY items over them), or whose key it
+    does not hold yet: what a full rebuild would keep of them. A tie keeps the current
+    row."""
+    if found.num_rows == 0:
+        return found
+    index = "__lakebed_index"
+    wanted = found.select(keys).group_by(keys).aggregate([]).select(keys)
+    named = {c.lower() for c, _ in order}
+    columns = list(dict.fromkeys(keys + [c for c in found.column_names if c.lower() in named]))
+    current = rows_of_keys(ws, model, None, wanted, columns)
+    numbered = found.select(columns).append_column(index, pa.array(range(found.num_rows)))
+    partition = ", ".join(f'"{k}"' for k in keys)
+    # The current row numbers NULL, and NULLS FIRST puts it first among equals.
+    query = (
+        f"SELECT {index} FROM (SELECT * FROM __lakebed_found UNION ALL BY NAME "
+        f"SELECT * FROM __lakebed_current) QUALIFY row_number() OVER (PARTITION BY "
+        f"{partition} ORDER BY {', '.join(o for _, o in order)}, {index} NULLS FIRST) = 1 "
+        f"AND {index} IS NOT NULL"
+    )
+    relations = {"__lakebed_found": numbered, "__lakebed_current": current}
+    kept = ws.sql(query, relations=relations).arrow().column(index)
+    return found.take(pc.take(kept, pc.sort_indices(kept)))  # in their order in `found`

@@ -11,6 +11,12 @@ to equal a full rebuild.
   them. A late-arriving older version of a row, or one order among a customer's many, then
   recomputes its key from all its rows, as a full rebuild would (and an output row of
   those keys that is no longer computed is deleted).
+- `latest`: a `keys` shape that keeps one row per key, the first by an order of columns it
+  copies (`QUALIFY row_number() OVER (PARTITION BY key ORDER BY updated_at DESC) = 1` over
+  one input, filtered row by row). When the input only gained rows, the key's new first
+  row is the first of its current row and the new rows' first, so the new rows alone are
+  read and compared with the model's own rows (a key's history is not read again; with
+  any other change, it is read as for `keys`).
 - `full`: anything else (a global aggregate, a running total, a window over other
   columns): only a full rebuild is exact.
 
@@ -33,7 +39,7 @@ from lakebed.storage import TableName
 if TYPE_CHECKING:
     from lakebed.govern import ColumnEdge
 
-Shape = Literal["rows", "keys", "full"]
+Shape = Literal["rows", "keys", "latest", "full"]
 _Schemas = tuple[tuple[str, tuple[str, ...]], ...]
 
 _ACROSS_ROWS = (exp.AggFunc, exp.Window, exp.Group, exp.Distinct, exp.Having, exp.Qualify)
@@ -42,11 +48,14 @@ _WHOLE_RESULT = (exp.Limit, exp.Offset, exp.Union, exp.Intersect, exp.Except)
 
 @dataclass(frozen=True)
 class Increment:
-    """How to read a changed input: `shape`, and for `keys` the columns (of the input and
-    the model's unique key alike) whose values select the rows to read."""
+    """How to read a changed input: `shape`; for `keys` and `latest` the columns (of the
+    input and the model's unique key alike) whose values select the rows to read; for
+    `latest` the order that picks a key's row: its columns, each with its ORDER BY item
+    (DuckDB SQL over the model's columns)."""
 
     shape: Shape
     by: tuple[str, ...] = ()
+    order: tuple[tuple[str, str], ...] = ()
 
 
 def increment_shape(
@@ -86,11 +95,18 @@ def _shape(
         return Increment("rows")
     columns = {str(c).lower() for c in dict(schemas).get(changed, ())}
     candidates = {k.lower() for k in keys if k.lower() in columns}
-    by = _partitioned_by(tree, candidates, (reads[0].alias or reads[0].name).lower())
-    copied = _copied(sql, output, target, tuple(sorted(by)), schemas)
+    alias = (reads[0].alias or reads[0].name).lower()
+    partitions = _partitioned_by(tree, candidates, alias)
+    copied = _copied(sql, output, target, tuple(sorted(partitions)), schemas)
     if not copied:
         return Increment("full")
-    return Increment("keys", tuple(k for k in keys if k.lower() in copied))
+    by = tuple(k for k in keys if k.lower() in copied)
+    order = _first_per_key(tree, copied, alias)
+    if order and len(by) == len(keys):
+        ordering = tuple(sorted({c.lower() for c, _ in order}))
+        if _copied(sql, output, target, ordering, schemas) == set(ordering):
+            return Increment("latest", by, tuple(order))
+    return Increment("keys", by)
 
 
 def key_source(
@@ -126,6 +142,70 @@ def _optional(tree: exp.Expr, read: exp.Table) -> bool:
         if side == "FULL" or side == "RIGHT" or (side == "LEFT" and join.this is read):
             return True
     return False
+
+
+def _first_per_key(tree: exp.Expr, by: set[str], alias: str) -> list[tuple[str, str]]:
+    """For a single SELECT over one table whose only row-combining part is `QUALIFY
+    row_number() OVER (PARTITION BY <by> ORDER BY <columns>) = 1`: each order column and
+    its ORDER BY item as DuckDB SQL; empty for anything else."""
+    if not isinstance(tree, exp.Select) or len(list(tree.find_all(exp.Select))) != 1:
+        return []
+    if len(list(tree.find_all(exp.Table))) != 1 or tree.args.get("joins"):
+        return []
+    if any(tree.args.get(part) for part in ("group", "having", "distinct", "with", "windows")):
+        return []
+    windows = list(tree.find_all(exp.Window))
+    qualify = tree.args.get("qualify")
+    if len(windows) != 1 or qualify is None or tree.find(exp.AggFunc) is not None:
+        return []
+    window = windows[0]
+    if not isinstance(window.this, exp.RowNumber) or not _is_first(qualify.this, window, tree):
+        return []
+    partition = window.args.get("partition_by") or []
+    if not _plain(partition, alias) or {c.name.lower() for c in partition} != by:
+        return []
+    ordered = window.args.get("order")
+    items = list(ordered.expressions) if ordered is not None else []
+    if not items or not _plain([i.this for i in items], alias):
+        return []
+    found = []
+    for item in items:
+        column = item.this.name
+        unqualified = item.copy()
+        unqualified.set("this", exp.column(column, quoted=True))
+        found.append((column, unqualified.sql(dialect="duckdb")))
+    return found
+
+
+def _plain(expressions: Sequence[exp.Expr], alias: str) -> bool:
+    """Whether each expression is a column of the table read under `alias` (or unqualified)."""
+    return all(isinstance(e, exp.Column) and e.table.lower() in ("", alias) for e in expressions)
+
+
+def _is_first(condition: exp.Expr, window: exp.Window, select: exp.Select) -> bool:
+    """Whether a QUALIFY condition keeps exactly the rows the window numbers 1 (`= 1`,
+    `<= 1`, `< 2`, on the window or on the select-list name given to it)."""
+    named = {
+        e.alias.lower() for e in select.expressions if isinstance(e, exp.Alias) and e.this is window
+    }
+
+    def is_window(side: exp.Expr) -> bool:
+        if side is window:
+            return True
+        return isinstance(side, exp.Column) and not side.table and side.name.lower() in named
+
+    def number(side: exp.Expr) -> int | None:
+        return int(side.name) if isinstance(side, exp.Literal) and side.is_int else None
+
+    if not isinstance(condition, exp.Binary):
+        return False
+    left, right = condition.this, condition.expression
+    limits = {exp.EQ: 1, exp.LTE: 1, exp.LT: 2}  # window <op> number
+    flipped = {exp.EQ: 1, exp.GTE: 1, exp.GT: 2}  # number <op> window
+    kind = type(condition)
+    return (kind in limits and is_window(left) and number(right) == limits[kind]) or (
+        kind in flipped and is_window(right) and number(left) == flipped[kind]
+    )
 
 
 def _partitioned_by(tree: exp.Expr, candidates: set[str], alias: str) -> set[str]:

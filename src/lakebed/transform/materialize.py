@@ -11,37 +11,26 @@ from __future__ import annotations
 
 import json
 import re
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
-import sqlglot
-from sqlglot import exp
 
-from lakebed.errors import ModelError, QueryError, StorageError, TransformError
+from lakebed.errors import ModelError, QueryError, TransformError
 from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
-from lakebed.process.pruning import table_name_of
-from lakebed.storage import Table, TableName, WriteResult, last_per_key, to_arrow
-from lakebed.transform.changes import (
-    Delta,
-    changed_rows,
-    input_delta,
-    rows_of_keys,
-    touched_keys,
-)
+from lakebed.storage import Table, TableName, WriteResult, last_per_key
 from lakebed.transform.definition import Model
+from lakebed.transform.execute import run_python
 from lakebed.transform.fingerprints import (
     code_fingerprint,
     definition_fingerprint,
     fingerprint,
     redefined,
 )
-from lakebed.transform.increments import Increment, increment_shape, key_source
+from lakebed.transform.incremental import Rebuild, read_increment
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
@@ -125,43 +114,6 @@ def _input_versions(ws: Workspace, model: Model) -> dict[str, int]:
     return {str(name): ws.table(name).version() for name in model.inputs}
 
 
-def _run_python(ws: Workspace, model: Model, frames: dict[TableName, pa.Table]) -> pa.Table:
-    assert model.function is not None
-    args: list[Any] = []
-    for name in model.inputs:
-        frame: Any = frames[name]
-        if model.frame == "polars":
-            import polars
-
-            frame = polars.from_arrow(frame)
-        elif model.frame == "pandas":
-            frame = frame.to_pandas()
-        args.append(frame)
-    try:
-        result = model.function(*args)
-    except Exception as exc:
-        # Where in the model's file: the deepest frame of the traceback that is in it.
-        lines = [
-            n
-            for f, n in traceback.walk_tb(exc.__traceback__)
-            if f.f_code.co_filename == str(model.path)
-        ]
-        where = f"{model.path}:{lines[-1]}" if lines else str(model.path)
-        raise TransformError(f"model {model.name} ({where}) raised {exc!r}") from exc
-    if result is None:
-        raise TransformError(f"model {model.name} ({model.path}) returned nothing")
-    try:
-        return to_arrow(result)
-    except (StorageError, pa.ArrowException) as exc:
-        function = getattr(model.function, "__name__", "the function")
-        raise TransformError(
-            f"model {model.name} ({model.path}): {function}() returned "
-            f"{type(result).__name__}, not a table"
-            + ("" if isinstance(exc, StorageError) else f" ({exc})"),
-            hint="return a pyarrow Table, a Polars DataFrame or a pandas DataFrame",
-        ) from exc
-
-
 def _full(ws: Workspace, model: Model) -> Computed:
     if model.kind == "sql":
         assert model.sql is not None
@@ -170,18 +122,7 @@ def _full(ws: Workspace, model: Model) -> Computed:
         return Computed(model, "full", result.arrow(), versions)
     versions = _input_versions(ws, model)
     frames = {name: ws.sql(f"select * from {name}", as_of=None).arrow() for name in model.inputs}
-    return Computed(model, "full", _run_python(ws, model, frames), versions)
-
-
-@lru_cache(maxsize=1024)
-def _rewrite(sql: str, target: TableName, relation: str) -> str:
-    """The model's SQL with every reference to `target` reading `relation` instead."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
-    for node in list(tree.find_all(exp.Table)):
-        if table_name_of(node) == target:
-            alias = node.alias or target.name
-            node.replace(exp.to_table(relation).as_(alias))
-    return tree.sql(dialect="duckdb")
+    return Computed(model, "full", run_python(model, frames), versions)
 
 
 def _scd2(ws: Workspace, model: Model) -> Computed:
@@ -401,117 +342,14 @@ def _compute(
         return Computed(model, "up_to_date", pa.table({}), now)
     if any(now[str(n)] < last[str(n)] for n in changed):
         return _full(ws, model)  # an input was restored to an older version
-    keys = list(model.config.unique_key)
-    merge = model.config.incremental_strategy == "merge"
-    # A merged model's increment must equal a full rebuild (an appending one's SQL runs
-    # over each batch of new rows on its own).
-    schemas = {name: ws.table(name).schema().names for name in model.inputs}
-    shapes = _shapes(model, changed, keys, schemas) if merge else {}
-    if any(shape.shape == "full" for shape in shapes.values()):
+    found = read_increment(ws, model, changed, last, now)
+    if isinstance(found, Rebuild):
         rebuilt = _full(ws, model)
-        rebuilt.reason = "its SQL combines rows across keys: rebuilt in full"
+        rebuilt.reason = found.reason
         return rebuilt
-    deltas: dict[TableName, Delta] = {}
-    touched: dict[TableName, pa.Table] = {}
-    for name in changed:
-        by = list(shapes[name].by) if name in shapes else []
-        if by:
-            found = touched_keys(ws.table(name), last[str(name)], now[str(name)], by)
-            if found is None:
-                return _full(ws, model)
-            touched[name] = found
-            continue
-        delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
-        if delta is None and model.sql is not None and shapes.get(name) == Increment("rows"):
-            # An input without the model's key changed rows (a dimension): recompute the
-            # output rows its old and new rows give, from the input that holds the key.
-            found = _keys_given(ws, model, name, (last[str(name)], now[str(name)]), schemas)
-            if found is not None:
-                source, affected = found
-                earlier = touched.get(source)
-                touched[source] = (
-                    affected
-                    if earlier is None
-                    else pa.concat_tables([earlier, affected.cast(earlier.schema)])
-                )
-                continue
-        if delta is None or (delta.removed is not None and not merge):
-            return _full(ws, model)
-        deltas[name] = delta
-    outputs: list[pa.Table] = []
-    removed: list[pa.Table] = []
-    for name, values in touched.items():
-        # Every row of the keys the changes touch: the model aggregates within them.
-        rows = rows_of_keys(ws, name, now[str(name)], values)
-        if model.sql is not None:
-            relation = f"__lakebed_changes_{name.layer}_{name.name}"
-            sql = _rewrite(model.sql, name, relation)
-            outputs.append(ws.sql(sql, relations={relation: rows}).arrow())
-        else:
-            frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
-            outputs.append(_run_python(ws, model, {**frames, name: rows}))
-        # What those keys held and is no longer computed goes.
-        whole = values.column_names == keys
-        removed.append(values if whole else rows_of_keys(ws, model.name, None, values, keys))
-    for name, delta in deltas.items():
-        relation = f"__lakebed_changes_{name.layer}_{name.name}"
-        if model.kind == "sql":
-            assert model.sql is not None
-            sql = _rewrite(model.sql, name, relation)
-            outputs.append(ws.sql(sql, relations={relation: delta.upserts}).arrow())
-        else:
-            frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
-            frames[name] = delta.upserts
-            outputs.append(_run_python(ws, model, frames))
-        if delta.removed is not None:
-            removed.append(delta.removed)
-    data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
-    deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
-    # Repeated keys are kept here so checks see every row; publish keeps the last one.
-    computed = Computed(model, "incremental", data, now, deleted_keys=deleted)
-    computed.recomputed = list(touched.values())
+    computed = Computed(model, "incremental", found.data, now, deleted_keys=found.deleted_keys)
+    computed.recomputed = found.recomputed
     return computed
-
-
-def _keys_given(
-    ws: Workspace,
-    model: Model,
-    name: TableName,
-    versions: tuple[int, int],
-    schemas: dict[TableName, list[str]],
-) -> tuple[TableName, pa.Table] | None:
-    """The input holding the model's key (read row by row), and the keys of the output rows
-    that `name`'s changed rows (between two versions), old and new, take part in; None when
-    there is no such input or the changes are not known."""
-    assert model.sql is not None
-    keys = list(model.config.unique_key)
-    source = key_source(model.sql, model.name, keys, schemas)
-    rows = changed_rows(ws.table(name), *versions) if source not in (None, name) else None
-    if source is None or rows is None:
-        return None
-    relation = f"__lakebed_changes_{name.layer}_{name.name}"
-    given = ws.sql(_rewrite(model.sql, name, relation), relations={relation: rows}).arrow()
-    return source, given.select(keys).group_by(keys).aggregate([]).select(keys)
-
-
-def _shapes(
-    model: Model,
-    changed: list[TableName],
-    keys: list[str],
-    schemas: dict[TableName, list[str]],
-) -> dict[TableName, Increment]:
-    """How the model must read each changed input (`increments.increment_shape`). A Python
-    function cannot be read: it gets every row of the keys a change touches when the input
-    holds the model's key (exact whether it works row by row or per key), else the changed
-    rows."""
-    if model.sql is None:
-        return {
-            name: Increment("keys", tuple(keys))
-            if keys and set(keys) <= set(schemas[name])
-            else Increment("rows")
-            for name in changed
-        }
-    return {name: increment_shape(model.sql, model.name, name, keys, schemas) for name in changed}
 
 
 def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:

@@ -1,0 +1,180 @@
+"""Reading an incremental model's increment: what its inputs changed between the versions
+it last processed and now, read as `increments` says each changed input must be (changed
+rows, every row of the keys they touch, new rows compared with the model's own), and the
+model's code run over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from lakebed.storage import TableName
+from lakebed.transform.changes import (
+    Delta,
+    changed_rows,
+    input_delta,
+    newer_rows,
+    rows_of_keys,
+    touched_keys,
+)
+from lakebed.transform.definition import Model
+from lakebed.transform.execute import rewrite, run_python
+from lakebed.transform.increments import Increment, increment_shape, key_source
+
+if TYPE_CHECKING:
+    from lakebed.transform.materialize import Workspace
+
+
+@dataclass
+class Increase:
+    """An increment's rows (repeated keys kept, so checks see every row; publishing keeps
+    the last), the keys whose rows may have to go, and the key values it computed again
+    from all their rows (per input)."""
+
+    data: pa.Table
+    deleted_keys: pa.Table | None
+    recomputed: list[pa.Table] = field(default_factory=list)
+
+
+@dataclass
+class Rebuild:
+    """Only a full rebuild is exact (`reason` for people, when it is not the usual)."""
+
+    reason: str | None = None
+
+
+def read_increment(
+    ws: Workspace,
+    model: Model,
+    changed: list[TableName],
+    last: dict[str, int],
+    now: dict[str, int],
+) -> Increase | Rebuild:
+    """The model's rows for what its `changed` inputs changed since the versions `last`."""
+    keys = list(model.config.unique_key)
+    merge = model.config.incremental_strategy == "merge"
+    # A merged model's increment must equal a full rebuild (an appending one's SQL runs
+    # over each batch of new rows on its own).
+    schemas = {name: ws.table(name).schema().names for name in model.inputs}
+    shapes = _shapes(model, changed, keys, schemas) if merge else {}
+    if any(shape.shape == "full" for shape in shapes.values()):
+        return Rebuild("its SQL combines rows across keys: rebuilt in full")
+    deltas: dict[TableName, Delta] = {}
+    touched: dict[TableName, pa.Table] = {}
+    for name in changed:
+        if name in shapes and shapes[name].shape == "latest" and not _drops_rows(model):
+            delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
+            if delta is not None and delta.removed is None:  # the input only gained rows
+                deltas[name] = delta
+                continue
+        by = list(shapes[name].by) if name in shapes else []
+        if by:
+            found = touched_keys(ws.table(name), last[str(name)], now[str(name)], by)
+            if found is None:
+                return Rebuild()
+            touched[name] = found
+            continue
+        delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
+        if delta is None and model.sql is not None and shapes.get(name) == Increment("rows"):
+            # An input without the model's key changed rows (a dimension): recompute the
+            # output rows its old and new rows give, from the input that holds the key.
+            found = _keys_given(ws, model, name, (last[str(name)], now[str(name)]), schemas)
+            if found is not None:
+                source, affected = found
+                earlier = touched.get(source)
+                touched[source] = (
+                    affected
+                    if earlier is None
+                    else pa.concat_tables([earlier, affected.cast(earlier.schema)])
+                )
+                continue
+        if delta is None or (delta.removed is not None and not merge):
+            return Rebuild()
+        deltas[name] = delta
+    outputs: list[pa.Table] = []
+    removed: list[pa.Table] = []
+    for name, values in touched.items():
+        # Every row of the keys the changes touch: the model aggregates within them.
+        rows = rows_of_keys(ws, name, now[str(name)], values)
+        if model.sql is not None:
+            relation = f"__lakebed_changes_{name.layer}_{name.name}"
+            sql = rewrite(model.sql, name, relation)
+            outputs.append(ws.sql(sql, relations={relation: rows}).arrow())
+        else:
+            frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
+            outputs.append(run_python(model, {**frames, name: rows}))
+        # What those keys held and is no longer computed goes.
+        whole = values.column_names == keys
+        removed.append(values if whole else rows_of_keys(ws, model.name, None, values, keys))
+    for name, delta in deltas.items():
+        relation = f"__lakebed_changes_{name.layer}_{name.name}"
+        if model.kind == "sql":
+            assert model.sql is not None
+            sql = rewrite(model.sql, name, relation)
+            found = ws.sql(sql, relations={relation: delta.upserts}).arrow()
+            if name in shapes and shapes[name].shape == "latest":
+                # A key's first row is its current row or the new rows' first.
+                found = newer_rows(ws, model.name, found, keys, shapes[name].order)
+            outputs.append(found)
+        else:
+            frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
+            frames[name] = delta.upserts
+            outputs.append(run_python(model, frames))
+        if delta.removed is not None:
+            removed.append(delta.removed)
+    data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
+    deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
+    return Increase(data, deleted, list(touched.values()))
+
+
+def _keys_given(
+    ws: Workspace,
+    model: Model,
+    name: TableName,
+    versions: tuple[int, int],
+    schemas: dict[TableName, list[str]],
+) -> tuple[TableName, pa.Table] | None:
+    """The input holding the model's key (read row by row), and the keys of the output rows
+    that `name`'s changed rows (between two versions), old and new, take part in; None when
+    there is no such input or the changes are not known."""
+    assert model.sql is not None
+    keys = list(model.config.unique_key)
+    source = key_source(model.sql, model.name, keys, schemas)
+    rows = changed_rows(ws.table(name), *versions) if source not in (None, name) else None
+    if source is None or rows is None:
+        return None
+    relation = f"__lakebed_changes_{name.layer}_{name.name}"
+    given = ws.sql(rewrite(model.sql, name, relation), relations={relation: rows}).arrow()
+    return source, given.select(keys).group_by(keys).aggregate([]).select(keys)
+
+
+def _drops_rows(model: Model) -> bool:
+    """Whether a check of the model drops rows: a key's row that a check dropped is not in
+    its table, so the table cannot tell what a new row of the key must beat."""
+    for entry in model.config.checks:
+        options = [entry, *(v for v in entry.values() if isinstance(v, dict))]
+        if any(o.get("severity") == "drop" for o in options):
+            return True
+    return False
+
+
+def _shapes(
+    model: Model,
+    changed: list[TableName],
+    keys: list[str],
+    schemas: dict[TableName, list[str]],
+) -> dict[TableName, Increment]:
+    """How the model must read each changed input (`increments.increment_shape`). A Python
+    function cannot be read: it gets every row of the keys a change touches when the input
+    holds the model's key (exact whether it works row by row or per key), else the changed
+    rows."""
+    if model.sql is None:
+        return {
+            name: Increment("keys", tuple(keys))
+            if keys and set(keys) <= set(schemas[name])
+            else Increment("rows")
+            for name in changed
+        }
+    return {name: increment_shape(model.sql, model.name, name, keys, schemas) for name in changed}
