@@ -28,6 +28,12 @@ MODELS = {
         "from silver.src where v > 2 group by grp",
         "grp",
     ),
+    # Keyed by a value computed from each row (a day of a timestamp, in real life): an
+    # update moves its row from one key to another.
+    "aggregate per computed key": (
+        "select v > 4 as high, count(*) as n, sum(v) as total\nfrom silver.src group by 1",
+        "high",
+    ),
     "latest per key": (
         "select grp, id, v from silver.src\n"
         "qualify row_number() over (partition by grp order by v desc, id desc) = 1",

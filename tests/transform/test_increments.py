@@ -188,6 +188,79 @@ def test_one_row_per_key_by_an_order_it_keeps_compares_new_rows(sql: str, expect
         assert [column for column, _ in found.order] == ["updated_at"]
 
 
+DAY = "date_trunc('day', updated_at)"
+
+
+@pytest.mark.parametrize(
+    ("sql", "keys", "expected"),
+    [
+        (f"select {DAY} as day, count(*) as n from bronze.orders group by 1", ["day"], ["day"]),
+        (
+            f"select {DAY} as day, sum(amount) as s from bronze.orders group by day",
+            ["day"],
+            ["day"],
+        ),
+        (f"select {DAY} as day, count(*) as n from bronze.orders group by {DAY}", ["day"], ["day"]),
+        (f"select {DAY} as day, count(*) as n from bronze.orders group by all", ["day"], ["day"]),
+        (
+            f"select customer_id, {DAY} as day, count(*) as n from bronze.orders group by all",
+            ["customer_id", "day"],
+            ["customer_id", "day"],
+        ),
+        (
+            f"select {DAY} as day, c.country, count(*) as n from bronze.orders o "
+            "join silver.customers c using (customer_id) group by all",
+            ["day", "country"],
+            ["day"],
+        ),
+        ("select amount > 5 as big, count(*) as n from bronze.orders group by 1", ["big"], ["big"]),
+        (f"select {DAY} as day, amount from bronze.orders group by all", ["day"], ["day"]),
+        # Not from the input's rows alone, or not what the rows are grouped by:
+        (
+            "select updated_at > now() - interval 1 day as recent, count(*) as n "
+            "from bronze.orders group by 1",
+            ["recent"],
+            None,
+        ),
+        ("select amount > random() as r, count(*) as n from bronze.orders group by 1", ["r"], None),
+        (
+            f"select {DAY} as updated_at, count(*) as n from bronze.orders group by updated_at",
+            ["updated_at"],
+            None,
+        ),
+        (
+            f"select {DAY} as day, count(*) over (partition by customer_id) as n "
+            "from bronze.orders",
+            ["day"],
+            None,
+        ),
+    ],
+    ids=[
+        "group by position",
+        "group by the name",
+        "group by the expression",
+        "group by all",
+        "with a copied key",
+        "a joined table's key",
+        "a condition",
+        "grouped by it and more",
+        "a clock",
+        "random",
+        "grouped by the input column of that name",
+        "window",
+    ],
+)
+def test_keys_computed_from_the_input_and_grouped_by_recompute_their_rows(
+    sql: str, keys: list[str], expected: list[str] | None
+) -> None:
+    found = increment_shape(sql, TableName.parse("silver.out"), ORDERS, keys, SCHEMAS)
+    if expected is None:
+        assert found.shape == "full"
+        return
+    assert (found.shape, list(found.by)) == ("keys", expected)
+    assert {k for k, _ in found.computed} == set(expected) - {"customer_id"}
+
+
 def test_keys_read_by_the_part_of_a_composite_key_the_sql_partitions_by() -> None:
     sql = (
         "select order_id, row_number() over (partition by order_id order by updated_at) "

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
 
 from lakebed.storage import Table, TableName, last_per_key
 
@@ -66,16 +68,28 @@ def _own_columns(changes: pa.Table) -> list[str]:
     return [c for c in changes.column_names if c != "_change_type" and not c.startswith("_commit")]
 
 
-def touched_keys(table: Table, since: int, until: int, by: list[str]) -> pa.Table | None:
+def touched_keys(
+    ws: Workspace,
+    table: Table,
+    versions: tuple[int, int],
+    by: list[str],
+    computed: Sequence[tuple[str, str]] = (),
+) -> pa.Table | None:
     """The distinct values of the columns `by` in the rows an input changed between two
-    versions, old and new (inserted, updated either way, deleted); None when they cannot
-    be known."""
+    versions, old and new (inserted, updated either way, deleted), those `computed` (column,
+    expression) from the rows' columns; None when they cannot be known."""
+    since, until = versions
     changes = table.changes(since + 1, until)
     if changes is None:
         changes = table.appended_rows(since + 1, until)
     if changes is None:
         return None
-    return changes.select(by).group_by(by).aggregate([]).select(by)
+    if not computed:
+        return changes.select(by).group_by(by).aggregate([]).select(by)
+    expressions = dict(computed)
+    chosen = ", ".join(f"{expressions.get(k, _quoted(k))} AS {_quoted(k)}" for k in by)
+    query = f"SELECT DISTINCT {chosen} FROM __lakebed_changed"
+    return ws.sql(query, relations={"__lakebed_changed": changes}).arrow()
 
 
 def rows_of_keys(
@@ -84,13 +98,31 @@ def rows_of_keys(
     version: int | None,
     keys: pa.Table,
     columns: list[str] | None = None,
+    computed: Sequence[tuple[str, str]] = (),
 ) -> pa.Table:
     """The rows (or `columns`) of `table` at `version` (None: the latest) whose values of
-    `keys`' columns are among its rows."""
-    on = " AND ".join(f't."{k}" IS NOT DISTINCT FROM k."{k}"' for k in keys.column_names)
-    wanted = ", ".join(f't."{c}"' for c in columns) if columns else "t.*"
+    `keys`' columns (or of the `computed` (column, expression) over its own) are among its
+    rows."""
+    expressions = {k: _qualified(e, "t") for k, e in computed}
+    on = " AND ".join(
+        f"{expressions.get(k, f't.{_quoted(k)}')} IS NOT DISTINCT FROM k.{_quoted(k)}"
+        for k in keys.column_names
+    )
+    wanted = ", ".join(f"t.{_quoted(c)}" for c in columns) if columns else "t.*"
     query = f"SELECT {wanted} FROM {table} AS t SEMI JOIN __lakebed_keys AS k ON {on}"
     return ws.sql(query, as_of=version, relations={"__lakebed_keys": keys}).arrow()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _qualified(expression: str, alias: str) -> str:
+    """`expression` (DuckDB SQL over one table's columns) with its columns under `alias`."""
+    tree = sqlglot.parse_one(expression, read="duckdb")
+    for column in tree.find_all(exp.Column):
+        column.set("table", exp.to_identifier(alias))
+    return tree.sql(dialect="duckdb")
 
 
 def newer_rows(

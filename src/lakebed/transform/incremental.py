@@ -71,7 +71,9 @@ def read_increment(
                 continue
         by = list(shapes[name].by) if name in shapes else []
         if by:
-            found = touched_keys(ws.table(name), last[str(name)], now[str(name)], by)
+            versions = (last[str(name)], now[str(name)])
+            computed = shapes[name].computed
+            found = touched_keys(ws, ws.table(name), versions, by, computed)
             if found is None:
                 return Rebuild()
             touched[name] = found
@@ -97,7 +99,8 @@ def read_increment(
     removed: list[pa.Table] = []
     for name, values in touched.items():
         # Every row of the keys the changes touch: the model aggregates within them.
-        rows = rows_of_keys(ws, name, now[str(name)], values)
+        computed = shapes[name].computed if name in shapes else ()
+        rows = rows_of_keys(ws, name, now[str(name)], values, computed=computed)
         if model.sql is not None:
             relation = f"__lakebed_changes_{name.layer}_{name.name}"
             sql = rewrite(model.sql, name, relation)

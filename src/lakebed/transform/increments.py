@@ -6,7 +6,8 @@ to equal a full rebuild.
   the optional side of an outer join), so the changed rows give exactly the changed
   output rows.
 - `keys`: every row of the input that shares the `by` columns (some or all of the
-  model's unique key, copied from the input) with a changed row, old or new. The SQL
+  model's unique key, copied from the input, or computed from its columns alone and
+  grouped by, as `date_trunc('day', ordered_at) AS day`) with a changed row, old or new. The SQL
   aggregates or uses windows, but only within those columns: it groups and partitions by
   them. A late-arriving older version of a row, or one order among a customer's many, then
   recomputes its key from all its rows, as a full rebuild would (and an output row of
@@ -56,6 +57,10 @@ class Increment:
     shape: Shape
     by: tuple[str, ...] = ()
     order: tuple[tuple[str, str], ...] = ()
+    # Those of `by` that the model computes from the input's columns rather than copies
+    # (`date_trunc('day', ordered_at) AS day`, grouped by): each with its expression, DuckDB
+    # SQL over the input's columns.
+    computed: tuple[tuple[str, str], ...] = ()
 
 
 def increment_shape(
@@ -98,8 +103,13 @@ def _shape(
     alias = (reads[0].alias or reads[0].name).lower()
     partitions = _partitioned_by(tree, candidates, alias)
     copied = _copied(sql, output, target, tuple(sorted(partitions)), schemas)
-    if not copied:
+    rest = [k.lower() for k in keys if k.lower() not in copied]
+    computed = _computed_keys(tree, rest, alias, columns) if rest else {}
+    if not copied and not computed:
         return Increment("full")
+    if computed:
+        by = tuple(k for k in keys if k.lower() in copied or k.lower() in computed)
+        return Increment("keys", by, computed=tuple(computed.items()))
     by = tuple(k for k in keys if k.lower() in copied)
     order = _first_per_key(tree, copied, alias)
     if order and len(by) == len(keys):
@@ -175,6 +185,73 @@ def _first_per_key(tree: exp.Expr, by: set[str], alias: str) -> list[tuple[str, 
         unqualified.set("this", exp.column(column, quoted=True))
         found.append((column, unqualified.sql(dialect="duckdb")))
     return found
+
+
+# Functions whose value is not the same for the same arguments: no key computed with them.
+_VOLATILE = {
+    "random",
+    "uuid",
+    "gen_random_uuid",
+    "uuidv4",
+    "uuidv7",
+    "nextval",
+    "setseed",
+    "now",
+    "today",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "get_current_time",
+    "get_current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "transaction_timestamp",
+}
+
+
+def _computed_keys(
+    tree: exp.Expr, wanted: list[str], alias: str, columns: set[str]
+) -> dict[str, str]:
+    """Those `wanted` key columns (lower-case) that a single grouping SELECT computes from
+    the changed input's columns alone and groups by (`date_trunc('day', ordered_at) AS
+    day ... GROUP BY 1`), each with its expression as DuckDB SQL over the input: an
+    output row of a key then comes only from input rows whose expression gives that key."""
+    if not isinstance(tree, exp.Select) or len(list(tree.find_all(exp.Select))) != 1:
+        return {}
+    group = tree.args.get("group")
+    if group is None or tree.find(exp.Window) is not None or tree.args.get("with"):
+        return {}
+    grouped = _grouped(tree, group)
+    found: dict[str, str] = {}
+    for item in tree.expressions:
+        name = item.alias_or_name.lower()
+        inner = item.unalias()
+        if name not in wanted or name in found or isinstance(inner, exp.Column):
+            continue
+        if inner.find(exp.AggFunc, exp.Window, exp.Subquery, exp.Select) is not None:
+            continue
+        used = list(inner.find_all(exp.Column))
+        if not used or not _plain(used, alias) or any(c.name.lower() not in columns for c in used):
+            continue
+        if any(_volatile(f) for f in inner.find_all(exp.Func)):
+            continue
+        by_name = name not in columns and any(
+            isinstance(g, exp.Column) and not g.table and g.name.lower() == name for g in grouped
+        )
+        if not by_name and not any(g == inner for g in grouped):
+            continue
+        bare = inner.copy()
+        for column in bare.find_all(exp.Column):
+            column.set("table", None)
+        found[name] = bare.sql(dialect="duckdb")
+    return found
+
+
+def _volatile(function: exp.Func) -> bool:
+    name = function.sql_name() if not isinstance(function, exp.Anonymous) else function.name
+    return name.lower() in _VOLATILE or isinstance(
+        function, (exp.Rand, exp.CurrentDate, exp.CurrentTime, exp.CurrentTimestamp)
+    )
 
 
 def _plain(expressions: Sequence[exp.Expr], alias: str) -> bool:
