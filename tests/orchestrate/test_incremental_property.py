@@ -28,6 +28,13 @@ MODELS = {
         "from silver.src where v > 2 group by grp",
         "grp",
     ),
+    # Rows of the dimension that some source row passes the filter for: a source row
+    # removed takes the group out only if no other row of it passes.
+    "filtered by another input": (
+        "select d.grp, d.label from silver.dim d\n"
+        "where d.grp in (select grp from silver.src where v > 3)",
+        "grp",
+    ),
     # Keyed by a value computed from each row (a day of a timestamp, in real life): an
     # update moves its row from one key to another.
     "aggregate per computed key": (

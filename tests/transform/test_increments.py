@@ -101,6 +101,59 @@ SCHEMAS = {
             "n",
             "full",
         ),
+        (
+            "select o.order_id, o.amount from silver.customers c "
+            "asof join bronze.orders o on o.customer_id = c.customer_id",
+            "order_id",
+            "full",
+        ),
+        (
+            "select o.order_id, c.country from bronze.orders o "
+            "asof join silver.customers c on o.customer_id = c.customer_id",
+            "order_id",
+            "rows",
+        ),
+        (
+            "select c.customer_id, c.country from silver.customers c "
+            "anti join bronze.orders o using (customer_id)",
+            "customer_id",
+            "full",
+        ),
+        (
+            "select c.customer_id from silver.customers c "
+            "where not exists (select 1 from bronze.orders o where o.customer_id = c.customer_id)",
+            "customer_id",
+            "full",
+        ),
+        (
+            "select c.customer_id from silver.customers c "
+            "where c.customer_id not in (select customer_id from bronze.orders)",
+            "customer_id",
+            "full",
+        ),
+        (
+            "select c.customer_id, c.country from silver.customers c "
+            "semi join bronze.orders o using (customer_id)",
+            "customer_id",
+            "rows",
+        ),
+        (
+            "select o.order_id from bronze.orders o positional join silver.customers c",
+            "order_id",
+            "full",
+        ),
+        (
+            "select distinct on (customer_id) customer_id, amount from bronze.orders "
+            "order by customer_id, updated_at desc",
+            "customer_id",
+            "keys",
+        ),
+        (
+            "select distinct on (customer_id) order_id, customer_id from bronze.orders "
+            "order by customer_id, updated_at desc",
+            "order_id",
+            "full",
+        ),
     ],
     ids=[
         "filter and expressions",
@@ -121,6 +174,15 @@ SCHEMAS = {
         "union",
         "key computed",
         "key is an aggregate",
+        "asof join picks from it",
+        "asof join picks for it",
+        "anti join",
+        "not exists",
+        "not in",
+        "semi join",
+        "positional join",
+        "distinct on the key",
+        "distinct on another column",
     ],
 )
 def test_increment_shape(sql: str, key: str, expected: str) -> None:

@@ -59,8 +59,11 @@ def read_increment(
     # over each batch of new rows on its own).
     schemas = {name: ws.table(name).schema().names for name in model.inputs}
     shapes = _shapes(model, changed, keys, schemas) if merge else {}
-    if any(shape.shape == "full" for shape in shapes.values()):
-        return Rebuild("its SQL combines rows across keys: rebuilt in full")
+    full = [str(name) for name, shape in shapes.items() if shape.shape == "full"]
+    if full:
+        return Rebuild(
+            f"its SQL reads {', '.join(full)} neither row by row nor by key: rebuilt in full"
+        )
     deltas: dict[TableName, Delta] = {}
     touched: dict[TableName, pa.Table] = {}
     for name in changed:
@@ -79,19 +82,24 @@ def read_increment(
             touched[name] = found
             continue
         delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
-        if delta is None and model.sql is not None and shapes.get(name) == Increment("rows"):
-            # An input without the model's key changed rows (a dimension): recompute the
-            # output rows its old and new rows give, from the input that holds the key.
+        # A removed row takes its output row with it only when the output's key comes
+        # from it (a customer's order gone leaves them a buyer if they have another).
+        by_row = model.sql is not None and shapes.get(name) == Increment("rows")
+        removes = delta is not None and delta.removed is not None
+        if by_row and (delta is None or (removes and not _source(model, name, schemas))):
+            # Recompute the output rows the input's old and new rows take part in, from
+            # the input that holds the key (for a dimension, or a filter).
             found = _keys_given(ws, model, name, (last[str(name)], now[str(name)]), schemas)
-            if found is not None:
-                source, affected = found
-                earlier = touched.get(source)
-                touched[source] = (
-                    affected
-                    if earlier is None
-                    else pa.concat_tables([earlier, affected.cast(earlier.schema)])
-                )
-                continue
+            if found is None:
+                return Rebuild()
+            source, affected = found
+            earlier = touched.get(source)
+            touched[source] = (
+                affected
+                if earlier is None
+                else pa.concat_tables([earlier, affected.cast(earlier.schema)])
+            )
+            continue
         if delta is None or (delta.removed is not None and not merge):
             return Rebuild()
         deltas[name] = delta
@@ -130,6 +138,13 @@ def read_increment(
     data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
     deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
     return Increase(data, deleted, list(touched.values()))
+
+
+def _source(model: Model, name: TableName, schemas: dict[TableName, list[str]]) -> bool:
+    """Whether the model copies its whole key from `name`, read row by row."""
+    assert model.sql is not None
+    keys = list(model.config.unique_key)
+    return key_source(model.sql, model.name, keys, schemas) == name
 
 
 def _keys_given(

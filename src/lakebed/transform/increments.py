@@ -144,14 +144,29 @@ def key_source(
 
 
 def _optional(tree: exp.Expr, read: exp.Table) -> bool:
-    """Whether the changed input may be missing from output rows (the outer side of an
-    outer join): such a row then comes from no row of it, and its changes cannot say
-    which output rows to recompute."""
+    """Whether output rows do not come from rows of the changed input one by one: it may
+    be missing from them (the outer side of an outer join), it takes rows away (the side
+    of an anti join, NOT EXISTS, NOT IN), the row it gives depends on its other rows (the
+    side an ASOF join picks from), or rows pair by position (POSITIONAL JOIN). Its changes
+    then cannot say which output rows to recompute."""
     for join in tree.find_all(exp.Join):
         side = (join.side or "").upper()
-        if side == "FULL" or side == "RIGHT" or (side == "LEFT" and join.this is read):
+        kind = (join.kind or "").upper()
+        method = (join.args.get("method") or "").upper()
+        if side == "FULL" or side == "RIGHT" or method == "POSITIONAL":
             return True
-    return False
+        if join.this is read and (side == "LEFT" or kind == "ANTI" or method == "ASOF"):
+            return True
+    return any(isinstance(node, exp.Not) for node in _ancestors(read))
+
+
+def _ancestors(node: exp.Expr) -> list[exp.Expr]:
+    found = []
+    parent = node.parent
+    while parent is not None:
+        found.append(parent)
+        parent = parent.parent
+    return found
 
 
 def _first_per_key(tree: exp.Expr, by: set[str], alias: str) -> list[tuple[str, str]]:
@@ -286,8 +301,8 @@ def _is_first(condition: exp.Expr, window: exp.Window, select: exp.Select) -> bo
 
 
 def _partitioned_by(tree: exp.Expr, candidates: set[str], alias: str) -> set[str]:
-    """The candidate columns that every window partitions by and every query that
-    aggregates groups by (columns of the changed input: unqualified or under its alias);
+    """The candidate columns that every window (and DISTINCT ON) partitions by and every
+    query that aggregates groups by (columns of the changed input: unqualified or under its alias);
     empty when a query aggregates without grouping."""
 
     def names(expressions: Sequence[exp.Expr]) -> set[str]:
@@ -300,6 +315,10 @@ def _partitioned_by(tree: exp.Expr, candidates: set[str], alias: str) -> set[str
     by = set(candidates)
     for window in tree.find_all(exp.Window):
         by &= names(window.args.get("partition_by") or [])
+    for distinct in tree.find_all(exp.Distinct):
+        on = distinct.args.get("on")
+        if on is not None:  # DISTINCT ON (x) keeps one row per x, as a window over x would
+            by &= names(on.expressions if isinstance(on, exp.Tuple) else [on])
     for select in tree.find_all(exp.Select):
         group = select.args.get("group")
         aggregates = [

@@ -319,9 +319,10 @@ def _increments(lh: PlanSource, model: Model) -> list[str]:
     if not full:
         return []
     return [
-        f"incremental, but it combines rows of {', '.join(full)} across keys: every run "
-        "rebuilds it in full (group and partition by its unique_key to recompute only the "
-        "keys a change touches)"
+        f"incremental, but its SQL reads {', '.join(full)} neither row by row nor by key "
+        "(rows combined across keys, an anti join, the optional side of an outer join): a "
+        "change there rebuilds it in full (group and partition by its unique_key to "
+        "recompute only the keys a change touches)"
     ]
 
 
