@@ -143,6 +143,30 @@ SCHEMAS = {
             "full",
         ),
         (
+            "select c.customer_id, exists (select 1 from bronze.orders o "
+            "where o.customer_id = c.customer_id) as buyer from silver.customers c",
+            "customer_id",
+            "full",
+        ),
+        (
+            "select c.customer_id, (select max(amount) from bronze.orders o "
+            "where o.customer_id = c.customer_id) as top from silver.customers c",
+            "customer_id",
+            "full",
+        ),
+        (
+            "select c.customer_id from silver.customers c where c.country = 'DE' and "
+            "(c.customer_id in (select customer_id from bronze.orders) or c.country is null)",
+            "customer_id",
+            "rows",
+        ),
+        (
+            "with o as (select * from bronze.orders where amount > 0) "
+            "select o.order_id, c.country from o join silver.customers c using (customer_id)",
+            "order_id",
+            "rows",
+        ),
+        (
             "select distinct on (customer_id) customer_id, amount from bronze.orders "
             "order by customer_id, updated_at desc",
             "customer_id",
@@ -181,6 +205,10 @@ SCHEMAS = {
         "not in",
         "semi join",
         "positional join",
+        "exists as a value",
+        "scalar subquery",
+        "in, within and/or",
+        "a cte",
         "distinct on the key",
         "distinct on another column",
     ],

@@ -145,10 +145,10 @@ def key_source(
 
 def _optional(tree: exp.Expr, read: exp.Table) -> bool:
     """Whether output rows do not come from rows of the changed input one by one: it may
-    be missing from them (the outer side of an outer join), it takes rows away (the side
-    of an anti join, NOT EXISTS, NOT IN), the row it gives depends on its other rows (the
-    side an ASOF join picks from), or rows pair by position (POSITIONAL JOIN). Its changes
-    then cannot say which output rows to recompute."""
+    be missing from them (the outer side of an outer join, a scalar subquery), it takes
+    rows away (the side of an anti join, NOT EXISTS, NOT IN), the row it gives depends on
+    its other rows (the side an ASOF join picks from), or rows pair by position
+    (POSITIONAL JOIN). Its changes then cannot say which output rows to recompute."""
     for join in tree.find_all(exp.Join):
         side = (join.side or "").upper()
         kind = (join.kind or "").upper()
@@ -157,16 +157,39 @@ def _optional(tree: exp.Expr, read: exp.Table) -> bool:
             return True
         if join.this is read and (side == "LEFT" or kind == "ANTI" or method == "ASOF"):
             return True
-    return any(isinstance(node, exp.Not) for node in _ancestors(read))
+    return _decides_values(read)
 
 
-def _ancestors(node: exp.Expr) -> list[exp.Expr]:
-    found = []
-    parent = node.parent
-    while parent is not None:
-        found.append(parent)
-        parent = parent.parent
-    return found
+# Where a query may sit and still be read as a table.
+_TABLE_LIKE = (exp.From, exp.Join, exp.CTE, exp.Subquery, exp.Lateral, exp.SetOperation)
+
+
+def _decides_values(read: exp.Table) -> bool:
+    """Whether the changed input is read in a subquery that is not a filter keeping rows
+    (`EXISTS` / `IN` joined by AND/OR in a WHERE): a scalar subquery gives a value also
+    to rows it finds nothing for, and NOT EXISTS / NOT IN / a CASE on EXISTS change rows
+    its new rows do not give."""
+    node: exp.Expr = read
+    while node.parent is not None:
+        parent = node.parent
+        if isinstance(node, (exp.Select, exp.Subquery)):
+            if isinstance(parent, exp.Exists) or (
+                isinstance(parent, exp.In) and node.arg_key == "query"
+            ):
+                if not _keeps_rows(parent):
+                    return True
+            elif not isinstance(parent, _TABLE_LIKE):
+                return True
+        node = parent
+    return False
+
+
+def _keeps_rows(condition: exp.Expr) -> bool:
+    """Whether `condition` is part of a WHERE that rows must pass, through AND/OR alone."""
+    node = condition
+    while isinstance(node.parent, (exp.And, exp.Or, exp.Paren)):
+        node = node.parent
+    return isinstance(node.parent, exp.Where)
 
 
 def _first_per_key(tree: exp.Expr, by: set[str], alias: str) -> list[tuple[str, str]]:
