@@ -167,6 +167,12 @@ SCHEMAS = {
             "rows",
         ),
         (
+            "with o as (select * from bronze.orders), p as (select * from o where amount > 0) "
+            "select a.order_id, b.amount from p a join o b on a.customer_id = b.order_id",
+            "order_id",
+            "full",
+        ),
+        (
             "select distinct on (customer_id) customer_id, amount from bronze.orders "
             "order by customer_id, updated_at desc",
             "customer_id",
@@ -209,6 +215,7 @@ SCHEMAS = {
         "scalar subquery",
         "in, within and/or",
         "a cte",
+        "a cte joined to another over the same input",
         "distinct on the key",
         "distinct on another column",
     ],

@@ -94,7 +94,9 @@ def _shape(
     tree = sqlglot.parse_one(sql, read="duckdb")
     target = TableName.parse(changed)
     reads = [t for t in tree.find_all(exp.Table) if table_name_of(t) == target]
-    if len(reads) != 1 or tree.find(*_WHOLE_RESULT) is not None or _optional(tree, reads[0]):
+    if len(reads) != 1 or _uses(tree, target) != 1:
+        return Increment("full")
+    if tree.find(*_WHOLE_RESULT) is not None or _optional(tree, reads[0]):
         return Increment("full")
     if tree.find(*_ACROSS_ROWS) is None:
         return Increment("rows")
@@ -117,6 +119,31 @@ def _shape(
         if _copied(sql, output, target, ordering, schemas) == set(ordering):
             return Increment("latest", by, tuple(order))
     return Increment("keys", by)
+
+
+def _uses(tree: exp.Expr, target: TableName) -> int:
+    """How many times the query reads `target`'s rows: once per reference to it, or to a
+    CTE over it (a CTE joined to itself reads them twice)."""
+    ctes = {cte.alias_or_name.lower(): cte for cte in tree.find_all(exp.CTE)}
+    if len(ctes) != len(list(tree.find_all(exp.CTE))):
+        return -1  # a name defined twice: not worth telling apart
+
+    def weight(table: exp.Table, uses: dict[str, int]) -> int:
+        if table_name_of(table) == target:
+            return 1
+        return 0 if table.db else uses.get(table.name.lower(), 0)
+
+    uses: dict[str, int] = {}
+    for _ in range(len(ctes) + 1):  # a CTE reads only those defined before it
+        uses = {
+            name: sum(
+                weight(t, uses) for t in cte.find_all(exp.Table) if t.find_ancestor(exp.CTE) is cte
+            )
+            for name, cte in ctes.items()
+        }
+    return sum(
+        weight(t, uses) for t in tree.find_all(exp.Table) if t.find_ancestor(exp.CTE) is None
+    )
 
 
 def key_source(
@@ -259,6 +286,9 @@ def _computed_keys(
     group = tree.args.get("group")
     if group is None or tree.find(exp.Window) is not None or tree.args.get("with"):
         return {}
+    distinct = tree.args.get("distinct")
+    if distinct is not None and distinct.args.get("on") is not None:
+        return {}  # one row per other values, across the groups
     grouped = _grouped(tree, group)
     found: dict[str, str] = {}
     for item in tree.expressions:
