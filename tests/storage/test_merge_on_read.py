@@ -328,3 +328,40 @@ def test_vectors_carried_by_a_checkpoint_are_replaced_right(lh: Lakehouse, order
     for seen in every_reader(reopened, reopened.table("silver.orders")):
         assert len(seen) == 1000
         assert (seen[1][1], seen[2][1], seen[3][1]) == ("b1", "c2", "c3")
+
+
+def test_a_lookup_of_the_rows_a_merge_replaces_is_used_only_at_its_version(
+    lh: Lakehouse, orders: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merge given the rows of its keys found before (at the version it merges into)
+    does not scan for them again, and ends as one without; a lookup from an older version
+    is not trusted."""
+    from lakebed.storage import merge_on_read
+
+    wanted = pa.table({"id": pa.array([1, 2, 3, 2000], pa.int64())})
+    looked_up = orders.lookup(wanted, ["id"])
+    assert looked_up is not None
+    assert sorted(looked_up.rows().column("id").to_pylist()) == [1, 2, 3]
+    scans: list[int] = []
+    real = merge_on_read._matches
+    monkeypatch.setattr(merge_on_read, "_matches", lambda *a, **k: scans.append(1) or real(*a, **k))
+    version = orders.merge(rows([1, 2, 2000], "b"), ["id"], looked_up=looked_up).version
+    assert scans == []  # the lookup's rows were used
+    changes = orders.changes(version, version)
+    assert changes is not None
+    assert sorted(
+        (r["_change_type"], r["id"]) for r in changes.select(["_change_type", "id"]).to_pylist()
+    ) == [
+        ("insert", 2000),
+        ("update_postimage", 1),
+        ("update_postimage", 2),
+        ("update_preimage", 1),
+        ("update_preimage", 2),
+    ]
+    expected = as_dict(rows(list(range(1000)), "a")) | as_dict(rows([1, 2, 2000], "b"))
+    assert all(found == expected for found in every_reader(lh, orders))
+    # Stale now: the next merge scans, and replaces the rows as they are now.
+    orders.merge(rows([1], "c"), ["id"], looked_up=looked_up)
+    assert scans == [1]
+    assert as_dict(orders.read())[1] == as_dict(rows([1], "c"))[1]
+    assert orders.read().num_rows == 1001

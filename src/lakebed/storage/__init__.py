@@ -1,5 +1,6 @@
 """Delta Lake tables in bronze/silver/gold/quarantine layers (delta-rs)."""
 
+from lakebed.storage.merge_on_read import KeyLookup
 from lakebed.storage.naming import CDF_LAYERS, LAYERS, TableName
 from lakebed.storage.properties import TABLE_PROPERTIES, property_problems
 from lakebed.storage.schema import columns_of, normalise, reconcile, to_arrow
@@ -14,6 +15,7 @@ __all__ = [
     "TABLE_PROPERTIES",
     "AsOf",
     "DeltaStore",
+    "KeyLookup",
     "Snapshot",
     "Table",
     "TableName",

@@ -97,6 +97,42 @@ class _Plan:
     rows_copied: int = 0  # by rewrites of files that lost many rows
 
 
+@dataclass(frozen=True)
+class KeyLookup:
+    """The live rows of given keys in one version of a table, found where they lie (file
+    and row), whole: what a merge of those keys (or fewer) at that version reads first."""
+
+    version: int
+    keys: tuple[str, ...]
+    wanted: pa.Table  # the distinct keys looked for
+    paths: tuple[str, ...]  # the files that may hold them
+    found: pa.Table  # their rows, with the file (into `paths`) and row of each
+
+    def rows(self) -> pa.Table:
+        """The rows found, in the table's columns."""
+        return self.found.drop_columns([_FILE, _ROW])
+
+
+def lookup(table: Table, wanted: pa.Table, keys: list[str]) -> KeyLookup | None:
+    """The live rows of `wanted`'s keys (distinct) in the table's latest version, for
+    a merge on `keys` to use; None when merges of the table do not take this path."""
+    if "://" in table.path or table.partition_by or not _writable(table.delta()):
+        return None
+    snapshot = table.snapshot()
+    if any(name in snapshot.schema.names for name in _RESERVED):
+        return None
+    try:
+        key_schema = pa.schema([snapshot.schema.field(k) for k in keys])
+        wanted = wanted.select(keys).cast(key_schema)
+    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # keys the table does not hold as such: the merge finds its own
+    indexes = _candidates(snapshot, wanted, keys) if wanted.num_rows else []
+    paths = [snapshot.paths[i] for i in indexes]
+    schema = snapshot.schema
+    found = _matches(snapshot, paths, wanted, keys, schema) if paths else _empty(schema)
+    return KeyLookup(snapshot.version, tuple(keys), wanted, tuple(paths), found)
+
+
 def merge_on_read(
     table: Table,
     source: pa.Table,
@@ -104,9 +140,12 @@ def merge_on_read(
     delete_keys: pa.Table | None,
     app_transaction: tuple[str, int] | None,
     metadata: dict[str, Any] | None,
+    looked_up: KeyLookup | None = None,
 ) -> WriteResult | None:
     """Upsert `source` by `keys` (and delete `delete_keys`) with deletion vectors, in one
-    commit; None when the table or the merge does not qualify (see the module docstring)."""
+    commit; None when the table or the merge does not qualify (see the module docstring).
+    `looked_up` saves finding the rows again when it holds every key of the merge at the
+    version it plans against."""
     if "://" in table.path:
         return None
     for tries in range(COMMIT_RETRIES):
@@ -114,7 +153,7 @@ def merge_on_read(
         if not _writable(dt) or table.partition_by:
             return None
         table._commit_properties(app_transaction, metadata)  # refuses a repeated transaction
-        plan = _plan(table, source, keys, delete_keys)
+        plan = _plan(table, source, keys, delete_keys, looked_up)
         if plan is None:
             return None
         try:
@@ -232,6 +271,7 @@ def _plan(
     source: pa.Table,
     keys: list[str],
     delete_keys: pa.Table | None,
+    looked_up: KeyLookup | None = None,
 ) -> _Plan | None:
     snapshot = table.snapshot()
     schema = snapshot.schema
@@ -249,7 +289,10 @@ def _plan(
         wanted = pa.table({keys[0]: pc.unique(wanted.column(keys[0]))})
     else:
         wanted = wanted.group_by(keys).aggregate([]).select(keys)
-    indexes = _candidates(snapshot, wanted, keys) if wanted.num_rows else []
+    indexes = _covered(looked_up, snapshot, wanted, keys)
+    usable = indexes is not None
+    if indexes is None:
+        indexes = _candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     plan = _Plan(version=snapshot.version, table_id=snapshot.table_id, predicate=predicate)
@@ -260,7 +303,15 @@ def _plan(
         new_file = pool.submit(_data_file, table, source) if source.num_rows else None
         try:
             read = schema if feed else key_schema
-            matched = _matches(snapshot, paths, wanted, keys, read) if paths else _empty(read)
+            if looked_up is not None and usable:  # the lookup's rows, of the merge's keys
+                found = looked_up.found
+                wanted_keys = key_strings(wanted, keys)
+                matched = found.filter(pc.is_in(key_strings(found, keys), wanted_keys))
+                matched = matched.select([_FILE, _ROW, *read.names])
+            elif paths:
+                matched = _matches(snapshot, paths, wanted, keys, read)
+            else:
+                matched = _empty(read)
         except BaseException:
             if new_file is not None and new_file.exception() is None:
                 _remove_quietly(new_file.result()[0])
@@ -298,6 +349,24 @@ def _plan(
         "num_deletion_vectors_added": plan.vectors_added,
     }
     return plan
+
+
+def _covered(
+    looked_up: KeyLookup | None, snapshot: Snapshot, wanted: pa.Table, keys: list[str]
+) -> list[int] | None:
+    """The snapshot's indexes of the lookup's files when it holds the rows of every
+    `wanted` key at the snapshot's version; None when it does not."""
+    if looked_up is None or looked_up.version != snapshot.version:
+        return None
+    if looked_up.keys != tuple(keys) or looked_up.found.schema.names[2:] != snapshot.schema.names:
+        return None
+    searched = key_strings(looked_up.wanted, keys)
+    if pc.all(pc.is_in(key_strings(wanted, keys), searched)).as_py() is False:
+        return None
+    index_of = {path: i for i, path in enumerate(snapshot.paths)}
+    if any(path not in index_of for path in looked_up.paths):
+        return None
+    return [index_of[path] for path in looked_up.paths]
 
 
 def _discard(plan: _Plan) -> None:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakebed.errors import SchemaMismatchError
-from lakebed.storage.merge_on_read import merge_on_read
+from lakebed.storage.merge_on_read import KeyLookup, merge_on_read
 from lakebed.storage.schema import reconcile
 from lakebed.storage.table_support import WRITER_PROPERTIES, key_strings
 
@@ -118,6 +118,7 @@ def upsert(
     delete_keys: pa.Table | None,
     app_transaction: tuple[str, int] | None,
     metadata: dict[str, Any] | None,
+    looked_up: KeyLookup | None = None,
 ) -> WriteResult:
     """See `Table.merge`: with deletion vectors where the table allows (`merge_on_read`),
     else with delta-rs."""
@@ -155,7 +156,9 @@ def upsert(
         and not delete_unmatched_target
     ):
         with table._errors("merge"):
-            done = merge_on_read(table, source, key_list, delete_keys, app_transaction, metadata)
+            done = merge_on_read(
+                table, source, key_list, delete_keys, app_transaction, metadata, looked_up
+            )
         if done is not None:
             return done
     merge_schema = table._evolve(source, fitted.new_columns)

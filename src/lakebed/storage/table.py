@@ -33,8 +33,16 @@ from lakebed.errors import (
     TableNotFoundError,
     VersionNotFoundError,
 )
-from lakebed.storage import changes, deletion_vectors, merges, parallel_write, streams
+from lakebed.storage import (
+    changes,
+    deletion_vectors,
+    merge_on_read,
+    merges,
+    parallel_write,
+    streams,
+)
 from lakebed.storage.files import read_files
+from lakebed.storage.merge_on_read import KeyLookup
 from lakebed.storage.naming import TableName
 from lakebed.storage.properties import check_properties
 from lakebed.storage.schema import normalise, reconcile, to_arrow
@@ -529,6 +537,7 @@ class Table:
         delete_keys: pa.Table | None = None,
         app_transaction: tuple[str, int] | None = None,
         metadata: dict[str, Any] | None = None,
+        looked_up: KeyLookup | None = None,
     ) -> WriteResult:
         """Upsert by key columns: matched rows are updated, new keys inserted.
 
@@ -537,7 +546,8 @@ class Table:
         Duplicate keys in `data` are an error: which row would win is undefined.
 
         On a local table with `delta.enableDeletionVectors`, an upsert marks the rows it
-        replaces in deletion vectors instead of rewriting their files (`merge_on_read`).
+        replaces in deletion vectors instead of rewriting their files (`merge_on_read`);
+        `looked_up` (from `lookup`, at the version merged into) saves finding them again.
         """
         key_list = [keys] if isinstance(keys, str) else list(keys)
         return merges.upsert(
@@ -551,7 +561,13 @@ class Table:
             delete_keys=delete_keys,
             app_transaction=app_transaction,
             metadata=metadata,
+            looked_up=looked_up,
         )
+
+    def lookup(self, wanted: pa.Table, keys: list[str]) -> KeyLookup | None:
+        """The live rows of `wanted`'s keys, found where they lie, for a merge on `keys`
+        at this version to use (None when its merges do not mark rows in place)."""
+        return merge_on_read.lookup(self, wanted, keys)
 
     def apply_history(
         self,

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from lakebed.storage import Table, TableName, last_per_key
+from lakebed.storage import KeyLookup, Table, TableName, last_per_key
 
 if TYPE_CHECKING:
     from lakebed.transform.materialize import Workspace
@@ -131,18 +131,22 @@ def newer_rows(
     found: pa.Table,
     keys: list[str],
     order: Sequence[tuple[str, str]],
-) -> pa.Table:
+) -> tuple[pa.Table, KeyLookup | None]:
     """Those of `found` (at most one row per key) that come before the model's current row
     of their key by `order` (its columns, and ORDER BY items over them), or whose key it
     does not hold yet: what a full rebuild would keep of them. A tie keeps the current
-    row."""
+    row. With them, the lookup of the current rows, which the merge can use again."""
     if found.num_rows == 0:
-        return found
+        return found, None
     index = "__lakebed_index"
     wanted = found.select(keys).group_by(keys).aggregate([]).select(keys)
     named = {c.lower() for c, _ in order}
     columns = list(dict.fromkeys(keys + [c for c in found.column_names if c.lower() in named]))
-    current = rows_of_keys(ws, model, None, wanted, columns)
+    looked_up = ws.table(model).lookup(wanted, keys)
+    if looked_up is not None:
+        current = looked_up.rows().select(columns)
+    else:
+        current = rows_of_keys(ws, model, None, wanted, columns)
     numbered = found.select(columns).append_column(index, pa.array(range(found.num_rows)))
     partition = ", ".join(f'"{k}"' for k in keys)
     # The current row numbers NULL, and NULLS FIRST puts it first among equals.
@@ -154,4 +158,4 @@ def newer_rows(
     )
     relations = {"__lakebed_found": numbered, "__lakebed_current": current}
     kept = ws.sql(query, relations=relations).arrow().column(index)
-    return found.take(pc.take(kept, pc.sort_indices(kept)))  # in their order in `found`
+    return found.take(pc.take(kept, pc.sort_indices(kept))), looked_up  # in `found`'s order

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from lakebed.storage import TableName
+from lakebed.storage import KeyLookup, TableName
 from lakebed.transform.changes import (
     Delta,
     changed_rows,
@@ -36,6 +36,7 @@ class Increase:
     data: pa.Table
     deleted_keys: pa.Table | None
     recomputed: list[pa.Table] = field(default_factory=list)
+    looked_up: KeyLookup | None = None  # the model's rows a merge of `data` replaces
 
 
 @dataclass
@@ -105,6 +106,7 @@ def read_increment(
         deltas[name] = delta
     outputs: list[pa.Table] = []
     removed: list[pa.Table] = []
+    looked_up = None
     for name, values in touched.items():
         # Every row of the keys the changes touch: the model aggregates within them.
         computed = shapes[name].computed if name in shapes else ()
@@ -127,7 +129,7 @@ def read_increment(
             found = ws.sql(sql, relations={relation: delta.upserts}).arrow()
             if name in shapes and shapes[name].shape == "latest":
                 # A key's first row is its current row or the new rows' first.
-                found = newer_rows(ws, model.name, found, keys, shapes[name].order)
+                found, looked_up = newer_rows(ws, model.name, found, keys, shapes[name].order)
             outputs.append(found)
         else:
             frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
@@ -137,7 +139,7 @@ def read_increment(
             removed.append(delta.removed)
     data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
     deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
-    return Increase(data, deleted, list(touched.values()))
+    return Increase(data, deleted, list(touched.values()), looked_up)
 
 
 def _source(model: Model, name: TableName, schemas: dict[TableName, list[str]]) -> bool:

@@ -21,7 +21,7 @@ import pyarrow as pa
 from lakebed.errors import ModelError, QueryError, TransformError
 from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
-from lakebed.storage import Table, TableName, WriteResult, last_per_key
+from lakebed.storage import KeyLookup, Table, TableName, WriteResult, last_per_key
 from lakebed.transform.definition import Model
 from lakebed.transform.execute import run_python
 from lakebed.transform.fingerprints import (
@@ -66,6 +66,7 @@ class Computed:
     # Key values an increment computed again from all their rows (per input): what the
     # model's checks dropped of them before is dropped again, not kept twice.
     recomputed: list[pa.Table] = field(default_factory=list)
+    looked_up: KeyLookup | None = None  # the rows its merge replaces, if already found
 
 
 def app_id(model: Model) -> str:
@@ -349,6 +350,7 @@ def _compute(
         return rebuilt
     computed = Computed(model, "incremental", found.data, now, deleted_keys=found.deleted_keys)
     computed.recomputed = found.recomputed
+    computed.looked_up = found.looked_up
     return computed
 
 
@@ -460,5 +462,6 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
             delete_keys=computed.deleted_keys,
             app_transaction=txn,
             metadata=metadata,
+            looked_up=computed.looked_up,
         )
     return table.append(data, allow_missing_columns=True, app_transaction=txn, metadata=metadata)
