@@ -184,6 +184,32 @@ def test_merge_on_a_composite_key(orders: Table) -> None:
     assert [r for r in content(orders) if r[0] == 1] == [(1, "a", 11.0), (1, "b", 12.0)]
 
 
+@pytest.mark.parametrize("vectors", [False, True], ids=["copy-on-write", "deletion vectors"])
+def test_a_null_key_is_merged_as_a_key(lh: Lakehouse, vectors: bool) -> None:
+    """A NULL key matches a NULL key, as GROUP BY and PARTITION BY group them: an upsert
+    replaces the row, a delete of the key removes it (no second row for the same key)."""
+    properties = {"delta.enableDeletionVectors": "true"} if vectors else None
+
+    def held(table: Table) -> list[tuple[object, ...]]:
+        data = table.read().to_pylist()
+        return sorted(((r["id"] is None, r["id"], r["p"], r["amount"]) for r in data), key=str)
+
+    table = lh.create_table("silver.totals", SCHEMA, properties=properties)
+    table.append(rows((None, "a", 1.0), (1, "a", 10.0)))
+    table.merge(rows((None, "a", 2.0), (2, "b", 20.0)), keys=["id"])
+    assert held(table) == sorted(
+        [(False, 1, "a", 10.0), (False, 2, "b", 20.0), (True, None, "a", 2.0)], key=str
+    )
+    table.merge(
+        rows((3, "c", 30.0)),
+        keys=["id"],
+        delete_keys=pa.table({"id": pa.array([None], pa.int64())}),
+    )
+    assert held(table) == sorted(
+        [(False, 1, "a", 10.0), (False, 2, "b", 20.0), (False, 3, "c", 30.0)], key=str
+    )
+
+
 def test_merge_rejects_duplicate_source_keys(orders: Table) -> None:
     with pytest.raises(SchemaMismatchError) as info:
         orders.merge(rows((5, "c", 1.0), (5, "c", 2.0), (6, "c", 3.0)), keys=["id"])

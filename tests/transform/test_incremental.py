@@ -119,3 +119,30 @@ def test_a_key_computed_from_the_input_recomputes_only_the_keys_changes_touch(
     # Jan 2 lost its only order (deleted), Jan 3 and Feb 1 are new: Jan 1 is not touched.
     assert (node.mode, node.rows) == ("incremental", 2)
     _equals_full_rebuild(lh, "gold.daily", sql)
+
+
+def test_a_null_key_is_one_key_across_increments(lh: Lakehouse) -> None:
+    """Orders without a customer make one row of a per-customer total, as GROUP BY makes
+    it; an increment that touches it replaces that row rather than adding another."""
+    lh.table("silver.orders").append(
+        {
+            "order_id": [13],
+            "customer_id": [None],
+            "amount": [2.0],
+            "ordered_at": [datetime(2026, 2, 1)],
+        }
+    )
+    sql = "select customer_id, sum(amount) as total from silver.orders group by customer_id"
+    write_model(lh.root, "gold.totals", sql, MERGED.format(key="customer_id"))
+    lh.run()
+    lh.table("silver.orders").append(
+        {
+            "order_id": [14],
+            "customer_id": [None],
+            "amount": [5.0],
+            "ordered_at": [datetime(2026, 2, 2)],
+        }
+    )
+    assert lh.run().nodes[0].mode == "incremental"
+    _equals_full_rebuild(lh, "gold.totals", sql)
+    assert lh.sql("select total from gold.totals where customer_id is null").rows() == [(7.0,)]

@@ -197,6 +197,10 @@ def _candidates(snapshot: Snapshot, wanted: pa.Table, keys: list[str]) -> list[i
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return everything  # unsigned keys beyond int64
     unknown = pc.or_(pc.is_null(low), pc.is_null(high)).to_numpy(zero_copy_only=False)
+    nulls = snapshot.stat("null_count", first)
+    if wanted.column(first).null_count:  # a NULL key is a key too: files that hold one
+        held = pc.fill_null(pc.greater(nulls, 0), True) if nulls is not None else None
+        unknown = unknown | (held.to_numpy(zero_copy_only=False) if held is not None else True)
     starts = np.searchsorted(values, lows, side="left")
     ends = np.searchsorted(values, highs, side="right")
     return [i for i in everything if unknown[i] or ends[i] > starts[i]]
@@ -209,7 +213,7 @@ def _matches(
     `paths`) and row position, in `schema`: whole rows (the change feed's pre-images), or
     only their keys (decoding every column of every file costs several times more)."""
     quoted = [f'"{k}"' for k in keys]
-    on = " AND ".join(f"__scan.{q} = __wanted.{q}" for q in quoted)
+    on = " AND ".join(f"(__scan.{q} IS NOT DISTINCT FROM __wanted.{q})" for q in quoted)
     files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
     scanned = ", ".join(quoted) if schema.names == keys else "*"
     query = (
@@ -294,7 +298,7 @@ def _plan(
     if indexes is None:
         indexes = _candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
-    predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+    predicate = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in keys)
     plan = _Plan(version=snapshot.version, table_id=snapshot.table_id, predicate=predicate)
     plan.deleted = dict(snapshot.deleted)
     feed = snapshot.properties.get("delta.enableChangeDataFeed") == "true"

@@ -163,7 +163,8 @@ def upsert(
             return done
     merge_schema = table._evolve(source, fitted.new_columns)
     dt = table.delta()
-    predicate = " AND ".join(f't."{k}" = s."{k}"' for k in key_list)
+    # A NULL key is a key like any other value (as GROUP BY and PARTITION BY see it).
+    predicate = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in key_list)
     if delete_keys is not None and delete_keys.num_rows:
         return merge_with_deletes(
             table, source, key_list, delete_keys, predicate, app_transaction, metadata

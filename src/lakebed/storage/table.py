@@ -543,7 +543,8 @@ class Table:
 
         `delete_unmatched_target` also deletes target rows whose key is absent from `data`
         (a full sync); `delete_keys` (key columns only) deletes those keys in the same commit.
-        Duplicate keys in `data` are an error: which row would win is undefined.
+        Duplicate keys in `data` are an error: which row would win is undefined. A NULL key
+        matches a NULL key (as GROUP BY groups them).
 
         On a local table with `delta.enableDeletionVectors`, an upsert marks the rows it
         replaces in deletion vectors instead of rewriting their files (`merge_on_read`);
