@@ -146,3 +146,43 @@ def test_a_null_key_is_one_key_across_increments(lh: Lakehouse) -> None:
     assert lh.run().nodes[0].mode == "incremental"
     _equals_full_rebuild(lh, "gold.totals", sql)
     assert lh.sql("select total from gold.totals where customer_id is null").rows() == [(7.0,)]
+
+
+def test_a_python_model_rebuilds_when_an_input_without_its_key_changes(lh: Lakehouse) -> None:
+    """The function may combine a dimension's rows in any way (here: how many customers
+    there are), so only a full rebuild is exact when the dimension changes."""
+    folder = lh.root / "models" / "gold"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shares.py").write_text(
+        "import pyarrow as pa\n"
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders', 'silver.customers'], materialized='incremental',\n"
+        "       unique_key='order_id')\n"
+        "def shares(orders, customers):\n"
+        "    n = customers.num_rows\n"
+        "    amounts = orders.column('amount').to_pylist()\n"
+        "    return pa.table({'order_id': orders.column('order_id'),\n"
+        "                     'per_customer': [a / n for a in amounts]})\n"
+    )
+    assert lh.run().nodes[0].mode == "full"
+    lh.table("silver.customers").append({"customer_id": [4], "name": ["d"]})
+    node = lh.run().nodes[0]
+    assert node.mode == "full"
+    assert node.reason == (
+        "its function reads silver.customers, which does not hold its key: rebuilt in full"
+    )
+    assert lh.sql("select * from gold.shares order by 1").rows() == [
+        (10, 1.25),
+        (11, 1.75),
+        (12, 0.25),
+    ]
+    lh.table("silver.orders").append(
+        {
+            "order_id": [13],
+            "customer_id": [3],
+            "amount": [8.0],
+            "ordered_at": [datetime(2026, 2, 1)],
+        }
+    )
+    assert lh.run().nodes[0].mode == "incremental"  # the input holding the key: by key
+    assert lh.sql("select * from gold.shares where order_id = 13").rows() == [(13, 2.0)]

@@ -60,11 +60,11 @@ def read_increment(
     # over each batch of new rows on its own).
     schemas = {name: ws.table(name).schema().names for name in model.inputs}
     shapes = _shapes(model, changed, keys, schemas) if merge else {}
-    full = [str(name) for name, shape in shapes.items() if shape.shape == "full"]
+    full = ", ".join(str(name) for name, shape in shapes.items() if shape.shape == "full")
+    if full and model.sql is None:
+        return Rebuild(f"its function reads {full}, which does not hold its key: rebuilt in full")
     if full:
-        return Rebuild(
-            f"its SQL reads {', '.join(full)} neither row by row nor by key: rebuilt in full"
-        )
+        return Rebuild(f"its SQL reads {full} neither row by row nor by key: rebuilt in full")
     deltas: dict[TableName, Delta] = {}
     touched: dict[TableName, pa.Table] = {}
     for name in changed:
@@ -188,13 +188,13 @@ def _shapes(
 ) -> dict[TableName, Increment]:
     """How the model must read each changed input (`increments.increment_shape`). A Python
     function cannot be read: it gets every row of the keys a change touches when the input
-    holds the model's key (exact whether it works row by row or per key), else the changed
-    rows."""
+    holds the model's key (exact whether it works row by row or per key); a change to an
+    input without the key (which the function may combine in any way) rebuilds it."""
     if model.sql is None:
         return {
             name: Increment("keys", tuple(keys))
             if keys and set(keys) <= set(schemas[name])
-            else Increment("rows")
+            else Increment("full")
             for name in changed
         }
     return {name: increment_shape(model.sql, model.name, name, keys, schemas) for name in changed}
