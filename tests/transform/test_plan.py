@@ -184,6 +184,23 @@ def test_an_incremental_model_that_cannot_be_exact_by_keys_says_so(lh: Lakehouse
     assert not any("nor by key" in note for note in plan(lh)["gold.running"].details())
 
 
+def test_a_python_model_reading_an_input_without_its_key_says_it_rebuilds(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    folder = lh.root / "models" / "gold"
+    (folder / "scaled.py").write_text(
+        "from lakebed.transform import model\n\n"
+        "@model(inputs=['silver.orders', 'gold.revenue'], materialized='incremental',\n"
+        "       unique_key='id')\n"
+        "def scaled(orders, revenue):\n"
+        "    return orders\n"
+    )
+    notes = plan(lh)["gold.scaled"].details()
+    assert (
+        "incremental, but its function reads gold.revenue without its key: a change there "
+        "rebuilds it in full"
+    ) in notes, notes
+
+
 def test_a_python_model_changes_with_its_helpers_not_its_comments(lh: Lakehouse) -> None:
     source = (
         "import pyarrow as pa\n"

@@ -302,15 +302,22 @@ def _status(
 
 
 def _increments(lh: PlanSource, model: Model) -> list[str]:
-    """A merged SQL model whose increments cannot be exact from the rows of the keys they
-    touch: every run rebuilds it in full, which its author will want to know."""
+    """A merged model whose increments cannot be exact from the rows of the keys they
+    touch: a change to such an input rebuilds it in full, which its author will want to
+    know."""
     config = model.config
     merged = config.materialized == "incremental" and config.incremental_strategy == "merge"
-    if not merged or model.sql is None:
-        return []
-    if not all(lh.storage.exists(table) for table in model.inputs):
+    if not merged or not all(lh.storage.exists(table) for table in model.inputs):
         return []
     schemas = {table: lh.table(table).schema().names for table in model.inputs}
+    if model.sql is None:
+        keyless = [str(t) for t in model.inputs if not set(config.unique_key) <= set(schemas[t])]
+        if not keyless:
+            return []
+        return [
+            f"incremental, but its function reads {', '.join(keyless)} without its key: a "
+            "change there rebuilds it in full"
+        ]
     full = [
         str(table)
         for table in model.inputs
