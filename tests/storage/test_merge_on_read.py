@@ -343,8 +343,8 @@ def test_a_lookup_of_the_rows_a_merge_replaces_is_used_only_at_its_version(
     assert looked_up is not None
     assert sorted(looked_up.rows().column("id").to_pylist()) == [1, 2, 3]
     scans: list[int] = []
-    real = merge_on_read._matches
-    monkeypatch.setattr(merge_on_read, "_matches", lambda *a, **k: scans.append(1) or real(*a, **k))
+    real = merge_on_read.matches
+    monkeypatch.setattr(merge_on_read, "matches", lambda *a, **k: scans.append(1) or real(*a, **k))
     version = orders.merge(rows([1, 2, 2000], "b"), ["id"], looked_up=looked_up).version
     assert scans == []  # the lookup's rows were used
     changes = orders.changes(version, version)

@@ -1,6 +1,6 @@
 """Delta Lake tables in bronze/silver/gold/quarantine layers (delta-rs)."""
 
-from lakebed.storage.merge_on_read import KeyLookup
+from lakebed.storage.key_rows import KeyLookup
 from lakebed.storage.naming import CDF_LAYERS, LAYERS, TableName
 from lakebed.storage.properties import TABLE_PROPERTIES, property_problems
 from lakebed.storage.schema import columns_of, normalise, reconcile, to_arrow

@@ -21,14 +21,12 @@ import contextlib
 import json
 import os
 import random
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,6 +37,16 @@ from lakebed.errors import ConcurrentWriteError, StorageError
 from lakebed.storage import deletion_vectors
 from lakebed.storage.file_stats import stats_from_actions, stats_json
 from lakebed.storage.files import read_files
+from lakebed.storage.key_rows import (
+    FILE,
+    RESERVED,
+    ROW,
+    KeyLookup,
+    candidates,
+    covered,
+    empty,
+    matches,
+)
 from lakebed.storage.parallel_write import known_protocol, write_file
 from lakebed.storage.snapshot import Snapshot
 from lakebed.storage.table_support import key_strings, parquet_options
@@ -51,12 +59,6 @@ COMMIT_RETRIES = 8
 # A file whose deletion vector would cover more than this share of its rows is rewritten
 # without them instead (keeps vectors, which the log repeats, and scans small).
 REWRITE_SHARE = 0.2
-# DuckDB's virtual columns of a parquet scan: a table column of these names would hide them.
-_RESERVED = ("file_index", "file_row_number", "filename")
-_FILE, _ROW = "__lakebed_file", "__lakebed_row"
-
-_duckdb_lock = threading.Lock()
-_duckdb: duckdb.DuckDBPyConnection | None = None
 
 
 class _ConflictError(Exception):
@@ -65,17 +67,6 @@ class _ConflictError(Exception):
 
 class _NoAtomicCommitError(Exception):
     """The file system cannot create the commit file atomically (no hard links)."""
-
-
-def _connection() -> duckdb.DuckDBPyConnection:
-    """The DuckDB database merges scan their tables with (one per process)."""
-    global _duckdb
-    with _duckdb_lock:
-        if _duckdb is None:
-            _duckdb = duckdb.connect(":memory:")
-            _duckdb.execute("SET TimeZone = 'UTC'")
-            _duckdb.execute("SET enable_progress_bar = false")
-        return _duckdb
 
 
 @dataclass
@@ -97,39 +88,23 @@ class _Plan:
     rows_copied: int = 0  # by rewrites of files that lost many rows
 
 
-@dataclass(frozen=True)
-class KeyLookup:
-    """The live rows of given keys in one version of a table, found where they lie (file
-    and row), whole: what a merge of those keys (or fewer) at that version reads first."""
-
-    version: int
-    keys: tuple[str, ...]
-    wanted: pa.Table  # the distinct keys looked for
-    paths: tuple[str, ...]  # the files that may hold them
-    found: pa.Table  # their rows, with the file (into `paths`) and row of each
-
-    def rows(self) -> pa.Table:
-        """The rows found, in the table's columns."""
-        return self.found.drop_columns([_FILE, _ROW])
-
-
 def lookup(table: Table, wanted: pa.Table, keys: list[str]) -> KeyLookup | None:
     """The live rows of `wanted`'s keys (distinct) in the table's latest version, for
     a merge on `keys` to use; None when merges of the table do not take this path."""
     if "://" in table.path or table.partition_by or not _writable(table.delta()):
         return None
     snapshot = table.snapshot()
-    if any(name in snapshot.schema.names for name in _RESERVED):
+    if any(name in snapshot.schema.names for name in RESERVED):
         return None
     try:
         key_schema = pa.schema([snapshot.schema.field(k) for k in keys])
         wanted = wanted.select(keys).cast(key_schema)
     except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None  # keys the table does not hold as such: the merge finds its own
-    indexes = _candidates(snapshot, wanted, keys) if wanted.num_rows else []
+    indexes = candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
     schema = snapshot.schema
-    found = _matches(snapshot, paths, wanted, keys, schema) if paths else _empty(schema)
+    found = matches(snapshot, paths, wanted, keys, schema) if paths else empty(schema)
     return KeyLookup(snapshot.version, tuple(keys), wanted, tuple(paths), found)
 
 
@@ -182,79 +157,6 @@ def _remove_quietly(path: str) -> None:
         os.remove(path)
 
 
-def _candidates(snapshot: Snapshot, wanted: pa.Table, keys: list[str]) -> list[int]:
-    """Indexes of the files that may hold a wanted key (by the first key's min/max)."""
-    count = snapshot.num_files
-    everything = list(range(count))
-    first = keys[0]
-    low, high = snapshot.stat("min", first), snapshot.stat("max", first)
-    if low is None or high is None or not pa.types.is_integer(snapshot.schema.field(first).type):
-        return everything
-    try:
-        values = np.sort(wanted.column(first).drop_null().cast(pa.int64()).to_numpy())
-        lows = low.cast(pa.int64()).fill_null(0).to_numpy()
-        highs = high.cast(pa.int64()).fill_null(0).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return everything  # unsigned keys beyond int64
-    unknown = pc.or_(pc.is_null(low), pc.is_null(high)).to_numpy(zero_copy_only=False)
-    nulls = snapshot.stat("null_count", first)
-    if wanted.column(first).null_count:  # a NULL key is a key too: files that hold one
-        held = pc.fill_null(pc.greater(nulls, 0), True) if nulls is not None else None
-        unknown = unknown | (held.to_numpy(zero_copy_only=False) if held is not None else True)
-    starts = np.searchsorted(values, lows, side="left")
-    ends = np.searchsorted(values, highs, side="right")
-    return [i for i in everything if unknown[i] or ends[i] > starts[i]]
-
-
-def _matches(
-    snapshot: Snapshot, paths: list[str], wanted: pa.Table, keys: list[str], schema: pa.Schema
-) -> pa.Table:
-    """The live rows of `paths` whose key is in `wanted`, with their file (index into
-    `paths`) and row position, in `schema`: whole rows (the change feed's pre-images), or
-    only their keys (decoding every column of every file costs several times more)."""
-    quoted = [f'"{k}"' for k in keys]
-    on = " AND ".join(f"(__scan.{q} IS NOT DISTINCT FROM __wanted.{q})" for q in quoted)
-    files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-    scanned = ", ".join(quoted) if schema.names == keys else "*"
-    query = (
-        f"SELECT * FROM (SELECT file_index AS {_FILE}, file_row_number AS {_ROW}, {scanned} "
-        f"FROM read_parquet({files}, union_by_name=true)) AS __scan "
-        f"SEMI JOIN __wanted ON {on}"
-    )
-    con = _connection().cursor()  # a connection of its own: merges of two tables overlap
-    try:
-        con.register("__wanted", wanted)
-        found = con.sql(query).to_arrow_table()
-    except duckdb.Error as exc:
-        raise StorageError(
-            f"cannot read the files of {snapshot.table}: {exc}", table=str(snapshot.table)
-        ) from exc
-    finally:
-        con.close()
-    columns: dict[str, pa.ChunkedArray | pa.Array] = {
-        _FILE: found.column(_FILE).cast(pa.int64()),
-        _ROW: found.column(_ROW).cast(pa.int64()),
-    }
-    for column in schema:
-        if column.name in found.column_names:
-            columns[column.name] = found.column(column.name).cast(column.type)
-        else:
-            columns[column.name] = pa.nulls(found.num_rows, column.type)
-    matched = pa.table(columns)
-    if not snapshot.deleted or matched.num_rows == 0:
-        return matched
-    # Rows an earlier deletion vector removed are not there to match.
-    live = np.ones(matched.num_rows, dtype=bool)
-    file_of = matched.column(_FILE).to_numpy()
-    row_of = matched.column(_ROW).to_numpy()
-    for index, path in enumerate(paths):
-        gone = snapshot.deleted.get(path)
-        if gone is not None:
-            here = file_of == index
-            live[here] = ~np.isin(row_of[here], gone.to_numpy(zero_copy_only=False))
-    return matched.filter(pa.array(live))
-
-
 def _data_file(table: Table, data: pa.Table) -> tuple[str, dict[str, Any]]:
     """Write `data` as a new parquet file of the table: its location and add action."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
@@ -279,7 +181,7 @@ def _plan(
 ) -> _Plan | None:
     snapshot = table.snapshot()
     schema = snapshot.schema
-    if any(name in schema.names for name in _RESERVED) or source.schema.names != schema.names:
+    if any(name in schema.names for name in RESERVED) or source.schema.names != schema.names:
         return None
     key_schema = pa.schema([schema.field(k) for k in keys])
     source_keys = key_strings(source, keys)
@@ -293,10 +195,10 @@ def _plan(
         wanted = pa.table({keys[0]: pc.unique(wanted.column(keys[0]))})
     else:
         wanted = wanted.group_by(keys).aggregate([]).select(keys)
-    indexes = _covered(looked_up, snapshot, wanted, keys)
+    indexes = covered(looked_up, snapshot, wanted, keys)
     usable = indexes is not None
     if indexes is None:
-        indexes = _candidates(snapshot, wanted, keys) if wanted.num_rows else []
+        indexes = candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
     predicate = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in keys)
     plan = _Plan(version=snapshot.version, table_id=snapshot.table_id, predicate=predicate)
@@ -311,11 +213,11 @@ def _plan(
                 found = looked_up.found
                 wanted_keys = key_strings(wanted, keys)
                 matched = found.filter(pc.is_in(key_strings(found, keys), wanted_keys))
-                matched = matched.select([_FILE, _ROW, *read.names])
+                matched = matched.select([FILE, ROW, *read.names])
             elif paths:
-                matched = _matches(snapshot, paths, wanted, keys, read)
+                matched = matches(snapshot, paths, wanted, keys, read)
             else:
-                matched = _empty(read)
+                matched = empty(read)
         except BaseException:
             if new_file is not None and new_file.exception() is None:
                 _remove_quietly(new_file.result()[0])
@@ -333,7 +235,7 @@ def _plan(
     if written is not None:
         plan.actions.append({"add": written[1]})
         plan.files_added += 1
-    data = matched.drop_columns([_FILE, _ROW])
+    data = matched.drop_columns([FILE, ROW])
     updated = pc.is_in(source_keys, matched_keys)
     replaced = pc.is_in(matched_keys, source_keys)
     if feed:
@@ -355,24 +257,6 @@ def _plan(
     return plan
 
 
-def _covered(
-    looked_up: KeyLookup | None, snapshot: Snapshot, wanted: pa.Table, keys: list[str]
-) -> list[int] | None:
-    """The snapshot's indexes of the lookup's files when it holds the rows of every
-    `wanted` key at the snapshot's version; None when it does not."""
-    if looked_up is None or looked_up.version != snapshot.version:
-        return None
-    if looked_up.keys != tuple(keys) or looked_up.found.schema.names[2:] != snapshot.schema.names:
-        return None
-    searched = key_strings(looked_up.wanted, keys)
-    if pc.all(pc.is_in(key_strings(wanted, keys), searched)).as_py() is False:
-        return None
-    index_of = {path: i for i, path in enumerate(snapshot.paths)}
-    if any(path not in index_of for path in looked_up.paths):
-        return None
-    return [index_of[path] for path in looked_up.paths]
-
-
 def _discard(plan: _Plan) -> None:
     for path in plan.written:
         _remove_quietly(path)
@@ -387,8 +271,8 @@ def _mark_deleted(
     now = int(time.time() * 1000)
     if matched.num_rows == 0:
         return True
-    file_of = matched.column(_FILE).to_numpy()
-    row_of = matched.column(_ROW).to_numpy()
+    file_of = matched.column(FILE).to_numpy()
+    row_of = matched.column(ROW).to_numpy()
     descriptors: dict[str, dict[str, Any]] | None = None
     for index in np.unique(file_of):
         path = snapshot.paths[indexes[int(index)]]
@@ -469,16 +353,6 @@ def _record_changes(table: Table, plan: _Plan, changes: pa.Table) -> None:
             }
         }
     )
-
-
-def _empty(schema: pa.Schema) -> pa.Table:
-    columns: dict[str, pa.Array] = {
-        _FILE: pa.array([], pa.int64()),
-        _ROW: pa.array([], pa.int64()),
-    }
-    for column in schema:
-        columns[column.name] = pa.array([], column.type)
-    return pa.table(columns)
 
 
 def _log_vectors(table: Table, until: int) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakebed.errors import SchemaMismatchError
-from lakebed.storage.merge_on_read import KeyLookup, merge_on_read
+from lakebed.storage.key_rows import KeyLookup
+from lakebed.storage.merge_on_read import merge_on_read
 from lakebed.storage.schema import reconcile
 from lakebed.storage.table_support import WRITER_PROPERTIES, key_strings
 

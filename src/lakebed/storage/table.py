@@ -42,7 +42,7 @@ from lakebed.storage import (
     streams,
 )
 from lakebed.storage.files import read_files
-from lakebed.storage.merge_on_read import KeyLookup
+from lakebed.storage.key_rows import KeyLookup
 from lakebed.storage.naming import TableName
 from lakebed.storage.properties import check_properties
 from lakebed.storage.schema import normalise, reconcile, to_arrow
