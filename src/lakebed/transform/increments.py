@@ -322,6 +322,21 @@ def _volatile(function: exp.Func) -> bool:
     )
 
 
+@lru_cache(maxsize=256)
+def volatile_call(sql: str) -> str | None:
+    """The first function in `sql` whose value changes from run to run with the same input
+    rows (`now()`, `current_date`, `random()`), as written; None if it has none (or does
+    not parse: DuckDB says why when it runs)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return None
+    for function in tree.find_all(exp.Func):
+        if _volatile(function):
+            return function.sql(dialect="duckdb")
+    return None
+
+
 def _plain(expressions: Sequence[exp.Expr], alias: str) -> bool:
     """Whether each expression is a column of the table read under `alias` (or unqualified)."""
     return all(isinstance(e, exp.Column) and e.table.lower() in ("", alias) for e in expressions)

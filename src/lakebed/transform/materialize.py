@@ -31,6 +31,7 @@ from lakebed.transform.fingerprints import (
     redefined,
 )
 from lakebed.transform.incremental import Rebuild, read_increment
+from lakebed.transform.increments import volatile_call
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
@@ -294,7 +295,8 @@ def _unchanged_since(
     ws: Workspace, model: Model, previous: dict[str, Any] | None
 ) -> dict[str, int] | None:
     """The input versions now, when the build `previous` recorded is of the model as it is
-    defined now and processed exactly those versions; None otherwise."""
+    defined now and processed exactly those versions (and, for a table, its SQL does not
+    read the clock or chance); None otherwise."""
     if previous is None:
         return None
     if model.config.materialized == "incremental":
@@ -304,6 +306,8 @@ def _unchanged_since(
             return None
     elif previous.get("fingerprint") != fingerprint(model):
         return None
+    elif model.sql and volatile_call(model.sql):
+        return None  # a table's `WHERE ts > now() - INTERVAL 1 DAY` changes with no new rows
     if not all(ws.storage.exists(name) for name in model.inputs):
         return None  # a view input has no versions to compare
     now = _input_versions(ws, model)
