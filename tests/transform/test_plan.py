@@ -312,3 +312,14 @@ def test_python_models_are_unknown_changes_and_assumed_to_read_everything(
     count = result["gold.order_count"]
     assert (count.status, count.change) == ("changed", "unknown")
     assert result.summary() == "2 changed (1 breaking, 1 unknown), 2 to rebuild downstream"
+
+
+def test_a_table_reading_the_clock_says_it_is_rebuilt_at_every_run(lh: Lakehouse) -> None:
+    write_model(
+        lh.root, "gold.today", "select * from silver.orders where current_date > date '2000-01-01'"
+    )
+    assert lh.run().ok
+    result = plan(lh)
+    assert result["gold.today"].status == "unchanged"
+    assert "rebuilt at every run: its SQL reads CURRENT_DATE" in result["gold.today"].details()
+    assert not any("every run" in note for note in result["gold.revenue"].details())

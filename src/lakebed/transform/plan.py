@@ -48,7 +48,7 @@ from lakebed.transform.impact import (
     stored_type,
     type_name,
 )
-from lakebed.transform.increments import increment_shape
+from lakebed.transform.increments import increment_shape, volatile_call
 from lakebed.transform.materialize import last_build
 
 __all__ = [
@@ -298,7 +298,11 @@ def _status(
             continue
         causes.update(upstream.upstream if upstream.status == "downstream" else [str(table)])
     status: Status = "downstream" if causes else "unchanged"
-    return _State(model, status, current, previous, tuple(sorted(causes)), old=old)
+    state = _State(model, status, current, previous, tuple(sorted(causes)), old=old)
+    call = volatile_call(model.sql) if model.sql and model.config.materialized == "table" else None
+    if call:
+        state.notes.append(f"rebuilt at every run: its SQL reads {call}")
+    return state
 
 
 def _increments(lh: PlanSource, model: Model) -> list[str]:
