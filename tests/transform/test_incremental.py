@@ -186,3 +186,13 @@ def test_a_python_model_rebuilds_when_an_input_without_its_key_changes(lh: Lakeh
     )
     assert lh.run().nodes[0].mode == "incremental"  # the input holding the key: by key
     assert lh.sql("select * from gold.shares where order_id = 13").rows() == [(13, 2.0)]
+
+
+def test_a_key_computed_by_a_condition_moves_rows_between_keys(lh: Lakehouse) -> None:
+    sql = "select amount > 4 as big, count(*) as orders from silver.orders group by 1"
+    write_model(lh.root, "gold.sizes", sql, MERGED.format(key="big"))
+    lh.run()
+    lh.table("silver.orders").update({"amount": "1.0"}, predicate="order_id = 10")
+    assert lh.run().nodes[0].mode == "incremental"
+    _equals_full_rebuild(lh, "gold.sizes", sql)
+    assert lh.sql("select * from gold.sizes order by 1").rows() == [(False, 2), (True, 1)]

@@ -103,9 +103,9 @@ def rows_of_keys(
     """The rows (or `columns`) of `table` at `version` (None: the latest) whose values of
     `keys`' columns (or of the `computed` (column, expression) over its own) are among its
     rows."""
-    expressions = {k: _qualified(e, "t") for k, e in computed}
+    expressions = {k: f"({_qualified(e, 't')})" for k, e in computed}
     on = " AND ".join(
-        f"{expressions.get(k, f't.{_quoted(k)}')} IS NOT DISTINCT FROM k.{_quoted(k)}"
+        f"({expressions.get(k, f't.{_quoted(k)}')} IS NOT DISTINCT FROM k.{_quoted(k)})"
         for k in keys.column_names
     )
     wanted = ", ".join(f"t.{_quoted(c)}" for c in columns) if columns else "t.*"
