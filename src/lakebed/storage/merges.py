@@ -83,7 +83,9 @@ def apply_history(
     source = changes
     for key, column in zip(keys, merge_key, strict=True):
         source = source.append_column(f"__key_{key}", column)
-    predicate = " AND ".join(f't."{k}" = s."__key_{k}"' for k in keys) + " AND t.is_current"
+    # Only closes match (a NULL key is a key: it closes too); inserts never do.
+    matched = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."__key_{k}")' for k in keys)
+    predicate = f"{matched} AND s.\"{action}\" = 'close' AND t.is_current"
     columns = [c for c in changes.column_names if c != action]
     insert = {f'"{c}"': f's."{c}"' for c in columns}
     with table._errors("merge"):
