@@ -129,22 +129,30 @@ def matches(
     return matched.filter(pa.array(live))
 
 
-def covered(
-    looked_up: KeyLookup | None, snapshot: Snapshot, wanted: pa.Table, keys: list[str]
-) -> list[int] | None:
-    """The snapshot's indexes of the lookup's files when it holds the rows of every
-    `wanted` key at the snapshot's version; None when it does not."""
+def reused(
+    looked_up: KeyLookup | None,
+    snapshot: Snapshot,
+    wanted: pa.Table,
+    keys: list[str],
+    schema: pa.Schema,
+) -> tuple[list[int], pa.Table] | None:
+    """What `matches` would find of `wanted` (in `schema`'s columns) and the snapshot's
+    indexes of the files it searched, taken from a lookup that holds every `wanted` key
+    at the snapshot's version; None when it does not."""
     if looked_up is None or looked_up.version != snapshot.version:
         return None
     if looked_up.keys != tuple(keys) or looked_up.found.schema.names[2:] != snapshot.schema.names:
         return None
     searched = key_strings(looked_up.wanted, keys)
-    if pc.all(pc.is_in(key_strings(wanted, keys), searched)).as_py() is False:
+    wanted_keys = key_strings(wanted, keys)
+    if pc.all(pc.is_in(wanted_keys, searched)).as_py() is False:
         return None
     index_of = {path: i for i, path in enumerate(snapshot.paths)}
     if any(path not in index_of for path in looked_up.paths):
         return None
-    return [index_of[path] for path in looked_up.paths]
+    found = looked_up.found
+    found = found.filter(pc.is_in(key_strings(found, keys), wanted_keys))
+    return [index_of[path] for path in looked_up.paths], found.select([FILE, ROW, *schema.names])
 
 
 def empty(schema: pa.Schema) -> pa.Table:

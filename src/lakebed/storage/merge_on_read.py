@@ -43,9 +43,9 @@ from lakebed.storage.key_rows import (
     ROW,
     KeyLookup,
     candidates,
-    covered,
     empty,
     matches,
+    reused,
 )
 from lakebed.storage.parallel_write import known_protocol, write_file
 from lakebed.storage.snapshot import Snapshot
@@ -195,25 +195,23 @@ def _plan(
         wanted = pa.table({keys[0]: pc.unique(wanted.column(keys[0]))})
     else:
         wanted = wanted.group_by(keys).aggregate([]).select(keys)
-    indexes = covered(looked_up, snapshot, wanted, keys)
-    usable = indexes is not None
-    if indexes is None:
+    feed = snapshot.properties.get("delta.enableChangeDataFeed") == "true"
+    read = schema if feed else key_schema
+    found = reused(looked_up, snapshot, wanted, keys, read)  # what a lookup already found
+    if found is not None:
+        indexes = found[0]
+    else:
         indexes = candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
     predicate = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in keys)
     plan = _Plan(version=snapshot.version, table_id=snapshot.table_id, predicate=predicate)
     plan.deleted = dict(snapshot.deleted)
-    feed = snapshot.properties.get("delta.enableChangeDataFeed") == "true"
     # The new rows' file is written while the scan below looks for the rows they replace.
     with ThreadPoolExecutor(max_workers=1) as pool:
         new_file = pool.submit(_data_file, table, source) if source.num_rows else None
         try:
-            read = schema if feed else key_schema
-            if looked_up is not None and usable:  # the lookup's rows, of the merge's keys
-                found = looked_up.found
-                wanted_keys = key_strings(wanted, keys)
-                matched = found.filter(pc.is_in(key_strings(found, keys), wanted_keys))
-                matched = matched.select([FILE, ROW, *read.names])
+            if found is not None:
+                matched = found[1]
             elif paths:
                 matched = matches(snapshot, paths, wanted, keys, read)
             else:

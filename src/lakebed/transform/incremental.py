@@ -73,6 +73,11 @@ def read_increment(
             if delta is not None and delta.removed is None:  # the input only gained rows
                 deltas[name] = delta
                 continue
+            if delta is not None and delta.removed is not None:  # read the keys' rows
+                changed_keys = [delta.upserts.select(keys), delta.removed.select(keys)]
+                both = pa.concat_tables(changed_keys, promote_options="permissive")
+                touched[name] = both.group_by(keys).aggregate([]).select(keys)
+                continue
         by = list(shapes[name].by) if name in shapes else []
         if by:
             versions = (last[str(name)], now[str(name)])

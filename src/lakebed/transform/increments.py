@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 import sqlglot
 from sqlglot import exp
@@ -223,7 +223,7 @@ def _first_per_key(tree: exp.Expr, by: set[str], alias: str) -> list[tuple[str, 
     """For a single SELECT over one table whose only row-combining part is `QUALIFY
     row_number() OVER (PARTITION BY <by> ORDER BY <columns>) = 1`: each order column and
     its ORDER BY item as DuckDB SQL; empty for anything else."""
-    if not isinstance(tree, exp.Select) or len(list(tree.find_all(exp.Select))) != 1:
+    if not _single_select(tree):
         return []
     if len(list(tree.find_all(exp.Table))) != 1 or tree.args.get("joins"):
         return []
@@ -281,7 +281,7 @@ def _computed_keys(
     the changed input's columns alone and groups by (`date_trunc('day', ordered_at) AS
     day ... GROUP BY 1`), each with its expression as DuckDB SQL over the input: an
     output row of a key then comes only from input rows whose expression gives that key."""
-    if not isinstance(tree, exp.Select) or len(list(tree.find_all(exp.Select))) != 1:
+    if not _single_select(tree):
         return {}
     group = tree.args.get("group")
     if group is None or tree.find(exp.Window) is not None or tree.args.get("with"):
@@ -335,6 +335,11 @@ def volatile_call(sql: str) -> str | None:
         if _volatile(function):
             return function.sql(dialect="duckdb")
     return None
+
+
+def _single_select(tree: exp.Expr) -> TypeGuard[exp.Select]:
+    """Whether the query is one SELECT, with no subquery, CTE or set operation."""
+    return isinstance(tree, exp.Select) and len(list(tree.find_all(exp.Select))) == 1
 
 
 def _plain(expressions: Sequence[exp.Expr], alias: str) -> bool:
