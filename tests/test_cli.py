@@ -465,7 +465,12 @@ def test_demo_builds_prints_tables_sample_and_next_steps(tmp_path: Path) -> None
     target = tmp_path / "shop"
     result = run("demo", str(target), "--orders", "3000")
     assert result.exit_code == 0, result.output
-    for name in ("bronze.orders", "silver.orders", "quarantine.orders", "gold.daily_revenue"):
+    for name in (
+        "bronze.orders",
+        "silver.orders",
+        "quarantine.silver_orders",
+        "gold.daily_revenue",
+    ):
         assert name in result.stdout
     assert "sample gold query" in result.stdout
     assert "revenue_per_order" in result.stdout

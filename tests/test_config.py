@@ -55,6 +55,15 @@ def test_valid_file_is_parsed_into_typed_config() -> None:
     assert config.sources == {"shopify": {"kind": "http"}}
 
 
+def test_a_source_and_a_pipeline_may_not_share_a_quarantine_table() -> None:
+    error = config_error(
+        "sources:\n  orders: {kind: files, path: x.csv, target: bronze.orders}\n"
+        "pipelines:\n  orders: {topic: orders, target: bronze.order_events}\n"
+    )
+    assert "quarantine.orders" in str(error)
+    assert "rename one of them" in str(error)
+
+
 def test_empty_text_gives_the_defaults() -> None:
     config = parse_config("", file=FILE)
     assert config == ProjectConfig()

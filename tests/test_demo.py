@@ -66,10 +66,10 @@ EXPECTED_TABLES = [
     "gold.product_sales",
     "gold.revenue_per_minute",
     "quarantine.order_events",
-    "quarantine.orders",
     "quarantine.revenue_per_minute",
     "quarantine.shop_customers",
     "quarantine.shop_orders",
+    "quarantine.silver_orders",
 ]
 # When and in which run a record was loaded differ from build to build; the rest does not.
 RUN_COLUMNS = "exclude (_ingested_at, _load_id)"
@@ -81,7 +81,9 @@ SNAPSHOT_QUERIES = {
     "silver.orders": "select * exclude (_ingested_at) from silver.orders order by order_id",
     "silver.customers": "select * from silver.customers order by customer_id",
     "silver.products": "select * from silver.products order by product_id",
-    "quarantine.orders": "select * exclude (_ingested_at) from quarantine.orders order by all",
+    "quarantine.silver_orders": (
+        "select * exclude (_ingested_at) from quarantine.silver_orders order by all"
+    ),
     "quarantine.shop_orders": f"select * {RUN_COLUMNS} from quarantine.shop_orders order by all",
     "quarantine.shop_customers": (
         f"select * {RUN_COLUMNS} from quarantine.shop_customers order by all"
@@ -298,7 +300,7 @@ def test_rerunning_ingestion_and_models_changes_nothing(tmp_path: Path) -> None:
         "quarantine.shop_orders",
     ]
     # Incremental models and the quarantine their checks fill.
-    incremental = ["silver.customers", "silver.orders", "quarantine.orders"]
+    incremental = ["silver.customers", "silver.orders", "quarantine.silver_orders"]
     with lakebed.open(built.root) as lh:
         before = {name: lh.table(name).version() for name in tables + incremental}
         contents = {name: lh.sql(SNAPSHOT_QUERIES[name]).arrow() for name in MODELS}
@@ -393,7 +395,7 @@ def test_drop_checks_quarantine_every_bad_row_with_the_check_and_reason(
     rows = query(
         shop.root,
         "select order_id, delivery, customer_id, quantity, product_id, _check, _reason "
-        "from quarantine.orders",
+        "from quarantine.silver_orders",
     ).to_pylist()
     caught: dict[str, int] = {}
     for row in rows:
@@ -407,7 +409,7 @@ def test_drop_checks_quarantine_every_bad_row_with_the_check_and_reason(
     # Each check is true of the rows it caught.
     wrong = query(
         shop.root,
-        """select _check, count(*) as n from quarantine.orders
+        """select _check, count(*) as n from quarantine.silver_orders
            where (_check like '%missing_customer_id%' and customer_id is not null)
               or (_check like '%non_positive_quantity%' and quantity > 0)
               or (_check like '%unknown_product_id%'
@@ -416,7 +418,7 @@ def test_drop_checks_quarantine_every_bad_row_with_the_check_and_reason(
                   and (delivery = 1 or order_id not in (
                       select order_id from silver.orders
                       union all
-                      select order_id from quarantine.orders where delivery = 1)))
+                      select order_id from quarantine.silver_orders where delivery = 1)))
            group by all""",
     )
     assert wrong.num_rows == 0
@@ -428,7 +430,7 @@ def test_every_bronze_order_is_in_silver_or_quarantine_exactly_once(shop: DemoSu
         return [(row["_origin"], row["_origin_row"]) for row in found]
 
     bronze, silver, quarantined = (
-        lines(t) for t in ("bronze.orders", "silver.orders", "quarantine.orders")
+        lines(t) for t in ("bronze.orders", "silver.orders", "quarantine.silver_orders")
     )
     assert len(set(silver)) == len(silver)
     assert len(set(quarantined)) == len(quarantined)
@@ -444,7 +446,7 @@ def test_check_results_are_recorded_with_counts(shop: DemoSummary) -> None:
         orders = {r.check: r for r in lh.metastore.latest_check_results("silver.orders")}
         everything = lh.metastore.latest_check_results()
         bronze = lh.sql("select count(*) from bronze.orders").scalar()
-        quarantined = lh.sql("select count(*) from quarantine.orders").scalar()
+        quarantined = lh.sql("select count(*) from quarantine.silver_orders").scalar()
     for name, reason in DROP_CHECKS.items():
         result = orders[name]
         # A drop check that caught rows is a warning: they are quarantined, the rest publish.
@@ -602,7 +604,7 @@ def test_full_demo_through_the_cli(tmp_path: Path) -> None:
         names = [record.name for record in lh.tables()]
         assert sorted(names) == sorted(EXPECTED_TABLES)
         orders = lh.sql("select count(*) from silver.orders").scalar()
-        quarantined = lh.sql("select count(*) from quarantine.orders").scalar()
+        quarantined = lh.sql("select count(*) from quarantine.silver_orders").scalar()
         bronze = lh.sql("select count(*) from bronze.orders").scalar()
         rejected = lh.sql("select count(*) from quarantine.shop_orders").scalar()
     assert orders > 990_000

@@ -185,7 +185,7 @@ def demo(
             f"lakebed -p {where} describe silver.orders",
             f"lakebed -p {where} history bronze.orders",
             f'lakebed -p {where} sql "select _check, _reason, count(*) as n '
-            'from quarantine.orders group by all"',
+            'from quarantine.silver_orders group by all"',
             f"lakebed -p {where} sources",
             f"lakebed -p {where} checks",
             f"lakebed -p {where} checks --run   # judge the bronze tables of lakebed.yml now",

@@ -15,7 +15,14 @@ from typing import Any, Literal
 import yaml
 from croniter import croniter
 from croniter.croniter import CroniterError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lakebed.errors import ConfigError
 
@@ -60,6 +67,16 @@ class ProjectConfig(_Model):
     pipelines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Quality checks of tables no model builds (bronze, stream outputs): table → checks.
     checks: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_quarantine_each(self) -> ProjectConfig:
+        shared = sorted(set(self.sources) & set(self.pipelines))
+        if shared:
+            raise ValueError(
+                f"source and pipeline {shared[0]!r} would keep their bad records in the same "
+                f"table, quarantine.{shared[0]}: rename one of them"
+            )
+        return self
 
     @field_validator("bus")
     @classmethod

@@ -9,7 +9,7 @@ lakebed.yml into bronze through the `files` and `sql` connectors (records that c
 parsed or typed go to `quarantine.<source>`); `lh.run()` then builds the SQL models in
 `models/silver` and `models/gold`, each audited by the checks in its `.yml` before it is
 published (the orders that break a business rule are dropped by checks to
-`quarantine.orders`, with the check and the reason). Last, the checkout's live order
+`quarantine.silver_orders`, with the check and the reason). Last, the checkout's live order
 events go to the bus and the pipelines of lakebed.yml stream them into bronze and a
 per-minute revenue table in gold (`lh.stream`). The data comes from numpy's
 `default_rng(seed)`, so a seed always gives the same sources and the same tables.
@@ -507,7 +507,7 @@ def build_shop(
     Writes the project (lakebed.yml, models/) and the sources into `target`, ingests the
     sources into bronze through the connectors lakebed.yml declares, then runs the models
     (`lh.run()`): silver and gold, each audited by its checks before it is published; the
-    rows a `drop` check rejects go to `quarantine.<model>`. Raises `TransformError` if a
+    rows a `drop` check rejects go to `quarantine.<layer>_<name>`. Raises `TransformError` if a
     model fails.
     """
     target = Path(target).expanduser().resolve()

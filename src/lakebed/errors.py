@@ -262,10 +262,16 @@ class CheckConfigError(QualityError, Terminal):
 
 
 class CheckFailedError(QualityError, Terminal):
-    """Raised when a check of severity `fail` fails: none of the new data is published."""
+    """Raised when a check of severity `fail` fails, or one of severity `fail` or `drop`
+    cannot run (`unevaluated`): none of the new data is published."""
 
     def __init__(
-        self, table: str, failures: dict[str, int], *, reasons: dict[str, str] | None = None
+        self,
+        table: str,
+        failures: dict[str, int],
+        *,
+        reasons: dict[str, str] | None = None,
+        unevaluated: bool = False,
     ) -> None:
         self.failures = dict(failures)  # check name -> failing rows
         reasons = reasons or {}
@@ -278,8 +284,12 @@ class CheckFailedError(QualityError, Terminal):
             f"{count} check{'s' if count != 1 else ''} failed on {table}, "
             f"nothing was published: {detail}",
             table=table,
-            hint="fix the data or the model, or lower the check's severity to warn or drop; "
-            "`lakebed checks` shows the latest results",
+            hint=(
+                "fix the check or the model so the check can run over its rows"
+                if unevaluated
+                else "fix the data or the model, or lower the check's severity to warn or drop"
+            )
+            + "; `lakebed checks` shows the latest results",
         )
 
     @property

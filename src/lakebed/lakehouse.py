@@ -17,6 +17,7 @@ import pyarrow as pa
 from lakebed.bus import Bus, Record, open_bus
 from lakebed.bus.records import encode_records
 from lakebed.config import CONFIG_FILE, STATE_DIR, ProjectConfig, default_config_text, load_config
+from lakebed.conflicts import refuse_model_table, refuse_shared_quarantine
 from lakebed.errors import (
     ConfigError,
     LakebedError,
@@ -327,6 +328,7 @@ class Lakehouse:
                 f"no source named {name!r} in {CONFIG_FILE} (sources: {known})",
                 hint=hint or "declare it under `sources:` in lakebed.yml",
             )
+        refuse_model_table(self.root, sources[name].target, f"source {name!r}")
         return IngestRun(self, sources[name], report).run()
 
     def source_state(self, name: str) -> Mapping[str, Any]:
@@ -398,6 +400,8 @@ class Lakehouse:
                 hint="add a `pipelines:` section (see `lakebed stream --help`)",
             )
         specs = [pipelines[name] for name in chosen]
+        for spec in specs:
+            refuse_model_table(self.root, spec.target, f"pipeline {spec.name!r}")
         return run_pipelines(
             self, specs, self.bus, stop or threading.Event(), until_caught_up=until_caught_up
         )
@@ -426,7 +430,10 @@ class Lakehouse:
         sources = {TableName.parse(record.name) for record in self.tables()}
         targets = {name: spec.target for name, spec in self.sources().items()}
         sources |= set(targets.values())
-        return ModelGraph(self.models(), sources=sources, source_targets=targets)
+        models = self.models()
+        refuse_shared_quarantine(self.config, models.values())
+        streams = {name: spec.target for name, spec in self.pipelines().items()}
+        return ModelGraph(models, sources=sources, source_targets=targets, pipeline_targets=streams)
 
     def run(
         self,

@@ -592,6 +592,16 @@ def test_an_error_in_a_fail_check_fails_safe() -> None:
     assert result.failed
 
 
+def test_a_drop_check_that_cannot_run_blocks_publishing() -> None:
+    # Publishing would let through every row the check exists to take out.
+    result = _run(ORDERS, {"not_null": {"column": "customer", "severity": "drop"}})
+    assert _only(result).status == "error"
+    assert result.failed
+    with pytest.raises(CheckFailedError, match="could not evaluate") as info:
+        result.raise_if_failed()
+    assert "fix the check or the model" in (info.value.hint or "")
+
+
 def test_unknown_column_is_named() -> None:
     result = _run(ORDERS, {"not_null": "customer"}, {"unique": "missing"})
     assert [r.status for r in result.results] == ["error", "error"]

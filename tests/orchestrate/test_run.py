@@ -106,6 +106,7 @@ def test_a_failing_check_publishes_nothing_and_skips_downstream(lh: Lakehouse) -
     assert not summary.ok
     status = {n.model: n.status for n in summary.nodes}
     assert status == {"silver.enriched": "failed", "gold.total": "skipped"}
+    assert summary.nodes[0].seconds > 0  # the failed build's time, as its run record has
     assert not lh.storage.exists(lakebed.lakehouse.TableName.parse("silver.enriched"))
     (result,) = lh.metastore.latest_check_results("silver.enriched")
     assert result.failing_rows == 1
@@ -122,7 +123,42 @@ def test_drop_checks_quarantine_failing_rows_and_publish_the_rest(lh: Lakehouse)
     assert summary.ok
     assert summary.nodes[0].quarantined == 1
     assert [r[0] for r in _rows(lh, "silver.enriched")] == [1, 2, 3]
-    assert lh.sql("select id from quarantine.enriched").rows() == [(4,)]
+    assert lh.sql("select id from quarantine.silver_enriched").rows() == [(4,)]
+
+
+def test_models_of_one_name_in_two_layers_keep_their_dropped_rows_apart(lh: Lakehouse) -> None:
+    write_model(
+        lh.root,
+        "silver.enriched",
+        "select * from silver.orders",
+        "checks:\n  - not_null: {column: customer, severity: drop}\n",
+    )
+    write_model(
+        lh.root,
+        "gold.enriched",
+        "select * from silver.enriched",
+        "checks:\n  - range: {column: amount, min: 2, severity: drop}\n",
+    )
+    assert [n.quarantined for n in lh.run().nodes] == [1, 1]
+    assert lh.run().ok  # a second full build replaces each quarantine with its own rows
+    assert lh.sql("select id from quarantine.silver_enriched").rows() == [(4,)]
+    assert lh.sql("select id from quarantine.gold_enriched").rows() == [(3,)]
+
+
+def test_a_source_named_like_a_models_quarantine_is_an_error(lh: Lakehouse) -> None:
+    (lh.root / "lakebed.yml").write_text(
+        "sources:\n  silver_enriched: {kind: files, path: x.csv, target: bronze.x}\n"
+    )
+    lh = lakebed.open(lh.root)
+    write_model(
+        lh.root,
+        "silver.enriched",
+        "select * from silver.orders",
+        "checks:\n  - not_null: {column: customer, severity: drop}\n",
+    )
+    with pytest.raises(lakebed.errors.ConfigError, match=r"quarantine\.silver_enriched") as info:
+        lh.run()
+    assert "rename the source" in (info.value.hint or "")
 
 
 def test_incremental_merge_equals_a_full_rebuild_after_inserts_updates_deletes(
@@ -370,7 +406,7 @@ def test_rows_a_recomputed_key_drops_again_are_quarantined_once(lh: Lakehouse) -
     lh.table("silver.orders").append({"id": [6], "customer": [20], "amount": [50.0]})
     node = lh.run().nodes[0]
     assert (node.mode, node.quarantined) == ("incremental", 1)  # customer 20 checked again
-    assert lh.sql("select id, orders from quarantine.per_customer").rows() == [(3, 2)]
+    assert lh.sql("select id, orders from quarantine.gold_per_customer").rows() == [(3, 2)]
     assert (
         _rows(lh, "gold.per_customer")
         == lh.sql(f"select * from ({sql}) where amount >= 2 order by all").rows()

@@ -44,7 +44,7 @@ def _commits(root: Path) -> int:
     """Commits of every model table and quarantine table so far (a kill just after a
     quarantine commit lands before the model's own)."""
     total = 0
-    for name in [*MODELS, "quarantine.events"]:
+    for name in [*MODELS, "quarantine.silver_events"]:
         log = root / "lakehouse" / name.replace(".", "/") / "_delta_log"
         total += len(list(log.glob("*.json"))) if log.exists() else 0
     return total
@@ -129,6 +129,6 @@ def test_kill_9_during_runs_then_rerun_equals_a_clean_full_build(tmp_path: Path)
             full = lh.sql(f"select * from ({sql}){kept} order by all").rows()
             assert built == full, name
         # Each dropped row in quarantine once: none lost, none kept twice by a retried build.
-        dropped = lh.sql("select id from quarantine.events order by id").rows()
+        dropped = lh.sql("select id from quarantine.silver_events order by id").rows()
         negative = lh.sql("select id from bronze.events where amount < 0 order by id").rows()
         assert dropped == negative

@@ -318,12 +318,20 @@ class Audit:
                 failures[0].table,
                 {r.check: r.failing_rows for r in failures},
                 reasons={r.check: r.message for r in failures},
+                unevaluated=any(r.status == "error" for r in failures),
             )
 
 
 def blocking(results: Iterable[CheckResult]) -> list[CheckResult]:
-    """The results that block: checks of severity fail that failed or could not run."""
-    return [r for r in results if r.severity == "fail" and r.status in ("fail", "error")]
+    """The results that block: checks of severity fail that failed, and checks of severity
+    fail or drop that could not run (a drop check that cannot judge the rows would let
+    through every row it exists to take out)."""
+    return [
+        r
+        for r in results
+        if (r.severity == "fail" and r.status == "fail")
+        or (r.severity in ("fail", "drop") and r.status == "error")
+    ]
 
 
 def audit(

@@ -1,6 +1,6 @@
-"""The rows a model's checks dropped, kept in `quarantine.<model>` with the check and the
-reason: replaced by a full build (it checks every row again), added to by an increment,
-exactly once.
+"""The rows a model's checks dropped, kept in `quarantine.<layer>_<name>` with the check
+and the reason: replaced by a full build (it checks every row again), added to by an
+increment, exactly once.
 
 An increment's quarantine rows are committed before the model's own commit, so a build
 that dies between the two is run again over the same changes. Each quarantine commit
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from lakebed.storage import Table, TableName
+from lakebed.storage import Table
 from lakebed.transform import Model
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def keep_dropped(
     """Keep the rows a model's checks dropped; a full build (`replace`) replaces the
     earlier ones, an increment adds to them, after taking out those of the keys it
     `recomputed` (checked again, from all their rows)."""
-    name = TableName("quarantine", model.name.name)
+    name = model.quarantine
     metadata = {ATTEMPT_KEY: attempt}
     if not ctx.storage.exists(name):
         ctx.create_table(

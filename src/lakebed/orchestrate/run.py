@@ -285,9 +285,7 @@ def build_model(
         replace = computed.mode == "full" and not computed.notes  # not for a backfill
         # An existing quarantine table is visited even with no new rows: a full build
         # empties it, and a build attempted again takes out what the dead one left.
-        if outcome.quarantined.num_rows or ctx.storage.exists(
-            TableName("quarantine", model.name.name)
-        ):
+        if outcome.quarantined.num_rows or ctx.storage.exists(model.quarantine):
             keep_dropped(
                 ctx,
                 model,
@@ -416,6 +414,7 @@ def run_models(
             model = graph.models[name]
             tries = 0
             changed = inputs_changed(name)
+            clock = time.perf_counter()
             while True:
                 tries += 1
                 try:
@@ -437,13 +436,19 @@ def run_models(
                     if isinstance(exc, Retryable) and tries <= retries:
                         time.sleep(min(5.0, 0.2 * 2**tries) * (0.5 + random.random()))
                         continue
-                    return NodeResult(str(name), "failed", attempts=tries, error=str(exc))
+                    seconds = time.perf_counter() - clock
+                    return NodeResult(
+                        str(name), "failed", attempts=tries, error=str(exc), seconds=seconds
+                    )
                 except Exception as exc:
                     # Not an error lakebed foresaw (a bug, a library's own): this model
                     # fails with it, as a foreseen error would, and the run goes on.
                     _log.exception("building %s failed unexpectedly", name)
                     error = f"unexpected {type(exc).__name__}: {exc}"
-                    return NodeResult(str(name), "failed", attempts=tries, error=error)
+                    seconds = time.perf_counter() - clock
+                    return NodeResult(
+                        str(name), "failed", attempts=tries, error=error, seconds=seconds
+                    )
 
         pending = set(chosen)
         running: dict[Future[NodeResult], TableName] = {}

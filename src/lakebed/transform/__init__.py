@@ -11,7 +11,7 @@ Usage::
 
 from lakebed.transform.decorator import model
 from lakebed.transform.definition import Model, ModelConfig
-from lakebed.transform.discover import load_models
+from lakebed.transform.discover import load_models, model_tables
 from lakebed.transform.graph import ModelGraph
 
-__all__ = ["Model", "ModelConfig", "ModelGraph", "load_models", "model"]
+__all__ = ["Model", "ModelConfig", "ModelGraph", "load_models", "model", "model_tables"]

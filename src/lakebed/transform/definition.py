@@ -150,3 +150,19 @@ class Model:
 
     def __str__(self) -> str:
         return str(self.name)
+
+    @property
+    def quarantine(self) -> TableName:
+        """Where its `drop` checks keep the rows they take out: `quarantine.<layer>_<name>`,
+        so `silver.orders` and `gold.orders` (and a source named `orders`, whose bad
+        records go to `quarantine.orders`) never share one."""
+        return TableName("quarantine", f"{self.name.layer}_{self.name.name}")
+
+    @property
+    def drops_rows(self) -> bool:
+        """Whether a check of the model has severity `drop` (takes rows out to quarantine)."""
+        for entry in self.config.checks:
+            options = [entry, *(v for v in entry.values() if isinstance(v, dict))]
+            if any(o.get("severity") == "drop" for o in options):
+                return True
+        return False

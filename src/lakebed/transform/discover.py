@@ -7,10 +7,12 @@ table reference, minus the names of CTEs. A Python model's inputs are declared i
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -67,21 +69,9 @@ _ACROSS_SETTINGS = [
 
 def load_models(project_dir: Path) -> dict[TableName, Model]:
     """Every model under `project_dir/models`, by output table name (sorted)."""
-    root = project_dir / MODELS_DIR
-    if not root.is_dir():
-        return {}
     files: dict[TableName, dict[str, Path]] = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
-            continue
-        if not path.is_file() or path.name == "__init__.py":
-            continue
-        suffix = path.suffix.lower()
-        if suffix not in (*MODEL_SUFFIXES, SETTINGS_SUFFIX, ".yaml"):
-            continue  # READMEs, notes, .gitkeep: not ours
-        name = _table_of(path, relative, root)
-        files.setdefault(name, {})[suffix] = path
+    for path, relative, root in _model_files(project_dir):
+        files.setdefault(_table_of(path, relative, root), {})[path.suffix.lower()] = path
     models: dict[TableName, Model] = {}
     for name, found in sorted(files.items()):
         settings = found.get(SETTINGS_SUFFIX)
@@ -106,6 +96,34 @@ def load_models(project_dir: Path) -> dict[TableName, Model]:
                 hint="rename it after its model, or delete it",
             )
     return models
+
+
+def model_tables(project_dir: Path) -> dict[TableName, Path]:
+    """The table each model file under `project_dir/models` builds, told by its path alone
+    (nothing parsed; misplaced files are left for `load_models` to report): the tables
+    ingestion and streams must not write."""
+    tables: dict[TableName, Path] = {}
+    for path, relative, root in _model_files(project_dir):
+        if path.suffix.lower() in MODEL_SUFFIXES:
+            with contextlib.suppress(ModelError):
+                tables[_table_of(path, relative, root)] = path
+    return tables
+
+
+def _model_files(project_dir: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """Each file under models/ that may be a model or its settings: its path, its path
+    relative to models/, and models/."""
+    root = project_dir / MODELS_DIR
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        if not path.is_file() or path.name == "__init__.py":
+            continue
+        if path.suffix.lower() in (*MODEL_SUFFIXES, SETTINGS_SUFFIX, ".yaml"):
+            yield path, relative, root  # not READMEs, notes, .gitkeep
 
 
 def _table_of(path: Path, relative: Path, root: Path) -> TableName:

@@ -39,10 +39,12 @@ class ModelGraph:
         sources: Iterable[TableName] = (),
         *,
         source_targets: Mapping[str, TableName] | None = None,
+        pipeline_targets: Mapping[str, TableName] | None = None,
     ) -> None:
-        """`sources`: tables that exist in the catalog; `source_targets`: each ingestion
-        source's name and the table it writes (also a root of the graph). Models with
-        `enabled: false` are left out (and what reads them is an error)."""
+        """`sources`: tables that exist in the catalog; `source_targets` and
+        `pipeline_targets`: each ingestion source's or stream pipeline's name and the table
+        it writes (also a root of the graph). Models with `enabled: false` are left out
+        (and what reads them is an error)."""
         self.models: dict[TableName, Model] = {}
         self.disabled: dict[TableName, Model] = {}
         for name, model in sorted(models.items()):
@@ -50,8 +52,11 @@ class ModelGraph:
                 raise TransformError(f"model {model.name} is registered under {name}")
             (self.models if model.config.enabled else self.disabled)[name] = model
         self.source_targets: dict[str, TableName] = dict(sorted((source_targets or {}).items()))
+        self.pipeline_targets = dict(sorted((pipeline_targets or {}).items()))
         self.sources: frozenset[TableName] = (
-            (frozenset(sources) | frozenset(self.source_targets.values()))
+            frozenset(sources)
+            | frozenset(self.source_targets.values())
+            | frozenset(self.pipeline_targets.values())
             - frozenset(self.models)
             - frozenset(self.disabled)
         )
@@ -66,15 +71,16 @@ class ModelGraph:
     # -- validation -----------------------------------------------------------------------
 
     def _check(self) -> None:
-        written_by = {target: source for source, target in self.source_targets.items()}
+        written_by = {t: ("ingestion source", s) for s, t in self.source_targets.items()}
+        written_by |= {t: ("stream pipeline", p) for p, t in self.pipeline_targets.items()}
         for name, model in self.models.items():
             if name in written_by:
+                kind, writer = written_by[name]
                 raise ModelError(
-                    f"{name} is both a model and the target of ingestion source "
-                    f"{written_by[name]!r}",
+                    f"{name} is both a model and the target of {kind} {writer!r}",
                     file=str(model.path),
                     model=str(name),
-                    hint="rename the model, or point the source at another table",
+                    hint=f"rename the model, or point the {kind.split()[-1]} at another table",
                 )
         known = sorted(str(t) for t in set(self.models) | self.sources)
         for name, model in self.models.items():

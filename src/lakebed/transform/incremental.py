@@ -68,7 +68,8 @@ def read_increment(
     deltas: dict[TableName, Delta] = {}
     touched: dict[TableName, pa.Table] = {}
     for name in changed:
-        if name in shapes and shapes[name].shape == "latest" and not _drops_rows(model):
+        # A key's row that a check dropped is not in the table: nothing to compare with.
+        if name in shapes and shapes[name].shape == "latest" and not model.drops_rows:
             delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
             if delta is not None and delta.removed is None:  # the input only gained rows
                 deltas[name] = delta
@@ -173,16 +174,6 @@ def _keys_given(
     relation = f"__lakebed_changes_{name.layer}_{name.name}"
     given = ws.sql(rewrite(model.sql, name, relation), relations={relation: rows}).arrow()
     return source, given.select(keys).group_by(keys).aggregate([]).select(keys)
-
-
-def _drops_rows(model: Model) -> bool:
-    """Whether a check of the model drops rows: a key's row that a check dropped is not in
-    its table, so the table cannot tell what a new row of the key must beat."""
-    for entry in model.config.checks:
-        options = [entry, *(v for v in entry.values() if isinstance(v, dict))]
-        if any(o.get("severity") == "drop" for o in options):
-            return True
-    return False
 
 
 def _shapes(

@@ -1,6 +1,6 @@
 -- One row per order: typed, with its amount and month. Nothing is filtered here: the
 -- checks in orders.yml drop the rows that break a business rule (re-sent copies included)
--- to quarantine.orders, with the check and the reason, before the rest is published.
+-- to quarantine.silver_orders, with the check and the reason, before the rest is published.
 select order_id,
        customer_id,
        product_id,
