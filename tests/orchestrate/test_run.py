@@ -773,6 +773,11 @@ def test_a_backfill_needs_a_partitioned_model(lh: Lakehouse) -> None:
 def test_a_backfill_window_must_be_start_dot_dot_end(lh: Lakehouse) -> None:
     with pytest.raises(lakebed.LakebedError, match=r"START\.\.END"):
         lh.run(backfill="2025-01-02")
+    with pytest.raises(lakebed.LakebedError, match="ends before it starts") as info:
+        lh.run(backfill="2025-01-03..2025-01-02")  # else it would recompute nothing
+    assert "2025-01-02..2025-01-03" in (info.value.hint or "")
+    with pytest.raises(lakebed.LakebedError, match="ends before it starts"):
+        lh.run(backfill="10..9")
 
 
 def test_a_lease_held_by_a_killed_process_is_taken_over(lh: Lakehouse) -> None:

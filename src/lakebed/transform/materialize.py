@@ -155,7 +155,17 @@ class Backfill:
                 f"--backfill takes START..END, got {text!r}",
                 hint="for example 2025-01..2025-03 or 2025-01-01..2025-01-31",
             )
-        return cls(start.strip(), end.strip())
+        start, end = start.strip(), end.strip()
+        try:
+            reversed_ = float(start) > float(end)
+        except ValueError:  # dates, months, times written alike compare as their text
+            reversed_ = len(start) == len(end) and start > end
+        if reversed_:
+            raise TransformError(
+                f"--backfill {text} ends before it starts: it would recompute no partition",
+                hint=f"write the earlier bound first: {end}..{start}",
+            )
+        return cls(start, end)
 
     def predicate(self, column: str, dtype: pa.DataType) -> str:
         """The delta-rs / DuckDB condition selecting these partitions."""
