@@ -80,8 +80,10 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--select",
                 "-s",
-                help="Models to build: name, +name (with upstream), name+ (with downstream), "
-                "tag:x, layer:gold, source:x; several separated by spaces.",
+                help="Models to build: name, gold.*, +name (with upstream), name+ (with "
+                "downstream), 2+name (two steps up), @name, tag:x, layer:gold, "
+                "materialized:incremental, source:x; separated by spaces for their union, "
+                "by commas for their intersection (tag:daily,layer:gold).",
             ),
         ] = None,
         exclude: Annotated[

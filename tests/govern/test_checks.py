@@ -193,6 +193,11 @@ def test_compact_sql_kinds_name_themselves_after_the_sql() -> None:
         ({"not_null": {"column": "a"}, "column": "b"}, ["sets column twice"]),
         ({"unique": "order_id", "severity": "drop"}, ["unique cannot drop rows", "QUALIFY"]),
         ({"row_count": {"min": 1}, "severity": "drop"}, ["no failing rows to drop"]),
+        ({"not_null": "a", "max_failing": "lots"}, ["`max_failing` must be", "0.5%"]),
+        ({"not_null": "a", "max_failing": -1}, ["`max_failing` must be a whole number"]),
+        ({"not_null": "a", "max_failing": 1.5}, ["`max_failing` must be a whole number"]),
+        ({"not_null": "a", "max_failing": "120%"}, ["or a percentage, got '120%'"]),
+        ({"row_count": {"min": 1}, "max_failing": 3}, ["`max_failing` applies to row checks"]),
         ({"freshness": {"column": "a", "max_age": "1d"}, "severity": "drop"}, ["drop"]),
         ({"query": "select 1", "severity": "drop"}, ["drop is not allowed"]),
         ({"row_count": 5}, ["row_count takes options", "{min: 1"]),
@@ -590,6 +595,32 @@ def test_an_error_in_a_fail_check_fails_safe() -> None:
     result = _run(ORDERS, {"expression": "nope > 0"})
     assert _only(result).status == "error"
     assert result.failed
+
+
+@pytest.mark.parametrize(
+    ("severity", "max_failing", "status", "says"),
+    [
+        # 2 of the 6 rows have no customer: 33%.
+        ("fail", 2, "warn", "within max_failing 2"),  # within: one step milder
+        ("fail", "40%", "warn", "within max_failing 40%"),
+        ("fail", 1, "fail", "more than max_failing 1"),
+        ("fail", "30%", "fail", "more than max_failing 30%"),
+        ("warn", 2, "pass", "within max_failing 2"),
+        ("warn", 1, "warn", "more than max_failing 1"),
+        ("drop", 2, "warn", "(dropped to quarantine) (within max_failing 2)"),
+        # So many bad rows mean a broken input: nothing is published.
+        ("drop", "10%", "fail", "more than max_failing 10%"),
+    ],
+)
+def test_max_failing_tolerates_that_many_failing_rows(
+    severity: str, max_failing: int | str, status: str, says: str
+) -> None:
+    entry = {"not_null": "customer_id", "severity": severity, "max_failing": max_failing}
+    result = _run(ORDERS, entry)
+    assert (_only(result).status, _only(result).failing_rows) == (status, 2)
+    assert says in _only(result).message
+    assert result.failed is (status == "fail")
+    assert result.quarantined.num_rows == (2 if severity == "drop" else 0)
 
 
 def test_a_drop_check_that_cannot_run_blocks_publishing() -> None:

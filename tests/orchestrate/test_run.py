@@ -126,6 +126,21 @@ def test_drop_checks_quarantine_failing_rows_and_publish_the_rest(lh: Lakehouse)
     assert lh.sql("select id from quarantine.silver_enriched").rows() == [(4,)]
 
 
+def test_a_drop_check_beyond_its_max_failing_publishes_nothing(lh: Lakehouse) -> None:
+    settings = "checks:\n  - not_null: {column: customer, severity: drop, max_failing: %s}\n"
+    write_model(lh.root, "silver.enriched", "select * from silver.orders", settings % "10%")
+    node = lh.run().nodes[0]  # 1 of 4 orders has no customer: 25%
+    assert node.status == "failed"
+    assert node.error is not None
+    assert "more than max_failing 10%" in node.error
+    assert not lh.storage.exists(lakebed.lakehouse.TableName.parse("silver.enriched"))
+    assert not lh.storage.exists(lakebed.lakehouse.TableName.parse("quarantine.silver_enriched"))
+    write_model(lh.root, "silver.enriched", "select * from silver.orders", settings % "25%")
+    node = lh.run().nodes[0]
+    assert (node.status, node.quarantined) == ("success", 1)
+    assert lh.sql("select id from quarantine.silver_enriched").rows() == [(4,)]
+
+
 def test_models_of_one_name_in_two_layers_keep_their_dropped_rows_apart(lh: Lakehouse) -> None:
     write_model(
         lh.root,
@@ -662,7 +677,7 @@ def test_a_views_checks_judge_its_rows_before_it_is_defined(lh: Lakehouse) -> No
     nodes = {n.model: n for n in lh.run().nodes}
     assert nodes["gold.v"].status == "failed"
     assert nodes["gold.v"].error is not None
-    assert "not_null(customer): 1 failing rows" in nodes["gold.v"].error
+    assert "not_null(customer): 1 of 4 rows fail: customer is null" in nodes["gold.v"].error
     assert nodes["gold.w"].status == "skipped"
     assert "gold.v" not in {str(n) for n in lh.views()}  # nothing was defined
     write_model(lh.root, "gold.v", "select id, customer from silver.orders", view % "warn")

@@ -212,6 +212,36 @@ def test_a_catalog_table_built_by_a_model_is_a_model_not_a_source() -> None:
                 "gold.top_customers",
             ],
         ),
+        ("1+gold.top_customers", ["gold.revenue", "gold.top_customers"]),
+        ("silver.customers+1", ["silver.customers", "gold.customer_count", "gold.revenue"]),
+        (
+            "2+gold.top_customers+1",
+            [
+                "silver.customers",
+                "silver.fx",
+                "silver.orders",
+                "gold.revenue",
+                "gold.top_customers",
+            ],
+        ),
+        (
+            "@silver.fx",  # what fx feeds, and everything those read
+            [
+                "silver.customers",
+                "silver.fx",
+                "silver.orders",
+                "gold.revenue",
+                "gold.top_customers",
+            ],
+        ),
+        ("silver.*", ["silver.audit", "silver.customers", "silver.fx", "silver.orders"]),
+        ("*customer*", ["silver.customers", "gold.customer_count", "gold.top_customers"]),
+        ("layer:silver,+gold.revenue", ["silver.customers", "silver.fx", "silver.orders"]),
+        ("tag:daily,tag:vip silver.audit", ["silver.audit", "gold.top_customers"]),
+        (
+            "materialized:table,layer:gold",
+            ["gold.customer_count", "gold.revenue", "gold.top_customers"],
+        ),
     ],
 )
 def test_select(graph: ModelGraph, expression: str, expected: list[str]) -> None:
@@ -229,7 +259,11 @@ def test_select(graph: ModelGraph, expression: str, expected: list[str]) -> None
         ("layer:platinum", "unknown layer 'platinum'", "layer:bronze, layer:silver, layer:gold"),
         ("source:shop_order", "unknown ingestion source", "did you mean source:shop_orders?"),
         ("source:erp", "unknown ingestion source 'erp'", "known: source:crm, source:shop_orders"),
-        ("owner:me", "unknown selector method 'owner'", "tag:, layer:, source:"),
+        ("owner:me", "unknown selector method 'owner'", "tag:, layer:, materialized:, source:"),
+        ("materialized:scd2", "no model is materialized as 'scd2'", "materialized:table"),
+        ("0+gold.revenue", "goes 0 steps", "1+name"),
+        ("@+gold.revenue", "puts @ and + before a name", "@name already"),
+        ("gold.rev*x", "no model matches 'gold.rev*x'", "did you mean gold.revenue?"),
         ("bronze.orders", "bronze.orders is a source table, not a model", "`bronze.orders+`"),
         ("+bronze.fx", "bronze.fx is a source table, not a model", "`bronze.fx+`"),
         ("+", "names nothing", "selectors are"),

@@ -35,6 +35,7 @@ __all__ = [
     "RowCheck",
     "Severity",
     "TableCheck",
+    "Tolerance",
     "plural",
     "quote_identifier",
     "quote_literal",
@@ -186,11 +187,34 @@ class Check:
         return (column,) if isinstance(column, str) else None
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """How many failing rows a row check lets pass (`max_failing: 10` or `max_failing: 2%`
+    of the rows judged): within it a check's verdict is one step milder; beyond it a drop
+    check fails (nothing is published: that many bad rows mean a broken input)."""
+
+    rows: int | None = None
+    share: float | None = None  # a fraction of the rows judged, 0..1
+
+    def allows(self, failing: int, total: int) -> bool:
+        if self.rows is not None:
+            return failing <= self.rows
+        assert self.share is not None
+        return failing <= self.share * total
+
+    def __str__(self) -> str:
+        if self.rows is not None:
+            return f"{self.rows:,}"
+        return f"{(self.share or 0) * 100:g}%"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RowCheck(Check):
     """A check of each row: failing rows can be counted, warned about or dropped."""
 
     no_drop: ClassVar[str | None] = None
+
+    max_failing: Tolerance | None = None
 
     def failing_sql(self) -> str:
         """A SQL boolean over `this` that is TRUE for a failing row (NULL counts as passing)."""

@@ -8,6 +8,9 @@ over the new data in a private DuckDB connection where the data is the table `th
 - `drop`: failing rows go to quarantine with `_check` and `_reason`; the rest publish;
 - `fail`: a failure (or a check that cannot be evaluated) means nothing may be published.
 
+A row check's `max_failing` (a count, or a percentage of the rows judged) tolerates that
+many failing rows: within it `fail` only warns and `warn` passes; beyond it `drop` fails.
+
 Example::
 
     checks = parse_checks([{"not_null": "customer_id"}], table="silver.orders")
@@ -45,6 +48,7 @@ from lakebed.govern.check_kinds import (
     Scalar,
     Severity,
     TableCheck,
+    Tolerance,
 )
 from lakebed.metastore.checks import CheckResult, CheckStatus
 
@@ -146,8 +150,36 @@ def _parse_one(entry: Any, position: int, *, table: str, file: str | None) -> Ch
         )
     if severity == "drop" and cls.no_drop is not None:
         raise error(label, f"severity drop is not allowed: {cls.no_drop}", "use warn or fail")
+    raw_tolerance = options.pop("max_failing", None)
     spec = Spec(options, kind=kind, table=table, label=label, file=file)
-    return cls.read(spec, name=name.strip() if name else None, severity=severity)
+    check = cls.read(spec, name=name.strip() if name else None, severity=severity)
+    if raw_tolerance is None:
+        return check
+    if not isinstance(check, RowCheck):
+        raise error(
+            label,
+            "`max_failing` applies to row checks (a table check has no failing rows to count)",
+            hint="set bounds in the check itself, e.g. row_count's min",
+        )
+    return dataclasses.replace(check, max_failing=_tolerance(raw_tolerance, spec))
+
+
+def _tolerance(value: Any, spec: Spec) -> Tolerance:
+    """`max_failing: 10` (rows) or `max_failing: 2.5%` (of the rows judged)."""
+    text = str(value).strip()
+    try:
+        if isinstance(value, str) and text.endswith("%"):
+            share = float(text[:-1]) / 100
+            if 0 <= share <= 1:
+                return Tolerance(share=share)
+        elif not isinstance(value, bool | float) and int(text) >= 0:
+            return Tolerance(rows=int(text))
+    except ValueError:
+        pass
+    raise spec.error(
+        f"`max_failing` must be a whole number of rows ≥ 0 or a percentage, got {value!r}",
+        hint="for example max_failing: 10 or max_failing: 0.5%",
+    )
 
 
 # -- reading one check's options ------------------------------------------------------------
@@ -323,14 +355,13 @@ class Audit:
 
 
 def blocking(results: Iterable[CheckResult]) -> list[CheckResult]:
-    """The results that block: checks of severity fail that failed, and checks of severity
-    fail or drop that could not run (a drop check that cannot judge the rows would let
-    through every row it exists to take out)."""
+    """The results that block: checks that failed (of severity fail, or drop beyond their
+    `max_failing`), and checks of severity fail or drop that could not run (a drop check
+    that cannot judge the rows would let through every row it exists to take out)."""
     return [
         r
         for r in results
-        if (r.severity == "fail" and r.status == "fail")
-        or (r.severity in ("fail", "drop") and r.status == "error")
+        if r.status == "fail" or (r.severity in ("fail", "drop") and r.status == "error")
     ]
 
 
@@ -505,8 +536,15 @@ def _row_verdict(check: RowCheck, failing: int, total: int) -> tuple[CheckStatus
     if not failing:
         return "pass", f"all {total:,} rows pass" if total else "no rows to check"
     message = f"{failing:,} of {total:,} rows fail: {check.reason()}"
+    tolerance = check.max_failing
+    if tolerance is not None and not tolerance.allows(failing, total):
+        message += f" (more than max_failing {tolerance})"
+        return ("warn" if check.severity == "warn" else "fail"), message
     if check.severity == "drop":
         message += " (dropped to quarantine)"
+    if tolerance is not None:
+        message += f" (within max_failing {tolerance})"
+        return ("pass" if check.severity == "warn" else "warn"), message
     return _failed_status(check.severity), message
 
 

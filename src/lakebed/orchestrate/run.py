@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from lakebed.errors import CheckFailedError, LakebedError, ModelError, Retryable, TransformError
+from lakebed.errors import LakebedError, ModelError, Retryable, TransformError
 from lakebed.govern import (
     Audit,
     Check,
@@ -206,13 +206,7 @@ def _audited(
     """The checks' verdict on the model's new rows, recorded; raises when one blocks."""
     outcome = audit(data, checks, table=str(model.name), lookup=lambda q: ctx.sql(q).arrow())
     ctx.metastore.record_check_results(outcome.results, run_id=run_id)
-    if outcome.failed:
-        failed = outcome.failures
-        raise CheckFailedError(
-            str(model.name),
-            {r.check: r.failing_rows for r in failed},
-            reasons={r.check: r.message for r in failed if r.status == "error"},
-        )
+    outcome.raise_if_failed()
     return outcome
 
 

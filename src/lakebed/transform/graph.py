@@ -3,21 +3,28 @@
 Roots are source tables: tables that already exist in the catalog and the targets of the
 ingestion sources in `lakebed.yml`. Every model input must be a model or a source table.
 
-Selectors (several separated by spaces select their union):
+Selectors, as dbt writes them (several separated by spaces select their union; joined
+by commas, their intersection):
 
     name | layer.name      one model (a bare name must be unique across layers)
+    gold.* | *orders       models whose name matches the pattern (`*`, `?`, `[...]`)
     +name                  the model and everything upstream of it
     name+                  the model and everything downstream of it
+    2+name | name+1        ...only that many steps up or down
     +name+                 both
+    @name                  the model, everything downstream, and everything those read
     tag:x                  models tagged x
     layer:gold             models of a layer
+    materialized:view      models of a materialization
     source:x               models downstream of the table ingestion source x writes
 """
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from difflib import SequenceMatcher
 from typing import NoReturn
 
@@ -26,7 +33,9 @@ from lakebed.storage import TableName
 from lakebed.transform.definition import Model
 from lakebed.transform.discover import MODEL_LAYERS
 
-SELECTOR_METHODS = ("tag", "layer", "source")
+SELECTOR_METHODS = ("tag", "layer", "materialized", "source")
+# [@][N+]body[+N]: the graph operators around a selector's body.
+_OPERATORS = re.compile(r"(?P<at>@)?(?:(?P<up>\d*)\+)?(?P<body>.*?)(?:\+(?P<down>\d*))?")
 
 
 class ModelGraph:
@@ -53,12 +62,9 @@ class ModelGraph:
             (self.models if model.config.enabled else self.disabled)[name] = model
         self.source_targets: dict[str, TableName] = dict(sorted((source_targets or {}).items()))
         self.pipeline_targets = dict(sorted((pipeline_targets or {}).items()))
-        self.sources: frozenset[TableName] = (
-            frozenset(sources)
-            | frozenset(self.source_targets.values())
-            | frozenset(self.pipeline_targets.values())
-            - frozenset(self.models)
-            - frozenset(self.disabled)
+        written = {*sources, *self.source_targets.values(), *self.pipeline_targets.values()}
+        self.sources: frozenset[TableName] = frozenset(
+            written - set(self.models) - set(self.disabled)
         )
         self._downstream: dict[TableName, list[TableName]] = {}
         for name, model in self.models.items():
@@ -170,33 +176,39 @@ class ModelGraph:
             steps[level[name]].append(name)
         return steps
 
-    def upstream(self, name: TableName | str, *, transitive: bool = True) -> list[TableName]:
-        """The models `name` reads (all the way up unless `transitive=False`), in build order."""
-        node = self._node(name)
-        found: set[TableName] = set()
-        pending = [node]
-        while pending:
-            current = pending.pop()
-            model = self.models.get(current)
-            for table in model.inputs if model is not None else ():
-                if table in self.models and table not in found:
-                    found.add(table)
-                    if transitive:
-                        pending.append(table)
-        return self._sorted(found)
+    def upstream(
+        self, name: TableName | str, *, transitive: bool = True, depth: int | None = None
+    ) -> list[TableName]:
+        """The models `name` reads (all the way up unless `transitive=False`, or `depth`
+        steps), in build order."""
+        return self._reach(name, self._inputs, 1 if not transitive else depth)
 
-    def downstream(self, name: TableName | str, *, transitive: bool = True) -> list[TableName]:
-        """The models that read `name` (all the way down unless `transitive=False`), in
-        build order; `name` may be a model or a source table."""
-        node = self._node(name)
+    def downstream(
+        self, name: TableName | str, *, transitive: bool = True, depth: int | None = None
+    ) -> list[TableName]:
+        """The models that read `name` (all the way down unless `transitive=False`, or
+        `depth` steps), in build order; `name` may be a model or a source table."""
+        return self._reach(
+            name, lambda n: self._downstream.get(n, []), 1 if not transitive else depth
+        )
+
+    def _inputs(self, name: TableName) -> list[TableName]:
+        model = self.models.get(name)
+        return [t for t in model.inputs if t in self.models] if model is not None else []
+
+    def _reach(
+        self,
+        name: TableName | str,
+        step: Callable[[TableName], Iterable[TableName]],
+        depth: int | None,
+    ) -> list[TableName]:
         found: set[TableName] = set()
-        pending = [node]
-        while pending:
-            for reader in self._downstream.get(pending.pop(), []):
-                if reader not in found:
-                    found.add(reader)
-                    if transitive:
-                        pending.append(reader)
+        frontier = [self._node(name)]
+        steps = 0
+        while frontier and (depth is None or steps < depth):
+            steps += 1
+            frontier = [n for current in frontier for n in step(current) if n not in found]
+            found.update(frontier)
         return self._sorted(found)
 
     def _sorted(self, names: Iterable[TableName]) -> list[TableName]:
@@ -231,31 +243,68 @@ class ModelGraph:
             )
         chosen: set[TableName] = set()
         for selector in selectors:
-            chosen |= self._select_one(selector)
+            parts = [self._select_one(part, selector) for part in selector.split(",")]
+            chosen |= set.intersection(*parts)
         return self._sorted(chosen)
 
-    def _select_one(self, selector: str) -> set[TableName]:
-        body = selector.strip("+")
-        with_upstream = selector.startswith("+")
-        with_downstream = selector.endswith("+")
+    def _select_one(self, selector: str, whole: str) -> set[TableName]:
+        match = _OPERATORS.fullmatch(selector)
+        assert match is not None  # every text matches: the body takes what is left
+        body, at = match["body"], bool(match["at"])
+        up = self._depth(match["up"], whole)
+        down = self._depth(match["down"], whole)
         if not body:
-            raise TransformError(f"selector {selector!r} names nothing", hint=_SELECTOR_HINT)
+            raise TransformError(f"selector {whole!r} names nothing", hint=_SELECTOR_HINT)
+        if at and up != 0:
+            raise TransformError(
+                f"selector {whole!r} puts @ and + before a name",
+                hint="@name already takes everything upstream of what is downstream of it",
+            )
         if ":" in body:
-            seeds = self._by_method(selector, *body.split(":", 1))
+            seeds = self._by_method(whole, *body.split(":", 1))
+        elif any(c in body for c in "*?["):
+            seeds = self._by_pattern(body)
         else:
             seeds = {self._by_name(body)}
-            if not (seeds & set(self.models)) and not with_downstream:
+            if not (seeds & set(self.models)) and down == 0 and not at:
                 raise TransformError(
                     f"{body} is a source table, not a model",
                     hint=f"select the models that read it with `{body}+`",
                 )
         chosen = seeds & set(self.models)
         for seed in seeds:
-            if with_upstream:
-                chosen.update(self.upstream(seed))
-            if with_downstream:
-                chosen.update(self.downstream(seed))
+            if up != 0:
+                chosen.update(self.upstream(seed, depth=up))
+            if down != 0 or at:
+                chosen.update(self.downstream(seed, depth=None if at else down))
+        if at:
+            for model in list(chosen):
+                chosen.update(self.upstream(model))
         return chosen
+
+    @staticmethod
+    def _depth(text: str | None, selector: str) -> int | None:
+        """A graph operator's depth: 0 for no operator, None for all the way."""
+        if text is None:
+            return 0
+        if text == "":
+            return None
+        if int(text) < 1:
+            raise TransformError(
+                f"selector {selector!r} goes {text} steps", hint="write 1+name or more, or +name"
+            )
+        return int(text)
+
+    def _by_pattern(self, pattern: str) -> set[TableName]:
+        """Models whose `layer.name` (or bare name, for a pattern without a dot) match."""
+        found = {
+            name
+            for name in self.models
+            if fnmatch.fnmatchcase(str(name) if "." in pattern else name.name, pattern.lower())
+        }
+        if not found:
+            raise self._unknown(f"no model matches {pattern!r}", pattern)
+        return found
 
     def _by_method(self, selector: str, method: str, value: str) -> set[TableName]:
         if method == "tag":
@@ -267,6 +316,13 @@ class ModelGraph:
             if value not in MODEL_LAYERS:
                 raise self._unknown(f"unknown layer {value!r}", value, list(MODEL_LAYERS), "layer:")
             return {name for name in self.models if name.layer == value}
+        if method == "materialized":
+            kinds = {model.config.materialized for model in self.models.values()}
+            if value not in kinds:
+                raise self._unknown(
+                    f"no model is materialized as {value!r}", value, sorted(kinds), "materialized:"
+                )
+            return {n for n, m in self.models.items() if m.config.materialized == value}
         if method == "source":
             target = self.source_targets.get(value)
             if target is None:
@@ -326,6 +382,7 @@ def close_matches(text: str, known: Iterable[str]) -> list[str]:
 
 
 _SELECTOR_HINT = (
-    "selectors are name, layer.name, +name (with upstream), name+ (with downstream), "
-    "tag:x, layer:x and source:x, separated by spaces"
+    "selectors are name, layer.name, gold.*, +name (with upstream), name+ (with "
+    "downstream), 2+name, @name, tag:x, layer:x, materialized:x and source:x; separated by "
+    "spaces for their union, by commas for their intersection"
 )
