@@ -203,8 +203,9 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--run",
-                help="First judge the tables with checks declared in lakebed.yml (or TABLE) "
-                "now; exit 1 if a check of severity fail fails.",
+                help="First judge the tables with checks declared in lakebed.yml (or TABLE, "
+                "which may be a model's: every row it holds, by its checks) now; exit 1 if "
+                "a check of severity fail fails.",
             ),
         ] = False,
         fmt: FormatOption = "table",

@@ -37,7 +37,7 @@ from lakebed.ingest import (
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.orchestrate import NodeResult, RunSummary
 from lakebed.orchestrate import run as run_graph
-from lakebed.orchestrate.table_checks import TableChecks, parse_table_checks
+from lakebed.orchestrate.table_checks import TableChecks, parse_table_checks, published_checks
 from lakebed.orchestrate.table_checks import judge as judge_table
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.process.stream_metrics import PipelineMetrics, read_status
@@ -489,17 +489,27 @@ class Lakehouse:
 
     def check_tables(self, *tables: str) -> dict[str, list[CheckResult]]:
         """Judge tables by the checks lakebed.yml declares on them (all such tables by
-        default), now; the results are recorded, as a run's are."""
-        declared = self.table_checks()
+        default), now, or a model's table by its model's checks (every row it holds, as
+        `dbt test` does); the results are recorded, as a run's are."""
+        models = self.models()
+        declared = self.table_checks(models)
         names = [TableName.parse(t) for t in tables] or sorted(declared)
+        for name in names:
+            model = models.get(name)
+            if model is not None and model.config.checks:
+                if model.config.materialized == "view":
+                    raise TransformError(
+                        f"{name} is a view: it holds no rows to judge apart from a run",
+                        hint="`lakebed run --select` it: its checks judge its rows first",
+                    )
+                declared[name] = published_checks(model)
         unknown = [str(n) for n in names if n not in declared]
         if unknown:
             raise ConfigError(
                 f"no checks are declared on {', '.join(unknown)}",
                 file=str(self.root / CONFIG_FILE),
                 key="checks",
-                hint="declare them under `checks:` in lakebed.yml "
-                "(a model's checks sit in its .yml and run with `lakebed run`)",
+                hint="declare them under `checks:` in lakebed.yml, or a model's in its .yml",
             )
         return {str(n): judge_table(self, n, declared[n], run_id=None, again=True) for n in names}
 

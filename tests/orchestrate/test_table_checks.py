@@ -119,6 +119,23 @@ def test_check_tables_judges_now_and_names_tables_without_checks(lh: Lakehouse) 
         lh.check_tables("bronze.other")
 
 
+def test_check_tables_judges_every_row_of_a_model_by_its_checks(lh: Lakehouse) -> None:
+    assert lh.run().ok  # silver.events holds the event of amount -2.0
+    checks = "checks:\n  - range: {column: amount, min: 0, severity: %s}\n"
+    sql = "select id, kind, amount from bronze.events"
+    write_model(lh.root, "silver.events", sql, checks % "drop")  # added after the build
+    [result] = lh.check_tables("silver.events")["silver.events"]
+    # Nothing left to hold back: the row published before the check came is reported.
+    assert (result.status, result.severity, result.failing_rows) == ("warn", "warn", 1)
+    assert result.table_version == lh.table("silver.events").version()
+    write_model(lh.root, "silver.events", sql, checks % "fail")
+    [result] = lh.check_tables("silver.events")["silver.events"]
+    assert (result.status, result.total_rows) == ("fail", 2)
+    write_model(lh.root, "gold.kinds", "select 1 as n", "materialized: view\n" + checks % "warn")
+    with pytest.raises(lakebed.errors.TransformError, match=r"gold\.kinds is a view"):
+        lh.check_tables("gold.kinds")
+
+
 @pytest.mark.parametrize(
     ("config", "text"),
     [

@@ -32,9 +32,10 @@ from lakebed.govern import (
 )
 from lakebed.process.scan import quote_identifier
 from lakebed.storage import Snapshot, Table, TableName
+from lakebed.transform import Model
 from lakebed.transform.materialize import Workspace
 
-__all__ = ["TableChecks", "judge", "parse_table_checks"]
+__all__ = ["TableChecks", "judge", "parse_table_checks", "published_checks"]
 
 TableChecks = dict[TableName, list[Check]]
 
@@ -75,6 +76,16 @@ def parse_table_checks(
                 )
         found[name] = checks
     return found
+
+
+def published_checks(model: Model) -> list[Check]:
+    """A model's checks as they judge the rows its table holds (`lakebed checks --run`,
+    as `dbt test` does): a drop check reports the rows that fail it (published before it
+    was added) as a warning, as there is nothing left to hold back."""
+    checks = parse_checks(
+        model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
+    )
+    return [dataclasses.replace(c, severity="warn") if c.severity == "drop" else c for c in checks]
 
 
 def judge(
