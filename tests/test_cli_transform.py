@@ -80,6 +80,19 @@ def test_runs_and_checks_json(root: Path) -> None:
     ]
 
 
+def test_runs_of_one_model_and_status(root: Path) -> None:
+    write_model(root, "gold.broken", "select cast('x' || id as integer) as n from silver.orders")
+    assert cli(root, "run").exit_code == 1
+    assert cli(root, "run").exit_code == 1
+    failed = json.loads(cli(root, "runs", "--status", "failed", "-f", "json").stdout)
+    assert [(r["kind"], r["target"]) for r in failed] == [
+        ("model", "gold.broken"),
+        ("run", None),
+    ] * 2
+    positive = json.loads(cli(root, "runs", "gold.positive", "-f", "json").stdout)
+    assert {(r["target"], r["status"]) for r in positive} == {("gold.positive", "success")}
+
+
 def test_lineage_json_lists_the_edges(root: Path) -> None:
     write_model(root, "gold.doubled", "select id, amount * 2 as twice from gold.positive")
     assert cli(root, "run").exit_code == 0

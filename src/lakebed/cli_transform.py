@@ -162,17 +162,23 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def runs(
         ctx: typer.Context,
+        target: Annotated[
+            str | None, typer.Argument(help="Only the runs of this model or source.")
+        ] = None,
         limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
         kind: Annotated[str | None, typer.Option("--kind", help="run, model, ingest...")] = None,
+        status: Annotated[
+            str | None, typer.Option("--status", help="success, failed or running.")
+        ] = None,
         fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
         """The run history: what ran, when, how it ended.
 
-        Example: [bold]lakebed runs --kind model[/bold]
+        Example: [bold]lakebed runs silver.orders --status failed[/bold]
         """
         with open_project(ctx, project) as lh:
-            records = lh.runs(limit=limit, kind=kind)
+            records = lh.runs(limit=limit, kind=kind, target=target, status=status)
         if fmt == "json":
             print_json(records)
             return

@@ -297,9 +297,17 @@ class Lakehouse:
             run_id, status="success", rows=progress.rows, bytes=progress.bytes
         )
 
-    def runs(self, *, limit: int = 50, kind: str | None = None) -> list[RunRecord]:
-        """The run log, newest first."""
-        return self.metastore.runs(limit=limit, kind=kind)
+    def runs(
+        self,
+        *,
+        limit: int = 50,
+        kind: str | None = None,
+        target: str | None = None,
+        status: str | None = None,
+    ) -> list[RunRecord]:
+        """The run log, newest first: of one kind (`run`, `model`, `ingest`...), target (a
+        model or source) and status (`success`, `failed`, `running`) when given."""
+        return self.metastore.runs(limit=limit, kind=kind, target=target, status=status)
 
     # -- ingestion --------------------------------------------------------------------------
 

@@ -393,14 +393,21 @@ class Metastore:
         return [str(row["run_id"]) for row in rows]
 
     def runs(
-        self, *, limit: int = 50, kind: str | None = None, target: str | None = None
+        self,
+        *,
+        limit: int = 50,
+        kind: str | None = None,
+        target: str | None = None,
+        status: str | None = None,
     ) -> list[RunRecord]:
-        """Recent runs, newest first, optionally of one kind and/or target."""
+        """Recent runs, newest first, optionally of one kind, target and/or status."""
         query = select(runs_t).order_by(runs_t.c.started_at.desc(), runs_t.c.id.desc())
         if kind is not None:
             query = query.where(runs_t.c.kind == kind)
         if target is not None:
             query = query.where(runs_t.c.target == target)
+        if status is not None:
+            query = query.where(runs_t.c.status == status)
         with self._guard("runs"), self._begin() as conn:
             return [run_record(row) for row in conn.execute(query.limit(limit)).mappings()]
 
