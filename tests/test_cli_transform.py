@@ -93,6 +93,20 @@ def test_runs_of_one_model_and_status(root: Path) -> None:
     assert {(r["target"], r["status"]) for r in positive} == {("gold.positive", "success")}
 
 
+def test_a_view_has_lineage_and_a_description(root: Path) -> None:
+    write_model(
+        root, "gold.v", "select id, amount * 2 as twice from gold.positive", "materialized: view\n"
+    )
+    assert cli(root, "run").exit_code == 0
+    done = cli(root, "lineage", "gold.v", "-c", "twice")
+    assert done.exit_code == 0, done.output
+    assert "gold.positive.amount (expression)" in done.stdout
+    done = cli(root, "describe", "gold.v")
+    assert done.exit_code == 0, done.output
+    assert "twice" in done.stdout
+    assert "amount * 2" in done.stdout  # its SQL
+
+
 def test_lineage_json_lists_the_edges(root: Path) -> None:
     write_model(root, "gold.doubled", "select id, amount * 2 as twice from gold.positive")
     assert cli(root, "run").exit_code == 0

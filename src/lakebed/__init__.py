@@ -17,6 +17,7 @@ from lakebed.errors import LakebedError
 from lakebed.lakehouse import Lakehouse, init_project, open
 from lakebed.process import QueryResult
 from lakebed.storage import Table, WriteResult
+from lakebed.transform import model
 
 __version__ = "0.1.0"
 
@@ -28,5 +29,6 @@ __all__ = [
     "WriteResult",
     "__version__",
     "init_project",
+    "model",
     "open",
 ]

@@ -234,7 +234,7 @@ def describe(ctx: typer.Context, table: TableArgument, project: ProjectOption = 
     """
     with open_project(ctx, project) as lh:
         record = lh.describe(table)
-        schema = lh.table(table).schema()
+        schema = lh.schema(table)
         history = lh.schema_history(record.name)
     console = stdout()
     console.print(render.catalog_view(record))

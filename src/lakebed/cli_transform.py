@@ -289,7 +289,7 @@ def register(app: typer.Typer) -> None:
             "downstream" if downstream and not upstream else "upstream"
         )
         with open_project(ctx, project) as lh:
-            name = str(lh.table(table).name)
+            name = lh.describe(table).name  # a table or a view
             edges = lh.metastore.lineage_edges()
         if fmt == "json":
             reached = lineage_reach(edges, name, column, direction)

@@ -262,16 +262,27 @@ class Lakehouse:
         return self.metastore.list_tables(layer)
 
     def describe(self, name: str) -> TableRecord:
-        """The catalog entry of one table."""
+        """The catalog entry of one table or view."""
+        view = self.metastore.get_table(str(TableName.parse(name)))
+        if view is not None and VIEW_PROPERTY in view.properties:
+            return view
         table = self.table(name)
         record = self.metastore.get_table(str(table.name))
         if record is None:  # a table on disk that the catalog has not seen yet
             record = self._register(table)
         return record
 
+    def schema(self, name: str) -> pa.Schema:
+        """The columns of a table, or of a view (as its SELECT returns them now)."""
+        table_name = TableName.parse(name)
+        if not self.storage.exists(table_name) and self.view_sql(table_name) is not None:
+            return self.sql(f"select * from {table_name} limit 0").arrow().schema
+        return self.table(table_name).schema()
+
     def schema_history(self, name: str) -> list[SchemaVersion]:
-        """The schemas a table has had, oldest first, with the version where each appeared."""
-        return self.metastore.schema_history(str(self.table(name).name))
+        """The schemas a table has had, oldest first, with the version where each appeared
+        (none for a view)."""
+        return self.metastore.schema_history(self.describe(name).name)
 
     # -- run log ----------------------------------------------------------------------------
 
@@ -532,6 +543,13 @@ class Lakehouse:
             handle = self._handles.get(table_name)
             if handle is None:
                 if not self.storage.exists(table_name):
+                    if self.view_sql(table_name) is not None:
+                        raise StorageError(
+                            f"{table_name} is a view, not a table: it has no files, versions "
+                            "or history",
+                            table=str(table_name),
+                            hint="query it with `lakebed sql`; `lakebed describe` shows it",
+                        )
                     raise TableNotFoundError(str(table_name), self._table_names())
                 handle = self.storage.table(table_name)
                 self._handles[table_name] = handle

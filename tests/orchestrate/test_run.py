@@ -709,6 +709,22 @@ def test_view_models_are_queryable_and_always_current(lh: Lakehouse) -> None:
     assert "gold.big_orders" in [t.name for t in lh.tables()]
 
 
+def test_a_view_records_its_lineage_and_describes_itself(lh: Lakehouse) -> None:
+    sql = "select customer, sum(amount) as total from silver.orders group by 1"
+    write_model(lh.root, "gold.totals", sql, "materialized: view\n")
+    assert lh.run().ok
+    edges = {
+        (e.downstream_column, e.upstream_column, e.transform)
+        for e in lh.metastore.lineage_edges(downstream="gold.totals")
+    }
+    assert edges == {("customer", "customer", "copy"), ("total", "amount", "aggregate")}
+    assert lh.describe("gold.totals").properties["lakebed.view"] == sql
+    assert lh.schema("gold.totals").names == ["customer", "total"]
+    assert lh.schema_history("gold.totals") == []
+    with pytest.raises(lakebed.errors.StorageError, match=r"gold\.totals is a view, not a table"):
+        lh.table("gold.totals")
+
+
 def test_a_model_leased_by_another_run_is_not_built_twice(lh: Lakehouse) -> None:
     write_model(lh.root, "silver.enriched", "select * from silver.orders")
     assert lh.metastore.acquire_lease("model:silver.enriched", "other-run", seconds=60) is None

@@ -261,6 +261,8 @@ def build_model(
             domain=model.config.domain,
             tags=model.config.tags or None,
         )
+        view_columns = ctx.sql(f"select * from {model.name} limit 0").columns
+        (later or _now)(lambda: _record_lineage(ctx, model, view_columns))
         seconds = time.perf_counter() - started
         return NodeResult(str(model.name), "success", "view", seconds=seconds, checks=checks)
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)

@@ -1,6 +1,6 @@
 """The `@model` decorator that marks the function of a Python model::
 
-    from lakebed.transform import model
+    from lakebed import model
 
     @model(inputs=["silver.orders", "silver.customers"], frame="polars", materialized="table")
     def revenue(orders, customers):
