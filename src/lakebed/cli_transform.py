@@ -273,13 +273,19 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--downstream", help="What uses it (default: where it comes from).")
         ] = False,
         upstream: Annotated[bool, typer.Option("--upstream", help="Where it comes from.")] = False,
+        tables: Annotated[
+            bool, typer.Option("--tables", help="Tables only: what it is built from (or feeds).")
+        ] = False,
         fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
-        """Column lineage of a table, down to the source columns (or up to every use).
+        """Column lineage of a table, down to the source columns (or up to every use);
+        with --tables, the tables alone. A Python model's columns are not traced: the
+        tables it reads stand in for them.
 
         `--format json` prints the edges of the tree: downstream and upstream table and
-        column, and the transform (copy, expression, aggregate, window).
+        column, and the transform (copy, expression, aggregate, window; `table` with
+        columns `*` for a table built from another).
 
         Example: [bold]lakebed lineage gold.daily_revenue --column revenue[/bold]
         """
@@ -292,7 +298,7 @@ def register(app: typer.Typer) -> None:
             name = lh.describe(table).name  # a table or a view
             edges = lh.metastore.lineage_edges()
         if fmt == "json":
-            reached = lineage_reach(edges, name, column, direction)
+            reached = lineage_reach(edges, name, column, direction, tables=tables)
             print_json(reached)
             return
-        stdout().print(lineage_tree(edges, name, column, direction))
+        stdout().print(lineage_tree(edges, name, column, direction, tables=tables))

@@ -14,7 +14,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from lakebed.errors import LakebedError, QueryError, SqlSyntaxError
-from lakebed.govern import ColumnEdge, column_lineage, lineage_reach, lineage_tree
+from lakebed.govern import ColumnEdge, column_lineage, lineage_reach, lineage_tree, table_edges
 from lakebed.metastore.lineage_store import LineageEdge
 from lakebed.storage import TableName
 
@@ -302,3 +302,55 @@ def test_reach_holds_the_edges_the_tree_draws() -> None:
     ]
     cyclic = _edges("silver.a.x <- silver.b.y (copy)", "silver.b.y <- silver.a.x (copy)")
     assert len(lineage_reach(cyclic, "silver.a", "x", "upstream")) == 2
+
+
+# Every model also records the tables it reads; gold.top is a Python model (no columns).
+TABLES = [
+    *GRAPH,
+    *table_edges("silver.orders", ["bronze.orders"]),
+    *table_edges("gold.revenue", ["silver.orders", "silver.refunds"]),  # refunds: a filter
+    *table_edges("gold.ranked", ["gold.revenue", "silver.orders"]),
+    *table_edges("gold.top", ["silver.orders"]),
+]
+
+
+def test_table_tree_follows_the_tables_a_model_reads() -> None:
+    assert render(lineage_tree(TABLES, "gold.ranked", tables=True)).splitlines() == [
+        "gold.ranked",
+        "├── gold.revenue",
+        "│   ├── silver.orders",
+        "│   │   └── bronze.orders",
+        "│   └── silver.refunds",
+        "└── silver.orders (shown above)",
+    ]
+    downstream = render(lineage_tree(TABLES, "silver.orders", "amount", "downstream", tables=True))
+    assert downstream.splitlines() == [
+        "silver.orders",
+        "├── gold.ranked",
+        "├── gold.revenue",
+        "│   └── gold.ranked",
+        "└── gold.top",
+    ]
+
+
+def test_a_python_models_tables_stand_in_for_its_columns() -> None:
+    assert render(lineage_tree(TABLES, "gold.top", "total")).splitlines() == [
+        "gold.top",
+        "├── silver.orders",
+        "└── its columns are not traced (a Python model): the tables it reads",
+    ]
+    # Reading the whole table, it uses every column of it; SQL models' table edges are
+    # left out of column trees (their columns say more).
+    uses = render(lineage_tree(TABLES, "silver.orders", "amount", "downstream")).splitlines()
+    assert uses == [
+        "silver.orders.amount",
+        "├── gold.ranked.share (aggregate)",
+        "├── gold.revenue.total (aggregate)",
+        "│   ├── gold.ranked.rank (window)",
+        "│   └── gold.ranked.share (expression)",
+        "└── gold.top",
+    ]
+    assert _named(lineage_reach(TABLES, "gold.top", "total")) == [
+        "gold.top.* <- silver.orders.* (table)"
+    ]
+    assert len(lineage_reach(TABLES, "gold.ranked", tables=True)) == 5

@@ -464,6 +464,37 @@ def test_python_models_receive_their_inputs(lh: Lakehouse) -> None:
     assert _rows(lh, "gold.order_count") == [(4,)]
 
 
+def _edges(lh: Lakehouse, table: str) -> set[tuple[str, str, str, str]]:
+    edges = lh.metastore.lineage_edges(downstream=table)
+    return {(e.downstream_column, e.upstream_table, e.upstream_column, e.transform) for e in edges}
+
+
+def test_every_model_records_the_tables_it_reads(lh: Lakehouse) -> None:
+    _python_model(
+        lh.root,
+        "gold.order_count",
+        "import pyarrow as pa\nfrom lakebed import model\n\n"
+        "@model(inputs=['silver.orders', 'silver.customers'])\n"
+        "def order_count(orders, customers):\n"
+        "    return pa.table({'orders': [orders.num_rows]})\n",
+    )
+    write_model(
+        lh.root,
+        "gold.known",  # silver.customers only filters: no column comes from it
+        "select id from silver.orders where customer in (select customer from silver.customers)",
+    )
+    assert lh.run().ok
+    assert _edges(lh, "gold.order_count") == {  # a Python model: tables, no columns
+        ("*", "silver.orders", "*", "table"),
+        ("*", "silver.customers", "*", "table"),
+    }
+    assert _edges(lh, "gold.known") == {
+        ("id", "silver.orders", "id", "copy"),
+        ("*", "silver.orders", "*", "table"),
+        ("*", "silver.customers", "*", "table"),
+    }
+
+
 def test_a_python_model_merged_by_key_gets_every_row_of_the_keys_a_change_touches(
     lh: Lakehouse,
 ) -> None:
@@ -713,11 +744,11 @@ def test_a_view_records_its_lineage_and_describes_itself(lh: Lakehouse) -> None:
     sql = "select customer, sum(amount) as total from silver.orders group by 1"
     write_model(lh.root, "gold.totals", sql, "materialized: view\n")
     assert lh.run().ok
-    edges = {
-        (e.downstream_column, e.upstream_column, e.transform)
-        for e in lh.metastore.lineage_edges(downstream="gold.totals")
+    assert _edges(lh, "gold.totals") == {
+        ("customer", "silver.orders", "customer", "copy"),
+        ("total", "silver.orders", "amount", "aggregate"),
+        ("*", "silver.orders", "*", "table"),
     }
-    assert edges == {("customer", "customer", "copy"), ("total", "amount", "aggregate")}
     assert lh.describe("gold.totals").properties["lakebed.view"] == sql
     assert lh.schema("gold.totals").names == ["customer", "total"]
     assert lh.schema_history("gold.totals") == []

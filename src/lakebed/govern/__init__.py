@@ -23,6 +23,7 @@ from lakebed.govern.lineage import (
     column_lineage,
     lineage_reach,
     lineage_tree,
+    table_edges,
 )
 from lakebed.metastore.checks import CheckResult, CheckStatus
 
@@ -45,4 +46,5 @@ __all__ = [
     "lineage_reach",
     "lineage_tree",
     "parse_checks",
+    "table_edges",
 ]

@@ -34,11 +34,23 @@ from sqlglot.optimizer.scope import Scope, build_scope, find_all_in_scope
 from sqlglot.schema import MappingSchema
 
 from lakebed.errors import QueryError, SqlSyntaxError
-from lakebed.metastore.lineage_store import LINEAGE_TRANSFORMS, LineageEdge, LineageTransform
+from lakebed.metastore.lineage_store import (
+    LINEAGE_TRANSFORMS,
+    WHOLE_TABLE,
+    LineageEdge,
+    LineageTransform,
+)
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import TableName
 
-__all__ = ["ColumnEdge", "Transform", "column_lineage", "lineage_reach", "lineage_tree"]
+__all__ = [
+    "ColumnEdge",
+    "Transform",
+    "column_lineage",
+    "lineage_reach",
+    "lineage_tree",
+    "table_edges",
+]
 
 # The metastore's row type is the lineage edge: one class from tracing to storage.
 ColumnEdge = LineageEdge
@@ -48,7 +60,9 @@ Direction = Literal["upstream", "downstream"]
 _DIALECT = "duckdb"
 # Along a path the most transforming step wins: a window over a copy is a window.
 _RANK: dict[str, int] = {name: rank for rank, name in enumerate(LINEAGE_TRANSFORMS)}
-_COPY, _EXPRESSION, _AGGREGATE, _WINDOW = (_RANK[name] for name in LINEAGE_TRANSFORMS)
+_COPY, _EXPRESSION, _AGGREGATE, _WINDOW = (
+    _RANK[name] for name in ("copy", "expression", "aggregate", "window")
+)
 # DuckDB aggregates that sqlglot parses as anonymous functions.
 _ANONYMOUS_AGGREGATES = frozenset(
     {
@@ -459,22 +473,50 @@ def _leaf_column(leaf: Node, anchors: Sequence[exp.Expr]) -> str | None:
 # -- rendering -------------------------------------------------------------------------------
 
 
+def table_edges(table: TableName | str, inputs: Iterable[TableName | str]) -> list[LineageEdge]:
+    """The edges saying `table` is built from each of `inputs` (columns `*`, transform
+    `table`): what every model records, its columns traced or not."""
+    name = str(TableName.parse(table))
+    return [
+        LineageEdge(name, WHOLE_TABLE, str(TableName.parse(i)), WHOLE_TABLE, "table")
+        for i in inputs
+    ]
+
+
+def _chosen(
+    edges: Iterable[LineageEdge], name: str, direction: Direction, tables: bool
+) -> list[LineageEdge]:
+    """The edges a tree of `name` follows: table edges alone (`tables`), or column edges
+    and the table edges of tables with no column traced (Python models)."""
+    edges = list(edges)
+    if tables:
+        return [e for e in edges if e.transform == "table"]
+    traced = {e.downstream_table for e in edges if e.transform != "table"}
+    return [e for e in edges if e.transform != "table" or e.downstream_table not in traced]
+
+
 def lineage_reach(
     edges: Iterable[LineageEdge],
     table: TableName | str,
     column: str | None = None,
     direction: Direction = "upstream",
+    *,
+    tables: bool = False,
 ) -> list[LineageEdge]:
     """The edges `lineage_tree` draws: every edge reached from `table` (or one column of
     it) going `upstream` or `downstream`, each once, in the order they are reached."""
     name = str(TableName.parse(table))
     links: dict[tuple[str, str], list[LineageEdge]] = {}
-    for edge in edges:
+    for edge in _chosen(edges, name, direction, tables):
         down = (edge.downstream_table, edge.downstream_column)
         up = (edge.upstream_table, edge.upstream_column)
         links.setdefault(down if direction == "upstream" else up, []).append(edge)
-    wanted = column.lower() if column is not None else None
-    todo = sorted(k for k in links if k[0] == name and wanted in (None, k[1].lower()))
+    wanted = column.lower() if column is not None and not tables else None
+    todo = sorted(
+        k
+        for k in links
+        if k[0] == name and (wanted is None or k[1] == WHOLE_TABLE or k[1].lower() == wanted)
+    )
     seen: set[tuple[str, str]] = set(todo)
     reached: list[LineageEdge] = []
     while todo:
@@ -504,14 +546,19 @@ def lineage_tree(
     table: TableName | str,
     column: str | None = None,
     direction: Direction = "upstream",
+    *,
+    tables: bool = False,
 ) -> Tree:
     """A rich tree of `table` (or one column) and, recursively, the columns it is computed
     from (`upstream`, down to source columns) or the columns computed from it
-    (`downstream`). A column met again on the same path is marked as a cycle, and one
-    already drawn elsewhere in the tree is not drawn twice."""
+    (`downstream`); with `tables`, of the tables alone. A Python model's columns are not
+    traced: its tables stand in for them. A column met again on the same path is marked as
+    a cycle, and one already drawn elsewhere in the tree is not drawn twice."""
     name = str(TableName.parse(table))
+    if tables:
+        column = None
     links: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-    for edge in edges:
+    for edge in _chosen(edges, name, direction, tables):
         down = (edge.downstream_table, edge.downstream_column)
         up = (edge.upstream_table, edge.upstream_column)
         start, end = (down, up) if direction == "upstream" else (up, down)
@@ -519,6 +566,8 @@ def lineage_tree(
     for ends in links.values():
         ends.sort()
     columns = sorted(c for t, c in links if t == name)
+    if columns == [WHOLE_TABLE]:  # a Python model: its tables stand in for its columns
+        column = None
     if column is not None:
         # DuckDB column names are case-insensitive: find the stored spelling.
         column = next((c for c in columns if c.lower() == column.lower()), column)
@@ -526,6 +575,13 @@ def lineage_tree(
     drawn: set[tuple[str, str]] = set()
     if column is not None:
         _grow(root, (name, column), links, {(name, column)}, drawn)
+        # Python models reading the table read every column of it.
+        _grow(root, (name, WHOLE_TABLE), links, {(name, WHOLE_TABLE)}, drawn)
+    elif columns == [WHOLE_TABLE]:
+        _grow(root, (name, WHOLE_TABLE), links, {(name, WHOLE_TABLE)}, drawn)
+        if not tables and direction == "upstream":
+            note = "its columns are not traced (a Python model): the tables it reads"
+            root.add(Text(note, style="dim italic"))
     else:
         for each in columns:
             branch = root.add(_label(name, each, None))
@@ -560,9 +616,9 @@ def _grow(
 
 def _label(table: str, column: str | None, transform: str | None, style: str = "") -> Text:
     text = Text(table, style=f"cyan {style}".strip())
-    if column is not None:
+    if column is not None and column != WHOLE_TABLE:
         text.append(".", style="cyan")
         text.append(column, style=style or "bold")
-    if transform is not None:
+    if transform is not None and transform != "table":
         text.append(f" ({transform})", style="dim")
     return text

@@ -20,14 +20,18 @@ from lakebed.metastore.schema import lineage as lineage_t
 
 __all__ = [
     "LINEAGE_TRANSFORMS",
+    "WHOLE_TABLE",
     "LineageEdge",
     "LineageTransform",
     "lineage_edges",
     "replace_lineage",
 ]
 
-# How a downstream value is derived, from the plainest to the most transformed.
-LineageTransform = Literal["copy", "expression", "aggregate", "window"]
+# How a downstream value is derived, from the plainest to the most transformed; `table`
+# says a table is built from another (columns `*`), which every model records for each
+# table it reads, whether or not a column of it was traced (a Python model's never are).
+LineageTransform = Literal["copy", "expression", "aggregate", "window", "table"]
+WHOLE_TABLE = "*"
 LINEAGE_TRANSFORMS: tuple[LineageTransform, ...] = get_args(LineageTransform)
 
 _NAMES = ("downstream_table", "downstream_column", "upstream_table", "upstream_column")

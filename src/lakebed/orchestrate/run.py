@@ -31,6 +31,7 @@ from lakebed.govern import (
     blocking,
     column_lineage,
     parse_checks,
+    table_edges,
 )
 from lakebed.orchestrate.quarantine import keep_dropped
 from lakebed.orchestrate.table_checks import TableChecks, judge
@@ -141,7 +142,11 @@ def _now(job: Callable[[], None]) -> None:
 
 
 def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
-    assert model.sql is not None
+    """Record the tables the model reads and, for SQL, the columns each column comes from."""
+    tables = table_edges(model.name, model.inputs)
+    if model.sql is None:  # Python: its columns are not traced
+        ctx.metastore.replace_lineage(str(model.name), tables)
+        return
     views = ctx.views()
     schemas = {
         # Views have no files to read a schema from: ask the engine for theirs.
@@ -152,10 +157,10 @@ def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
     }
     frozen = tuple(sorted((name, tuple(names)) for name, names in schemas.items()))
     try:
-        edges = _lineage(model.sql, model.name, frozen, tuple(columns))
+        edges = [*_lineage(model.sql, model.name, frozen, tuple(columns)), *tables]
     except LakebedError:
-        return  # lineage is best effort: it never fails a build that published its data
-    ctx.metastore.replace_lineage(str(model.name), list(edges))
+        edges = tables  # column lineage is best effort: it never fails a build
+    ctx.metastore.replace_lineage(str(model.name), edges)
 
 
 @lru_cache(maxsize=256)
@@ -297,9 +302,10 @@ def build_model(
         result.bytes = ctx.table(model.name).bytes_written(written.version) or 0
     if model.config.columns:
         ctx.describe_columns(model.name, model.config.columns)
-    # An unchanged model has the lineage recorded at its last build.
-    unchanged = computed.previous_fingerprint == fingerprint(model)
-    if model.kind == "sql" and model.sql is not None and not unchanged:
+    # An unchanged model has the lineage recorded at its last build (--full-refresh
+    # records it again).
+    unchanged = computed.previous_fingerprint == fingerprint(model) and not full_refresh
+    if not unchanged:
         columns = data.schema.names
         (later or _now)(lambda: _record_lineage(ctx, model, columns))
     result.rows = data.num_rows
