@@ -483,10 +483,8 @@ def table_edges(table: TableName | str, inputs: Iterable[TableName | str]) -> li
     ]
 
 
-def _chosen(
-    edges: Iterable[LineageEdge], name: str, direction: Direction, tables: bool
-) -> list[LineageEdge]:
-    """The edges a tree of `name` follows: table edges alone (`tables`), or column edges
+def _chosen(edges: Iterable[LineageEdge], tables: bool) -> list[LineageEdge]:
+    """The edges a tree follows: table edges alone (`tables`), or column edges
     and the table edges of tables with no column traced (Python models)."""
     edges = list(edges)
     if tables:
@@ -507,7 +505,7 @@ def lineage_reach(
     it) going `upstream` or `downstream`, each once, in the order they are reached."""
     name = str(TableName.parse(table))
     links: dict[tuple[str, str], list[LineageEdge]] = {}
-    for edge in _chosen(edges, name, direction, tables):
+    for edge in _chosen(edges, tables):
         down = (edge.downstream_table, edge.downstream_column)
         up = (edge.upstream_table, edge.upstream_column)
         links.setdefault(down if direction == "upstream" else up, []).append(edge)
@@ -558,7 +556,7 @@ def lineage_tree(
     if tables:
         column = None
     links: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-    for edge in _chosen(edges, name, direction, tables):
+    for edge in _chosen(edges, tables):
         down = (edge.downstream_table, edge.downstream_column)
         up = (edge.upstream_table, edge.upstream_column)
         start, end = (down, up) if direction == "upstream" else (up, down)
