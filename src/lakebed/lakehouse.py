@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from difflib import get_close_matches
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -32,6 +31,7 @@ from lakebed.ingest import (
     SourceSpec,
     load_sources,
     rewind_state,
+    source_named,
     source_state,
 )
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
@@ -42,7 +42,7 @@ from lakebed.orchestrate.table_checks import judge as judge_table
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.process.stream_metrics import PipelineMetrics, read_status
 from lakebed.process.stream_runner import run_pipelines
-from lakebed.process.stream_spec import PipelineSpec, load_pipelines
+from lakebed.process.stream_spec import PipelineSpec, load_pipelines, pipelines_named
 from lakebed.storage import (
     LAYERS,
     AsOf,
@@ -263,9 +263,9 @@ class Lakehouse:
 
     def describe(self, name: str) -> TableRecord:
         """The catalog entry of one table or view."""
-        view = self.metastore.get_table(str(TableName.parse(name)))
-        if view is not None and VIEW_PROPERTY in view.properties:
-            return view
+        found = self.metastore.get_table(str(TableName.parse(name)))
+        if found is not None and VIEW_PROPERTY in found.properties:
+            return found  # a view
         table = self.table(name)
         record = self.metastore.get_table(str(table.name))
         if record is None:  # a table on disk that the catalog has not seen yet
@@ -338,17 +338,9 @@ class Lakehouse:
 
         `report(unit, done, total)` is called as the connector reads files, pages or rows.
         """
-        sources = self.sources()
-        if name not in sources:
-            close = get_close_matches(name, list(sources), n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else None
-            known = ", ".join(sorted(sources)) or "none are declared"
-            raise ConfigError(
-                f"no source named {name!r} in {CONFIG_FILE} (sources: {known})",
-                hint=hint or "declare it under `sources:` in lakebed.yml",
-            )
-        refuse_model_table(self.root, sources[name].target, f"source {name!r}")
-        return IngestRun(self, sources[name], report).run()
+        spec = source_named(self.sources(), name)
+        refuse_model_table(self.root, spec.target, f"source {name!r}")
+        return IngestRun(self, spec, report).run()
 
     def source_state(self, name: str) -> Mapping[str, Any]:
         """What a source has loaded so far (manifest, cursor), as committed."""
@@ -401,24 +393,7 @@ class Lakehouse:
     ) -> list[PipelineMetrics]:
         """Run pipelines (default: all) until `stop` is set; with `until_caught_up`, return
         once each has processed everything on its topic."""
-        pipelines = self.pipelines()
-        chosen = list(names) if names else sorted(pipelines)
-        for name in chosen:
-            if name not in pipelines:
-                close = get_close_matches(name, list(pipelines), n=3)
-                known = ", ".join(sorted(pipelines)) or "none are declared"
-                raise ConfigError(
-                    f"no pipeline named {name!r} in {CONFIG_FILE} (pipelines: {known})",
-                    hint=f"did you mean {', '.join(close)}?"
-                    if close
-                    else "declare it under `pipelines:` in lakebed.yml",
-                )
-        if not chosen:
-            raise ConfigError(
-                f"no pipelines are declared in {CONFIG_FILE}",
-                hint="add a `pipelines:` section (see `lakebed stream --help`)",
-            )
-        specs = [pipelines[name] for name in chosen]
+        specs = pipelines_named(self.pipelines(), list(names) if names else None)
         for spec in specs:
             refuse_model_table(self.root, spec.target, f"pipeline {spec.name!r}")
         return run_pipelines(

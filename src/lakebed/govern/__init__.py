@@ -17,14 +17,8 @@ from lakebed.govern.checks import (
     blocking,
     parse_checks,
 )
-from lakebed.govern.lineage import (
-    ColumnEdge,
-    Transform,
-    column_lineage,
-    lineage_reach,
-    lineage_tree,
-    table_edges,
-)
+from lakebed.govern.lineage import ColumnEdge, Transform, column_lineage
+from lakebed.govern.lineage_view import lineage_reach, lineage_tree, table_edges
 from lakebed.metastore.checks import CheckResult, CheckStatus
 
 __all__ = [

@@ -3,7 +3,7 @@
 A row-level kind (`RowCheck`) gives a SQL boolean over `this` (the new data) that is TRUE
 for failing rows, so its failures can be counted, warned about or dropped to quarantine. A
 table-level kind (`TableCheck`) judges the data as a whole and cannot drop rows. A new kind
-is one new class here with `@register`; it reads its options through `checks.Spec`.
+is one new class here with `@register`; it reads its options through `check_config.Spec`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lakebed.errors import InvalidTableNameError
 from lakebed.storage import TableName
 
 if TYPE_CHECKING:
-    from lakebed.govern.checks import Spec
+    from lakebed.govern.check_config import Spec
 
 __all__ = [
     "CHECK_KINDS",

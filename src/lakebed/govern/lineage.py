@@ -5,7 +5,7 @@ its source and expands stars against the upstream schemas, and `sqlglot.lineage`
 each output column through CTEs, subqueries and set operations down to lakehouse tables.
 Only value lineage is kept: a column read only by WHERE, JOIN, GROUP BY or QUALIFY shapes
 which rows there are, not what they hold, and yields no edge. `lineage_tree` draws the
-stored edges as a tree, upstream to the source columns or downstream to every use.
+stored edges as a tree (`lineage_view`).
 
 Example::
 
@@ -20,12 +20,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
 
 import sqlglot
-from rich.text import Text
-from rich.tree import Tree
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.lineage import Node, to_node
@@ -36,26 +33,17 @@ from sqlglot.schema import MappingSchema
 from lakebed.errors import QueryError, SqlSyntaxError
 from lakebed.metastore.lineage_store import (
     LINEAGE_TRANSFORMS,
-    WHOLE_TABLE,
     LineageEdge,
     LineageTransform,
 )
 from lakebed.process.pruning import table_name_of
 from lakebed.storage import TableName
 
-__all__ = [
-    "ColumnEdge",
-    "Transform",
-    "column_lineage",
-    "lineage_reach",
-    "lineage_tree",
-    "table_edges",
-]
+__all__ = ["ColumnEdge", "Transform", "column_lineage"]
 
 # The metastore's row type is the lineage edge: one class from tracing to storage.
 ColumnEdge = LineageEdge
 Transform = LineageTransform
-Direction = Literal["upstream", "downstream"]
 
 _DIALECT = "duckdb"
 # Along a path the most transforming step wins: a window over a copy is a window.
@@ -468,155 +456,3 @@ def _leaf_column(leaf: Node, anchors: Sequence[exp.Expr]) -> str | None:
         return exp.to_column(leaf.name).name or None
     except SqlglotError:
         return None
-
-
-# -- rendering -------------------------------------------------------------------------------
-
-
-def table_edges(table: TableName | str, inputs: Iterable[TableName | str]) -> list[LineageEdge]:
-    """The edges saying `table` is built from each of `inputs` (columns `*`, transform
-    `table`): what every model records, its columns traced or not."""
-    name = str(TableName.parse(table))
-    return [
-        LineageEdge(name, WHOLE_TABLE, str(TableName.parse(i)), WHOLE_TABLE, "table")
-        for i in inputs
-    ]
-
-
-def _chosen(edges: Iterable[LineageEdge], tables: bool) -> list[LineageEdge]:
-    """The edges a tree follows: table edges alone (`tables`), or column edges
-    and the table edges of tables with no column traced (Python models)."""
-    edges = list(edges)
-    if tables:
-        return [e for e in edges if e.transform == "table"]
-    traced = {e.downstream_table for e in edges if e.transform != "table"}
-    return [e for e in edges if e.transform != "table" or e.downstream_table not in traced]
-
-
-def lineage_reach(
-    edges: Iterable[LineageEdge],
-    table: TableName | str,
-    column: str | None = None,
-    direction: Direction = "upstream",
-    *,
-    tables: bool = False,
-) -> list[LineageEdge]:
-    """The edges `lineage_tree` draws: every edge reached from `table` (or one column of
-    it) going `upstream` or `downstream`, each once, in the order they are reached."""
-    name = str(TableName.parse(table))
-    links: dict[tuple[str, str], list[LineageEdge]] = {}
-    for edge in _chosen(edges, tables):
-        down = (edge.downstream_table, edge.downstream_column)
-        up = (edge.upstream_table, edge.upstream_column)
-        links.setdefault(down if direction == "upstream" else up, []).append(edge)
-    wanted = column.lower() if column is not None and not tables else None
-    todo = sorted(
-        k
-        for k in links
-        if k[0] == name and (wanted is None or k[1] == WHOLE_TABLE or k[1].lower() == wanted)
-    )
-    seen: set[tuple[str, str]] = set(todo)
-    reached: list[LineageEdge] = []
-    while todo:
-        start = todo.pop(0)
-        for edge in sorted(links.get(start, []), key=_edge_order):
-            reached.append(edge)
-            up = (edge.upstream_table, edge.upstream_column)
-            down = (edge.downstream_table, edge.downstream_column)
-            end = up if direction == "upstream" else down
-            if end not in seen:
-                seen.add(end)
-                todo.append(end)
-    return reached
-
-
-def _edge_order(edge: LineageEdge) -> tuple[str, str, str, str]:
-    return (
-        edge.upstream_table,
-        edge.upstream_column,
-        edge.downstream_table,
-        edge.downstream_column,
-    )
-
-
-def lineage_tree(
-    edges: Iterable[LineageEdge],
-    table: TableName | str,
-    column: str | None = None,
-    direction: Direction = "upstream",
-    *,
-    tables: bool = False,
-) -> Tree:
-    """A rich tree of `table` (or one column) and, recursively, the columns it is computed
-    from (`upstream`, down to source columns) or the columns computed from it
-    (`downstream`); with `tables`, of the tables alone. A Python model's columns are not
-    traced: its tables stand in for them. A column met again on the same path is marked as
-    a cycle, and one already drawn elsewhere in the tree is not drawn twice."""
-    name = str(TableName.parse(table))
-    if tables:
-        column = None
-    links: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-    for edge in _chosen(edges, tables):
-        down = (edge.downstream_table, edge.downstream_column)
-        up = (edge.upstream_table, edge.upstream_column)
-        start, end = (down, up) if direction == "upstream" else (up, down)
-        links.setdefault(start, []).append((*end, edge.transform))
-    for ends in links.values():
-        ends.sort()
-    columns = sorted(c for t, c in links if t == name)
-    if columns == [WHOLE_TABLE]:  # a Python model: its tables stand in for its columns
-        column = None
-    if column is not None:
-        # DuckDB column names are case-insensitive: find the stored spelling.
-        column = next((c for c in columns if c.lower() == column.lower()), column)
-    root = Tree(_label(name, column, None, style="bold"), guide_style="dim")
-    drawn: set[tuple[str, str]] = set()
-    if column is not None:
-        _grow(root, (name, column), links, {(name, column)}, drawn)
-        # Python models reading the table read every column of it.
-        _grow(root, (name, WHOLE_TABLE), links, {(name, WHOLE_TABLE)}, drawn)
-    elif columns == [WHOLE_TABLE]:
-        _grow(root, (name, WHOLE_TABLE), links, {(name, WHOLE_TABLE)}, drawn)
-        if not tables and direction == "upstream":
-            note = "its columns are not traced (a Python model): the tables it reads"
-            root.add(Text(note, style="dim italic"))
-    else:
-        for each in columns:
-            branch = root.add(_label(name, each, None))
-            _grow(branch, (name, each), links, {(name, each)}, drawn)
-    if not root.children:
-        what = "upstream columns" if direction == "upstream" else "downstream uses"
-        root.add(Text(f"no {what} recorded", style="dim italic"))
-    return root
-
-
-def _grow(
-    branch: Tree,
-    start: tuple[str, str],
-    links: Mapping[tuple[str, str], list[tuple[str, str, str]]],
-    path: set[tuple[str, str]],
-    drawn: set[tuple[str, str]],
-) -> None:
-    for table, column, transform in links.get(start, ()):
-        end = (table, column)
-        label = _label(table, column, transform)
-        if end in path:
-            label.append(" ↻ cycle", style="yellow")
-            branch.add(label)
-            continue
-        if end in drawn and links.get(end):
-            label.append(" (shown above)", style="dim italic")
-            branch.add(label)
-            continue
-        drawn.add(end)
-        _grow(branch.add(label), end, links, path | {end}, drawn)
-
-
-def _label(table: str, column: str | None, transform: str | None, style: str = "") -> Text:
-    text = Text(table, style=f"cyan {style}".strip())
-    if column is not None and column != WHOLE_TABLE:
-        text.append(".", style="cyan")
-        text.append(column, style=style or "bold")
-    if transform is not None and transform != "table":
-        text.append(f" ({transform})", style="dim")
-    return text

@@ -23,7 +23,7 @@ from lakebed.ingest.runner import (
     rewind_state,
     source_state,
 )
-from lakebed.ingest.sources import SourceSpec, load_sources
+from lakebed.ingest.sources import SourceSpec, load_sources, source_named
 
 __all__ = [
     "Batch",
@@ -46,5 +46,6 @@ __all__ = [
     "recover_state",
     "register_connector",
     "rewind_state",
+    "source_named",
     "source_state",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,20 @@ class SourceSpec:
     def app_id(self) -> str:
         """The Delta application-transaction id under which this source commits."""
         return f"lakebed-ingest:{self.name}"
+
+
+def source_named(sources: dict[str, SourceSpec], name: str) -> SourceSpec:
+    """The source `name`, or a ConfigError listing the declared ones and close matches."""
+    if name in sources:
+        return sources[name]
+    close = get_close_matches(name, list(sources), n=3)
+    known = ", ".join(sorted(sources)) or "none are declared"
+    raise ConfigError(
+        f"no source named {name!r} in {CONFIG_FILE} (sources: {known})",
+        hint=f"did you mean {', '.join(close)}?"
+        if close
+        else "declare it under `sources:` in lakebed.yml",
+    )
 
 
 def load_sources(raw: dict[str, dict[str, Any]], project_dir: Path) -> dict[str, SourceSpec]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,6 +194,30 @@ class PipelineSpec:
         if self.config.key:
             return list(self.config.key)
         return self.query.group_columns if self.query is not None else []
+
+
+def pipelines_named(
+    pipelines: dict[str, PipelineSpec], names: list[str] | None
+) -> list[PipelineSpec]:
+    """The pipelines `names` (all of them when None or empty), or a ConfigError naming an
+    unknown one with close matches, or saying none are declared."""
+    chosen = list(names) if names else sorted(pipelines)
+    for name in chosen:
+        if name not in pipelines:
+            close = get_close_matches(name, list(pipelines), n=3)
+            known = ", ".join(sorted(pipelines)) or "none are declared"
+            raise ConfigError(
+                f"no pipeline named {name!r} in {CONFIG_FILE} (pipelines: {known})",
+                hint=f"did you mean {', '.join(close)}?"
+                if close
+                else "declare it under `pipelines:` in lakebed.yml",
+            )
+    if not chosen:
+        raise ConfigError(
+            f"no pipelines are declared in {CONFIG_FILE}",
+            hint="add a `pipelines:` section (see `lakebed stream --help`)",
+        )
+    return [pipelines[name] for name in chosen]
 
 
 def load_pipelines(raw: dict[str, dict[str, Any]], project_dir: Path) -> dict[str, PipelineSpec]:

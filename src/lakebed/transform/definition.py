@@ -36,7 +36,7 @@ class ModelConfig(BaseModel):
     incremental_strategy: Literal["append", "merge"] = "append"
     partition_by: list[str] = Field(default_factory=list)
     schedule: str | None = Field(default=None, description="cron expression")
-    # Each check is validated by lakebed.govern.checks (kinds register there).
+    # Each check is validated by lakebed.govern.check_config (kinds register there).
     checks: list[dict[str, Any]] = Field(default_factory=list)
     owner: str | None = None
     domain: str | None = None
