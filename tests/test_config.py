@@ -13,6 +13,7 @@ from lakebed.config import (
     default_config_text,
     load_config,
     parse_config,
+    undeclared,
 )
 from lakebed.errors import ConfigError, Terminal
 
@@ -206,3 +207,12 @@ def test_load_config_reports_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE).write_bytes(b"name: \xff\xfe\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path)
+
+
+def test_an_undeclared_source_or_pipeline_is_named_with_close_matches() -> None:
+    error = undeclared("source", "ordres", ["orders", "customers"])
+    assert error.message == "no source named 'ordres' in lakebed.yml (sources: customers, orders)"
+    assert error.hint == "did you mean orders?"
+    error = undeclared("pipeline", "clicks", [])
+    assert "(pipelines: none are declared)" in error.message
+    assert error.hint == "declare it under `pipelines:` in lakebed.yml"

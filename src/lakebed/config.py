@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,6 +202,19 @@ def parse_config(text: str, *, file: str = CONFIG_FILE) -> ProjectConfig:
         raise config_error(
             exc, file=file, text=text, model=ProjectConfig, env_variable=variable
         ) from exc
+
+
+def undeclared(kind: str, name: str, declared: Collection[str]) -> ConfigError:
+    """The error for a source or pipeline (`kind`) that lakebed.yml does not declare: what
+    it does declare, and the close matches."""
+    close = get_close_matches(name, list(declared), n=3)
+    known = ", ".join(sorted(declared)) or "none are declared"
+    return ConfigError(
+        f"no {kind} named {name!r} in {CONFIG_FILE} ({kind}s: {known})",
+        hint=f"did you mean {', '.join(close)}?"
+        if close
+        else f"declare it under `{kind}s:` in {CONFIG_FILE}",
+    )
 
 
 def config_error(

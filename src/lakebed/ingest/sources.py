@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from lakebed.config import CONFIG_FILE, config_error
+from lakebed.config import CONFIG_FILE, config_error, undeclared
 from lakebed.errors import ConfigError, StorageError
 from lakebed.ingest.base import Connector, ConnectorOptions, SourceConfig, connector_for
 from lakebed.storage import TableName
@@ -41,16 +40,9 @@ class SourceSpec:
 
 def source_named(sources: dict[str, SourceSpec], name: str) -> SourceSpec:
     """The source `name`, or a ConfigError listing the declared ones and close matches."""
-    if name in sources:
-        return sources[name]
-    close = get_close_matches(name, list(sources), n=3)
-    known = ", ".join(sorted(sources)) or "none are declared"
-    raise ConfigError(
-        f"no source named {name!r} in {CONFIG_FILE} (sources: {known})",
-        hint=f"did you mean {', '.join(close)}?"
-        if close
-        else "declare it under `sources:` in lakebed.yml",
-    )
+    if name not in sources:
+        raise undeclared("source", name, sources)
+    return sources[name]
 
 
 def load_sources(raw: dict[str, dict[str, Any]], project_dir: Path) -> dict[str, SourceSpec]:

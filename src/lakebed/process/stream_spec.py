@@ -19,14 +19,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lakebed.config import CONFIG_FILE, config_error
+from lakebed.config import CONFIG_FILE, config_error, undeclared
 from lakebed.errors import ConfigError, StorageError
 from lakebed.process.windows import StreamQuery, parse_duration_us, parse_stream_sql
 from lakebed.storage import TableName
@@ -204,14 +203,7 @@ def pipelines_named(
     chosen = list(names) if names else sorted(pipelines)
     for name in chosen:
         if name not in pipelines:
-            close = get_close_matches(name, list(pipelines), n=3)
-            known = ", ".join(sorted(pipelines)) or "none are declared"
-            raise ConfigError(
-                f"no pipeline named {name!r} in {CONFIG_FILE} (pipelines: {known})",
-                hint=f"did you mean {', '.join(close)}?"
-                if close
-                else "declare it under `pipelines:` in lakebed.yml",
-            )
+            raise undeclared("pipeline", name, pipelines)
     if not chosen:
         raise ConfigError(
             f"no pipelines are declared in {CONFIG_FILE}",
