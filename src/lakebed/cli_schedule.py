@@ -18,7 +18,14 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from lakebed import cli_render as render
-from lakebed.cli_common import ProjectOption, open_project, stderr, stdout
+from lakebed.cli_common import (
+    FormatOption,
+    ProjectOption,
+    open_project,
+    print_json,
+    stderr,
+    stdout,
+)
 from lakebed.orchestrate.schedule import (
     SCHEDULES_FILE,
     Report,
@@ -28,6 +35,10 @@ from lakebed.orchestrate.schedule import (
 )
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_NOTHING_SCHEDULED = (
+    'nothing is scheduled: add `schedule: "0 * * * *"` to a model\'s .yml, '
+    f"or groups to {SCHEDULES_FILE}"
+)
 
 
 def _schedules_view(scheduler: Scheduler, now: datetime) -> RichTable:
@@ -94,7 +105,40 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `scheduler` command to the CLI."""
+    """Add the `schedules` and `scheduler` commands to the CLI."""
+
+    @app.command("schedules")
+    def schedules_command(
+        ctx: typer.Context, fmt: FormatOption = "table", project: ProjectOption = None
+    ) -> None:
+        """List the schedules: cron, what they build, missed-run policy, last and next due.
+
+        Example: [bold]lakebed schedules[/bold]
+        """
+        with open_project(ctx, project) as lh:
+            scheduler = Scheduler(lh)
+            now = scheduler.now()
+            if fmt == "json":
+                print_json(
+                    [
+                        {
+                            "schedule": s.name,
+                            "cron": s.cron,
+                            "select": s.select,
+                            "exclude": s.exclude,
+                            "missed": s.missed,
+                            "last_due": scheduler.last_due(s),
+                            "next_due": scheduler.next_due(s, now),
+                            "file": s.file,
+                        }
+                        for s in scheduler.schedules
+                    ]
+                )
+                return
+            if not scheduler.schedules:
+                stdout().print(_NOTHING_SCHEDULED, soft_wrap=True)
+                return
+            stdout().print(_schedules_view(scheduler, now))
 
     @app.command("scheduler")
     def scheduler_command(
@@ -131,11 +175,7 @@ def register(app: typer.Typer) -> None:
                 warn=lambda message: err.print(Text(f"warning: {message}", style="yellow")),
             )
             if not scheduler.schedules:
-                out.print(
-                    'nothing is scheduled: add `schedule: "0 * * * *"` to a model\'s .yml, '
-                    f"or groups to {SCHEDULES_FILE}",
-                    soft_wrap=True,
-                )
+                out.print(_NOTHING_SCHEDULED, soft_wrap=True)
                 return
             out.print(_schedules_view(scheduler, scheduler.now()))
             stop = threading.Event()

@@ -568,3 +568,29 @@ def test_a_second_scheduler_on_the_same_project_is_refused(tmp_path: Path) -> No
         lh.metastore.release_lease("scheduler", other)
         with scheduler_lease(lh):  # free again once it stopped
             assert lh.metastore.acquire_lease("scheduler", other, seconds=600) is not None
+
+
+def test_schedules_lists_each_schedule_with_its_last_and_next_due(lh: Lakehouse) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from lakebed.cli import app
+
+    _schedules_yml(lh, "schedules:\n  nightly: {cron: '0 3 * * *', select: 'layer:silver'}\n")
+    Scheduler(lh, clock=Clock(at("2025-01-01 10:45"))).tick()
+    done = CliRunner().invoke(app, ["--project", str(lh.root), "schedules", "-f", "json"])
+    assert done.exit_code == 0, done.output
+    listed = {s["schedule"]: s for s in json.loads(done.stdout)}
+    assert set(listed) == {"nightly", "gold.by_kind"}
+    assert (listed["nightly"]["cron"], listed["nightly"]["select"]) == ("0 3 * * *", "layer:silver")
+    assert listed["nightly"]["last_due"] == _iso("2025-01-01 03:00")
+    assert listed["gold.by_kind"]["last_due"] == _iso("2025-01-01 10:00")
+    next_due = datetime.fromisoformat(listed["nightly"]["next_due"])
+    assert (next_due.hour, next_due.minute) == (3, 0)
+    assert next_due > datetime.now(UTC)
+    table = CliRunner().invoke(
+        app, ["--project", str(lh.root), "schedules"], env={"COLUMNS": "200"}
+    )
+    assert "nightly" in table.stdout
+    assert "catch up" not in table.stdout  # both skip missed runs
