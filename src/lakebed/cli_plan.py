@@ -61,8 +61,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--select",
                 "-s",
-                help="Models to show: name, +name (with upstream), name+ (with downstream), "
-                "tag:x, layer:gold, source:x; several separated by spaces.",
+                help="Models to show, as `lakebed run --select` takes them: name, gold.*, "
+                "+name, name+, 2+name, @name, tag:x, layer:gold, materialized:x, source:x; "
+                "spaces for their union, commas for their intersection.",
             ),
         ] = None,
         exclude: Annotated[
