@@ -17,6 +17,7 @@ def test_root_all_is_pinned() -> None:
         "WriteResult",
         "__version__",
         "init_project",
+        "model",
         "open",
     ]
 
