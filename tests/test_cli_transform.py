@@ -45,6 +45,12 @@ def test_run_json_is_the_summary_on_stdout(root: Path) -> None:
     assert node["checks"][0]["failing_rows"] == 1
 
 
+def test_run_table_says_how_many_rows_a_drop_check_took_out(root: Path) -> None:
+    done = cli(root, "run")
+    assert done.exit_code == 0, done.output
+    assert "positive: 1 dropped" in done.stdout
+
+
 def test_run_json_of_a_failed_run_exits_1(root: Path) -> None:
     write_model(root, "gold.broken", "select cast('x' || id as integer) as n from silver.orders")
     done = cli(root, "run", "-f", "json")

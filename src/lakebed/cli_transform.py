@@ -27,8 +27,15 @@ _STYLE = {"success": "green", "up_to_date": "dim", "failed": "red", "skipped": "
 
 
 def _in_brief(results: list[CheckResult]) -> str:
-    """`3 passed; unique(id): warn`: the passes counted, the rest named."""
-    checks = ", ".join(f"{c.check}: {c.status}" for c in results if c.status != "pass")
+    """`3 passed; unique(id): warn, range(x): 12 dropped`: the passes counted, the rest
+    named (a drop check that took rows out says how many)."""
+    checks = ", ".join(
+        f"{c.check}: {c.failing_rows:,} dropped"
+        if c.severity == "drop" and c.status == "warn"
+        else f"{c.check}: {c.status}"
+        for c in results
+        if c.status != "pass"
+    )
     passed = sum(1 for c in results if c.status == "pass")
     if passed:
         checks = f"{passed} passed" + (f"; {checks}" if checks else "")
