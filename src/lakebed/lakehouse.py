@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -473,15 +474,32 @@ class Lakehouse:
             backfill=window,
             workers=workers,
             report=report,
-            table_checks=self.table_checks(graph.models),
+            table_checks=self.table_checks(graph.models, known=self._checkable(graph)),
             fail_fast=fail_fast,
         )
 
-    def table_checks(self, models: Iterable[TableName] | None = None) -> TableChecks:
-        """The checks lakebed.yml declares on tables that no model builds, validated."""
+    def _checkable(self, graph: ModelGraph) -> set[TableName]:
+        """The tables lakebed.yml's checks may name: those in the catalog, on disk, or
+        written by a source or pipeline."""
+        on_disk = set()
+        for key in self.config.checks:
+            with contextlib.suppress(LakebedError):  # a bad name: parse_table_checks says so
+                name = TableName.parse(key)
+                if self.storage.exists(name):
+                    on_disk.add(name)
+        return set(graph.sources) | on_disk
+
+    def table_checks(
+        self,
+        models: Iterable[TableName] | None = None,
+        *,
+        known: Iterable[TableName] | None = None,
+    ) -> TableChecks:
+        """The checks lakebed.yml declares on tables that no model builds, validated (with
+        `known`, the tables there are or will be: checks of any other are an error)."""
         built = self.models() if models is None else models
         file = str(self.root / CONFIG_FILE)
-        return parse_table_checks(self.config.checks, models=built, file=file)
+        return parse_table_checks(self.config.checks, models=built, file=file, known=known)
 
     def check_tables(self, *tables: str) -> dict[str, list[CheckResult]]:
         """Judge tables by the checks lakebed.yml declares on them (all such tables by

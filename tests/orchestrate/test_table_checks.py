@@ -119,6 +119,19 @@ def test_check_tables_judges_now_and_names_tables_without_checks(lh: Lakehouse) 
         lh.check_tables("bronze.other")
 
 
+def test_checks_of_a_table_nothing_writes_stop_the_run(tmp_path: Path) -> None:
+    lh = _open(tmp_path, CHECKS + "  bronze.evnts:\n    - row_count: {min: 1}\n")
+    with pytest.raises(CheckConfigError, match=r"bronze\.evnts, which no table") as info:
+        lh.run()  # a misspelt name would never be judged
+    assert info.value.hint == "did you mean bronze.events?"
+    # A table a source will write is known before it exists.
+    (lh.root / "lakebed.yml").write_text(
+        CHECKS + "  bronze.later:\n    - row_count: {min: 1}\n"
+        "sources:\n  later: {kind: files, path: later/*.csv, target: bronze.later}\n"
+    )
+    assert lakebed.open(lh.root).run().ok
+
+
 def test_check_tables_judges_every_row_of_a_model_by_its_checks(lh: Lakehouse) -> None:
     assert lh.run().ok  # silver.events holds the event of amount -2.0
     checks = "checks:\n  - range: {column: amount, min: 0, severity: %s}\n"

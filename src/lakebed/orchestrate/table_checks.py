@@ -33,6 +33,7 @@ from lakebed.govern import (
 from lakebed.process.scan import quote_identifier
 from lakebed.storage import Snapshot, Table, TableName
 from lakebed.transform import Model
+from lakebed.transform.graph import close_matches
 from lakebed.transform.materialize import Workspace
 
 __all__ = ["TableChecks", "judge", "parse_table_checks", "published_checks"]
@@ -41,11 +42,17 @@ TableChecks = dict[TableName, list[Check]]
 
 
 def parse_table_checks(
-    declared: Mapping[str, Any], *, models: Iterable[TableName], file: str
+    declared: Mapping[str, Any],
+    *,
+    models: Iterable[TableName],
+    file: str,
+    known: Iterable[TableName] | None = None,
 ) -> TableChecks:
     """The `checks:` section of lakebed.yml, validated; `CheckConfigError` names the table,
-    the check and the fix."""
+    the check and the fix. With `known` (the tables there are, or that a source or pipeline
+    writes), checks of any other table are an error: a misspelt name would never be judged."""
     built = set(models)
+    tables = None if known is None else {str(t) for t in known}
     found: TableChecks = {}
     for key, raw in declared.items():
         try:
@@ -54,6 +61,17 @@ def parse_table_checks(
             raise CheckConfigError(
                 exc.message, table=str(key), check="checks", file=file, hint=exc.hint
             ) from exc
+        if tables is not None and name not in built and str(name) not in tables:
+            close = close_matches(str(name), tables)
+            raise CheckConfigError(
+                f"checks are declared on {name}, which no table, source or pipeline is",
+                table=str(name),
+                check="checks",
+                file=file,
+                hint=f"did you mean {', '.join(close)}?"
+                if close
+                else "declare the source or pipeline that writes it, or fix the name",
+            )
         if name in built:
             layer, table = name.layer, name.name
             raise CheckConfigError(
