@@ -67,6 +67,20 @@ def test_after_a_run_nothing_changed_and_layout_does_not_count(lh: Lakehouse) ->
     assert {m.status for m in plan(lh).models} == {"unchanged"}
 
 
+def test_a_view_is_compared_with_the_sql_the_catalog_holds(lh: Lakehouse) -> None:
+    view = "materialized: view\n"
+    sql = "select customer, sum(amount) as revenue from silver.orders group by customer"
+    write_model(lh.root, "gold.revenue", sql, view)
+    assert plan(lh)["gold.revenue"].status == "new"
+    assert lh.run().ok
+    assert {m.status for m in plan(lh).models} == {"unchanged"}  # it was "new" at every plan
+    write_model(lh.root, "gold.revenue", sql.replace("sum(amount)", "count(*)"), view)
+    changed = plan(lh)["gold.revenue"]
+    assert (changed.status, changed.change) == ("changed", "breaking")  # gold.report reads it
+    assert changed.classification is not None
+    assert changed.classification.retyped == (("revenue", "double", "int64"),)
+
+
 def test_a_breaking_change_names_the_downstream_model_and_column(lh: Lakehouse) -> None:
     assert lh.run().ok
     write_model(

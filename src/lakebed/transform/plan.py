@@ -81,6 +81,8 @@ class PlanSource(Protocol):
 
     def table(self, name: str | TableName) -> Table: ...
 
+    def view_sql(self, name: TableName) -> str | None: ...
+
     def sql(
         self, query: str, *, relations: Mapping[str, pa.Table] | None = None
     ) -> QueryResult: ...
@@ -281,16 +283,26 @@ def _status(
 ) -> _State:
     model = graph.models[name]
     current = fingerprint(model)
-    record = last_build(lh.table(name)) if lh.storage.exists(name) else None
-    if record is None:
-        return _State(model, "new", current, notes=_increments(lh, model))
-    previous = str(record.get("fingerprint")) if record.get("fingerprint") else None
-    old = _built_columns(lh.table(name), record)
-    if previous != current:
-        same_code = record.get("code") == code_fingerprint(model)
-        state = _State(model, "changed", current, previous, old=old, settings_only=same_code)
-        state.notes.extend(_kept_rows(model, record) + _increments(lh, model))
-        return state
+    if model.config.materialized == "view" and not lh.storage.exists(name):
+        # A view keeps no build record: its SQL in the catalog is what was built.
+        stored = lh.view_sql(name)
+        if stored is None:
+            return _State(model, "new", current)
+        old = _view_columns(lh, name)
+        if stored != model.sql:
+            return _State(model, "changed", current, old=old)
+        previous: str | None = current
+    else:
+        record = last_build(lh.table(name)) if lh.storage.exists(name) else None
+        if record is None:
+            return _State(model, "new", current, notes=_increments(lh, model))
+        previous = str(record.get("fingerprint")) if record.get("fingerprint") else None
+        old = _built_columns(lh.table(name), record)
+        if previous != current:
+            same_code = record.get("code") == code_fingerprint(model)
+            state = _State(model, "changed", current, previous, old=old, settings_only=same_code)
+            state.notes.extend(_kept_rows(model, record) + _increments(lh, model))
+            return state
     causes: set[str] = set()
     for table in model.inputs:
         upstream = states.get(table)
@@ -349,6 +361,14 @@ def _kept_rows(model: Model, record: Mapping[str, Any]) -> list[str]:
     if config.full_refresh is False:
         return ["incremental, full_refresh: false: its rows stay; new rows get the new SQL"]
     return ["incremental: rebuilt in full at the next run"]
+
+
+def _view_columns(lh: PlanSource, name: TableName) -> dict[str, str] | None:
+    """A view's columns as it is defined now; None when it no longer binds."""
+    try:
+        return column_types(lh.sql(f"select * from {name} limit 0").arrow().schema)
+    except LakebedError:
+        return None
 
 
 def _built_columns(table: Table, record: Mapping[str, Any]) -> dict[str, str]:
