@@ -358,3 +358,22 @@ def test_track_run_records_failure_and_reraises(tmp_path: Path) -> None:
     assert record.error is not None
     assert "boom" in record.error
     lh.close()
+
+
+def test_ingestion_records_the_sources_that_feed_a_table(tmp_path: Path) -> None:
+    root = lakebed.init_project(tmp_path / "p")
+    (root / "lakebed.yml").write_text(
+        "sources:\n"
+        "  shop: {kind: files, path: shop/*.csv, target: bronze.orders}\n"
+        "  partner: {kind: files, path: partner/*.csv, target: bronze.orders}\n"
+    )
+    for folder in ("shop", "partner"):
+        (root / folder).mkdir()
+        (root / folder / "a.csv").write_text("id,amount\n1,2.5\n")
+    with lakebed.open(root) as lh:
+        lh.ingest("shop")
+        edges = lh.metastore.lineage_edges(downstream="bronze.orders")
+        assert [(e.upstream_table, e.transform) for e in edges] == [
+            ("source:partner", "table"),
+            ("source:shop", "table"),
+        ]

@@ -36,6 +36,7 @@ from lakebed.ingest import (
     source_state,
 )
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
+from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
 from lakebed.orchestrate import NodeResult, RunSummary
 from lakebed.orchestrate import run as run_graph
 from lakebed.orchestrate.table_checks import TableChecks, parse_table_checks, published_checks
@@ -341,7 +342,17 @@ class Lakehouse:
         """
         spec = source_named(self.sources(), name)
         refuse_model_table(self.root, spec.target, f"source {name!r}")
-        return IngestRun(self, spec, report).run()
+        summary = IngestRun(self, spec, report).run()
+        self._record_feeds(spec.target)
+        return summary
+
+    def _record_feeds(self, table: TableName) -> None:
+        """The table lineage of a table loaded from outside: the sources and topics that
+        feed it (`source:<name>`, `topic:<name>`), so lineage reaches past bronze."""
+        feeds = [f"source:{n}" for n, s in self.sources().items() if s.target == table]
+        feeds += [f"topic:{p.topic}" for p in self.pipelines().values() if p.target == table]
+        edges = [LineageEdge(str(table), WHOLE_TABLE, f, WHOLE_TABLE, "table") for f in feeds]
+        self.metastore.replace_lineage(str(table), edges)
 
     def source_state(self, name: str) -> Mapping[str, Any]:
         """What a source has loaded so far (manifest, cursor), as committed."""
@@ -397,6 +408,7 @@ class Lakehouse:
         specs = pipelines_named(self.pipelines(), list(names) if names else None)
         for spec in specs:
             refuse_model_table(self.root, spec.target, f"pipeline {spec.name!r}")
+            self._record_feeds(spec.target)
         return run_pipelines(
             self, specs, self.bus, stop or threading.Event(), until_caught_up=until_caught_up
         )

@@ -171,7 +171,7 @@ def test_a_python_models_tables_stand_in_for_its_columns() -> None:
     assert render(lineage_tree(TABLES, "gold.top", "total")).splitlines() == [
         "gold.top",
         "├── silver.orders",
-        "└── its columns are not traced (a Python model): the tables it reads",
+        "└── its columns are not traced: what it is built or loaded from",
     ]
     # Reading the whole table, it uses every column of it; SQL models' table edges are
     # left out of column trees (their columns say more).
@@ -188,3 +188,16 @@ def test_a_python_models_tables_stand_in_for_its_columns() -> None:
         "gold.top.* <- silver.orders.* (table)"
     ]
     assert len(lineage_reach(TABLES, "gold.ranked", tables=True)) == 5
+
+
+def test_a_column_of_a_table_loaded_from_outside_leads_to_its_source() -> None:
+    loaded = [*TABLES, LineageEdge("bronze.orders", "*", "source:shop_orders", "*", "table")]
+    assert render(lineage_tree(loaded, "gold.revenue", "total")).splitlines() == [
+        "gold.revenue.total",
+        "└── silver.orders.amount (aggregate)",
+        "    └── bronze.orders.amount (expression)",
+        "        └── source:shop_orders",
+    ]
+    assert _named(lineage_reach(loaded, "silver.orders", "amount"))[-1] == (
+        "bronze.orders.* <- source:shop_orders.* (table)"
+    )

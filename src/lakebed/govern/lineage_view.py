@@ -7,7 +7,7 @@ it reads: a Python model's columns are not traced, so its tables stand in for th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, TypeVar
 
 from rich.text import Text
 from rich.tree import Tree
@@ -18,6 +18,7 @@ from lakebed.storage import TableName
 __all__ = ["Direction", "lineage_reach", "lineage_tree", "table_edges"]
 
 Direction = Literal["upstream", "downstream"]
+_T = TypeVar("_T")
 
 
 def table_edges(table: TableName | str, inputs: Iterable[TableName | str]) -> list[LineageEdge]:
@@ -66,7 +67,7 @@ def lineage_reach(
     reached: list[LineageEdge] = []
     while todo:
         start = todo.pop(0)
-        for edge in sorted(links.get(start, []), key=_edge_order):
+        for edge in sorted(_ends(links, start, direction == "upstream"), key=_edge_order):
             reached.append(edge)
             up = (edge.upstream_table, edge.upstream_column)
             down = (edge.downstream_table, edge.downstream_column)
@@ -75,6 +76,18 @@ def lineage_reach(
                 seen.add(end)
                 todo.append(end)
     return reached
+
+
+_Key = tuple[str, str]
+
+
+def _ends(links: Mapping[_Key, list[_T]], start: _Key, upstream: bool) -> list[_T]:
+    """What `start` links to; going upstream, a column of a table whose columns are not
+    traced (a Python model's, a bronze table's) leads where the whole table comes from."""
+    found = links.get(start)
+    if found or not upstream or start[1] == WHOLE_TABLE:
+        return found or []
+    return links.get((start[0], WHOLE_TABLE), [])
 
 
 def _edge_order(edge: LineageEdge) -> tuple[str, str, str, str]:
@@ -117,46 +130,47 @@ def lineage_tree(
         # DuckDB column names are case-insensitive: find the stored spelling.
         column = next((c for c in columns if c.lower() == column.lower()), column)
     root = Tree(_label(name, column, None, style="bold"), guide_style="dim")
-    drawn: set[tuple[str, str]] = set()
+    grow = _Grower(links, upstream=direction == "upstream")
     if column is not None:
-        _grow(root, (name, column), links, {(name, column)}, drawn)
-        # Python models reading the table read every column of it.
-        _grow(root, (name, WHOLE_TABLE), links, {(name, WHOLE_TABLE)}, drawn)
+        grow(root, (name, column), {(name, column)})
+        if direction == "downstream":  # Python models reading the table read every column
+            grow(root, (name, WHOLE_TABLE), {(name, WHOLE_TABLE)})
     elif columns == [WHOLE_TABLE]:
-        _grow(root, (name, WHOLE_TABLE), links, {(name, WHOLE_TABLE)}, drawn)
+        grow(root, (name, WHOLE_TABLE), {(name, WHOLE_TABLE)})
         if not tables and direction == "upstream":
-            note = "its columns are not traced (a Python model): the tables it reads"
+            note = "its columns are not traced: what it is built or loaded from"
             root.add(Text(note, style="dim italic"))
     else:
         for each in columns:
-            branch = root.add(_label(name, each, None))
-            _grow(branch, (name, each), links, {(name, each)}, drawn)
+            grow(root.add(_label(name, each, None)), (name, each), {(name, each)})
     if not root.children:
         what = "upstream columns" if direction == "upstream" else "downstream uses"
         root.add(Text(f"no {what} recorded", style="dim italic"))
     return root
 
 
-def _grow(
-    branch: Tree,
-    start: tuple[str, str],
-    links: Mapping[tuple[str, str], list[tuple[str, str, str]]],
-    path: set[tuple[str, str]],
-    drawn: set[tuple[str, str]],
-) -> None:
-    for table, column, transform in links.get(start, ()):
-        end = (table, column)
-        label = _label(table, column, transform)
-        if end in path:
-            label.append(" ↻ cycle", style="yellow")
-            branch.add(label)
-            continue
-        if end in drawn and links.get(end):
-            label.append(" (shown above)", style="dim italic")
-            branch.add(label)
-            continue
-        drawn.add(end)
-        _grow(branch.add(label), end, links, path | {end}, drawn)
+class _Grower:
+    """Adds to a branch what its column links to, recursively; a column drawn already is
+    not drawn twice, and one met again on the same path is a cycle."""
+
+    def __init__(self, links: Mapping[_Key, list[tuple[str, str, str]]], *, upstream: bool):
+        self.links, self.upstream = links, upstream
+        self.drawn: set[_Key] = set()
+
+    def __call__(self, branch: Tree, start: _Key, path: set[_Key]) -> None:
+        for table, column, transform in _ends(self.links, start, self.upstream):
+            end = (table, column)
+            label = _label(table, column, transform)
+            if end in path:
+                label.append(" ↻ cycle", style="yellow")
+                branch.add(label)
+                continue
+            if end in self.drawn and _ends(self.links, end, self.upstream):
+                label.append(" (shown above)", style="dim italic")
+                branch.add(label)
+                continue
+            self.drawn.add(end)
+            self(branch.add(label), end, path | {end})
 
 
 def _label(table: str, column: str | None, transform: str | None, style: str = "") -> Text:
