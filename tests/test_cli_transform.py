@@ -111,6 +111,9 @@ def test_a_view_has_lineage_and_a_description(root: Path) -> None:
     assert done.exit_code == 0, done.output
     assert "twice" in done.stdout
     assert "amount * 2" in done.stdout  # its SQL
+    listed = [line for line in cli(root, "tables").stdout.splitlines() if "gold.v " in line]
+    assert len(listed) == 1
+    assert "view" in listed[0]  # where a table has its version
 
 
 def test_lineage_json_lists_the_edges(root: Path) -> None:

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from lakebed.demo import DemoSummary
 from lakebed.errors import LakebedError
+from lakebed.lakehouse import VIEW_PROPERTY
 from lakebed.metastore import SchemaVersion, TableRecord
 
 __all__ = [
@@ -112,7 +113,9 @@ def tables_view(records: Iterable[TableRecord], *, iso: bool = False) -> RichTab
             record.name,
             _count(record.row_count),
             human_size(record.size_bytes),
-            "" if record.version is None else str(record.version),
+            Text("view", style="dim")
+            if VIEW_PROPERTY in record.properties
+            else ("" if record.version is None else str(record.version)),
             Text(owner),
             when,
             Text(record.description or "", style="dim"),
