@@ -350,7 +350,8 @@ class Lakehouse:
         """The table lineage of a table loaded from outside: the sources and topics that
         feed it (`source:<name>`, `topic:<name>`), so lineage reaches past bronze."""
         feeds = [f"source:{n}" for n, s in self.sources().items() if s.target == table]
-        feeds += [f"topic:{p.topic}" for p in self.pipelines().values() if p.target == table]
+        with contextlib.suppress(LakebedError):  # a broken pipeline stops streams, not loads
+            feeds += [f"topic:{p.topic}" for p in self.pipelines().values() if p.target == table]
         edges = [LineageEdge(str(table), WHOLE_TABLE, f, WHOLE_TABLE, "table") for f in feeds]
         self.metastore.replace_lineage(str(table), edges)
 
