@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 import lakebed
-from helpers import new_lakehouse
+from helpers import new_lakehouse, write_model
 from lakebed import Lakehouse
 from lakebed.config import CONFIG_FILE
 from lakebed.errors import (
@@ -377,3 +377,13 @@ def test_ingestion_records_the_sources_that_feed_a_table(tmp_path: Path) -> None
             ("source:partner", "table"),
             ("source:shop", "table"),
         ]
+
+
+def test_a_broken_pipeline_declaration_stops_streams_not_model_runs(tmp_path: Path) -> None:
+    root = lakebed.init_project(tmp_path / "p")
+    (root / "lakebed.yml").write_text("pipelines:\n  clicks: {topic: clicks, sql: 'selec'}\n")
+    write_model(root, "silver.one", "select 1 as n")
+    with lakebed.open(root) as lh:
+        assert lh.run().ok
+        with pytest.raises(ConfigError, match="clicks"):
+            lh.stream(["clicks"], until_caught_up=True)

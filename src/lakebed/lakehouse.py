@@ -442,7 +442,9 @@ class Lakehouse:
         sources |= set(targets.values())
         models = self.models()
         refuse_shared_quarantine(self.config, models.values())
-        streams = {name: spec.target for name, spec in self.pipelines().items()}
+        streams: dict[str, TableName] = {}
+        with contextlib.suppress(LakebedError):  # a broken pipeline stops `lakebed stream` only
+            streams = {name: spec.target for name, spec in self.pipelines().items()}
         return ModelGraph(models, sources=sources, source_targets=targets, pipeline_targets=streams)
 
     def run(
