@@ -171,6 +171,7 @@ def test_a_python_models_tables_stand_in_for_its_columns() -> None:
     assert render(lineage_tree(TABLES, "gold.top", "total")).splitlines() == [
         "gold.top",
         "├── silver.orders",
+        "│   └── bronze.orders",  # on through the tables the tables it reads are built from
         "└── its columns are not traced: what it is built or loaded from",
     ]
     # Reading the whole table, it uses every column of it; SQL models' table edges are
@@ -185,7 +186,8 @@ def test_a_python_models_tables_stand_in_for_its_columns() -> None:
         "└── gold.top",
     ]
     assert _named(lineage_reach(TABLES, "gold.top", "total")) == [
-        "gold.top.* <- silver.orders.* (table)"
+        "gold.top.* <- silver.orders.* (table)",
+        "silver.orders.* <- bronze.orders.* (table)",
     ]
     assert len(lineage_reach(TABLES, "gold.ranked", tables=True)) == 5
 

@@ -6,8 +6,8 @@ it reads: a Python model's columns are not traced, so its tables stand in for th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Literal, TypeVar
+from collections.abc import Iterable
+from typing import Literal
 
 from rich.text import Text
 from rich.tree import Tree
@@ -18,7 +18,6 @@ from lakebed.storage import TableName
 __all__ = ["Direction", "lineage_reach", "lineage_tree", "table_edges"]
 
 Direction = Literal["upstream", "downstream"]
-_T = TypeVar("_T")
 
 
 def table_edges(table: TableName | str, inputs: Iterable[TableName | str]) -> list[LineageEdge]:
@@ -31,14 +30,55 @@ def table_edges(table: TableName | str, inputs: Iterable[TableName | str]) -> li
     ]
 
 
-def _chosen(edges: Iterable[LineageEdge], tables: bool) -> list[LineageEdge]:
-    """The edges a tree follows: table edges alone (`tables`), or column edges
-    and the table edges of tables with no column traced (Python models)."""
-    edges = list(edges)
-    if tables:
-        return [e for e in edges if e.transform == "table"]
-    traced = {e.downstream_table for e in edges if e.transform != "table"}
-    return [e for e in edges if e.transform != "table" or e.downstream_table not in traced]
+_Key = tuple[str, str]
+
+
+class _Links:
+    """The stored edges as steps from a node (a column, or a table as `*`) in one
+    direction: column steps, and table steps (`table` edges). Tables whose columns are not
+    traced (Python models, tables loaded from outside) have table steps alone: going
+    upstream, their columns lead where the whole table comes from."""
+
+    def __init__(self, edges: Iterable[LineageEdge], direction: Direction, tables: bool):
+        self.upstream = direction == "upstream"
+        self.columns: dict[_Key, list[LineageEdge]] = {}
+        self.wholes: dict[_Key, list[LineageEdge]] = {}
+        self.traced: set[str] = set()  # tables some column of which was traced
+        for edge in edges:
+            if edge.transform == "table":
+                self.wholes.setdefault(self.start(edge), []).append(edge)
+            elif not tables:
+                self.columns.setdefault(self.start(edge), []).append(edge)
+                self.traced.add(edge.downstream_table)
+        for steps in (*self.columns.values(), *self.wholes.values()):
+            steps.sort(key=_edge_order)
+
+    def start(self, edge: LineageEdge) -> _Key:
+        if self.upstream:
+            return (edge.downstream_table, edge.downstream_column)
+        return (edge.upstream_table, edge.upstream_column)
+
+    def end(self, edge: LineageEdge) -> _Key:
+        if self.upstream:
+            return (edge.upstream_table, edge.upstream_column)
+        return (edge.downstream_table, edge.downstream_column)
+
+    def steps(self, node: _Key, *, untraced_only: bool = False) -> list[LineageEdge]:
+        """Where `node` leads; `untraced_only`: of a table's readers, those whose columns
+        are not traced (the others are reached through the columns they read)."""
+        table, column = node
+        if column == WHOLE_TABLE:
+            found = self.wholes.get(node, [])
+            if untraced_only:
+                return [e for e in found if e.downstream_table not in self.traced]
+            return found
+        found = self.columns.get(node, [])
+        if not found and self.upstream and table not in self.traced:
+            return self.wholes.get((table, WHOLE_TABLE), [])
+        return found
+
+    def columns_of(self, table: str) -> list[str]:
+        return sorted({c for t, c in self.columns if t == table})
 
 
 def lineage_reach(
@@ -52,42 +92,39 @@ def lineage_reach(
     """The edges `lineage_tree` draws: every edge reached from `table` (or one column of
     it) going `upstream` or `downstream`, each once, in the order they are reached."""
     name = str(TableName.parse(table))
-    links: dict[tuple[str, str], list[LineageEdge]] = {}
-    for edge in _chosen(edges, tables):
-        down = (edge.downstream_table, edge.downstream_column)
-        up = (edge.upstream_table, edge.upstream_column)
-        links.setdefault(down if direction == "upstream" else up, []).append(edge)
-    wanted = column.lower() if column is not None and not tables else None
-    todo = sorted(
-        k
-        for k in links
-        if k[0] == name and (wanted is None or k[1] == WHOLE_TABLE or k[1].lower() == wanted)
-    )
-    seen: set[tuple[str, str]] = set(todo)
+    links = _Links(edges, direction, tables)
+    starts = _starts(links, name, None if tables else column, tables)
+    seen: set[_Key] = set(starts)
+    todo = list(starts)
     reached: list[LineageEdge] = []
     while todo:
-        start = todo.pop(0)
-        for edge in sorted(_ends(links, start, direction == "upstream"), key=_edge_order):
+        node = todo.pop(0)
+        root_table = node in starts and node[1] == WHOLE_TABLE and not tables
+        for edge in links.steps(node, untraced_only=root_table and not links.upstream):
             reached.append(edge)
-            up = (edge.upstream_table, edge.upstream_column)
-            down = (edge.downstream_table, edge.downstream_column)
-            end = up if direction == "upstream" else down
+            end = links.end(edge)
             if end not in seen:
                 seen.add(end)
                 todo.append(end)
     return reached
 
 
-_Key = tuple[str, str]
-
-
-def _ends(links: Mapping[_Key, list[_T]], start: _Key, upstream: bool) -> list[_T]:
-    """What `start` links to; going upstream, a column of a table whose columns are not
-    traced (a Python model's, a bronze table's) leads where the whole table comes from."""
-    found = links.get(start)
-    if found or not upstream or start[1] == WHOLE_TABLE:
-        return found or []
-    return links.get((start[0], WHOLE_TABLE), [])
+def _starts(links: _Links, name: str, column: str | None, tables: bool) -> list[_Key]:
+    """The nodes a tree of `name` (or one column of it) grows from."""
+    if tables:
+        return [(name, WHOLE_TABLE)]
+    columns = links.columns_of(name)
+    if column is not None:
+        # DuckDB column names are case-insensitive: find the stored spelling.
+        found = next((c for c in columns if c.lower() == column.lower()), None)
+        chosen = [(name, found)] if found is not None else []
+    else:
+        chosen = [(name, c) for c in columns]
+    if links.upstream:
+        if not chosen and name not in links.traced and (name, WHOLE_TABLE) in links.wholes:
+            return [(name, WHOLE_TABLE)]  # its columns are not traced: its tables
+        return chosen
+    return [*chosen, (name, WHOLE_TABLE)]  # and the readers whose columns are not traced
 
 
 def _edge_order(edge: LineageEdge) -> tuple[str, str, str, str]:
@@ -113,36 +150,26 @@ def lineage_tree(
     traced: its tables stand in for them. A column met again on the same path is marked as
     a cycle, and one already drawn elsewhere in the tree is not drawn twice."""
     name = str(TableName.parse(table))
-    if tables:
-        column = None
-    links: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
-    for edge in _chosen(edges, tables):
-        down = (edge.downstream_table, edge.downstream_column)
-        up = (edge.upstream_table, edge.upstream_column)
-        start, end = (down, up) if direction == "upstream" else (up, down)
-        links.setdefault(start, []).append((*end, edge.transform))
-    for ends in links.values():
-        ends.sort()
-    columns = sorted(c for t, c in links if t == name)
-    if columns == [WHOLE_TABLE]:  # a Python model: its tables stand in for its columns
-        column = None
-    if column is not None:
-        # DuckDB column names are case-insensitive: find the stored spelling.
-        column = next((c for c in columns if c.lower() == column.lower()), column)
-    root = Tree(_label(name, column, None, style="bold"), guide_style="dim")
-    grow = _Grower(links, upstream=direction == "upstream")
-    if column is not None:
-        grow(root, (name, column), {(name, column)})
-        if direction == "downstream":  # Python models reading the table read every column
-            grow(root, (name, WHOLE_TABLE), {(name, WHOLE_TABLE)})
-    elif columns == [WHOLE_TABLE]:
-        grow(root, (name, WHOLE_TABLE), {(name, WHOLE_TABLE)})
-        if not tables and direction == "upstream":
-            note = "its columns are not traced: what it is built or loaded from"
-            root.add(Text(note, style="dim italic"))
-    else:
-        for each in columns:
-            grow(root.add(_label(name, each, None)), (name, each), {(name, each)})
+    links = _Links(edges, direction, tables)
+    starts = _starts(links, name, None if tables else column, tables)
+    traced = [node[1] for node in starts if node[1] != WHOLE_TABLE]
+    one = column is not None and not tables
+    shown = (
+        traced[0] if one and traced else column if one and starts != [(name, WHOLE_TABLE)] else None
+    )
+    root = Tree(_label(name, shown, None, style="bold"), guide_style="dim")
+    grow = _Grower(links)
+    for node in starts:
+        if node[1] == WHOLE_TABLE:
+            grow(root, node, {node}, untraced_only=not tables and not links.upstream)
+        elif one:
+            grow(root, node, {node})
+        else:
+            grow(root.add(_label(name, node[1], None)), node, {node})
+    untraced = starts == [(name, WHOLE_TABLE)] and not tables
+    if untraced and links.upstream and root.children:
+        note = "its columns are not traced: what it is built or loaded from"
+        root.add(Text(note, style="dim italic"))
     if not root.children:
         what = "upstream columns" if direction == "upstream" else "downstream uses"
         root.add(Text(f"no {what} recorded", style="dim italic"))
@@ -150,22 +177,24 @@ def lineage_tree(
 
 
 class _Grower:
-    """Adds to a branch what its column links to, recursively; a column drawn already is
-    not drawn twice, and one met again on the same path is a cycle."""
+    """Adds to a branch where its node leads, recursively; a node drawn already is not
+    drawn twice, and one met again on the same path is a cycle."""
 
-    def __init__(self, links: Mapping[_Key, list[tuple[str, str, str]]], *, upstream: bool):
-        self.links, self.upstream = links, upstream
+    def __init__(self, links: _Links):
+        self.links = links
         self.drawn: set[_Key] = set()
 
-    def __call__(self, branch: Tree, start: _Key, path: set[_Key]) -> None:
-        for table, column, transform in _ends(self.links, start, self.upstream):
-            end = (table, column)
-            label = _label(table, column, transform)
+    def __call__(
+        self, branch: Tree, start: _Key, path: set[_Key], *, untraced_only: bool = False
+    ) -> None:
+        for edge in self.links.steps(start, untraced_only=untraced_only):
+            end = self.links.end(edge)
+            label = _label(*end, edge.transform)
             if end in path:
                 label.append(" ↻ cycle", style="yellow")
                 branch.add(label)
                 continue
-            if end in self.drawn and _ends(self.links, end, self.upstream):
+            if end in self.drawn and self.links.steps(end):
                 label.append(" (shown above)", style="dim italic")
                 branch.add(label)
                 continue
