@@ -97,6 +97,8 @@ def test_runs_of_one_model_and_status(root: Path) -> None:
     ] * 2
     positive = json.loads(cli(root, "runs", "gold.positive", "-f", "json").stdout)
     assert {(r["target"], r["status"]) for r in positive} == {("gold.positive", "success")}
+    # The table names the run each build belongs to, as `lakebed run` printed it.
+    assert positive[0]["params"]["run"][:12] in cli(root, "runs", "gold.positive").stdout
 
 
 def test_a_view_has_lineage_and_a_description(root: Path) -> None:
