@@ -207,11 +207,10 @@ def register(app: typer.Typer) -> None:
         for r in records:
             seconds = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
             style = {"success": "green", "failed": "red"}.get(r.status, "yellow")
-            parent = r.params.get("run") if isinstance(r.params, dict) else None
             view.add_row(
                 render.iso_utc(r.started_at),
                 # The run a model's build belongs to, as `lakebed run` prints it.
-                Text(str(parent or r.run_id)[:12], style="dim"),
+                Text(str(r.params.get("run") or r.run_id)[:12], style="dim"),
                 r.kind,
                 r.target or "",
                 Text(r.status, style=style),

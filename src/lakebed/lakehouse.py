@@ -265,14 +265,12 @@ class Lakehouse:
 
     def describe(self, name: str) -> TableRecord:
         """The catalog entry of one table or view."""
-        found = self.metastore.get_table(str(TableName.parse(name)))
-        if found is not None and VIEW_PROPERTY in found.properties:
-            return found  # a view
-        table = self.table(name)
-        record = self.metastore.get_table(str(table.name))
-        if record is None:  # a table on disk that the catalog has not seen yet
-            record = self._register(table)
-        return record
+        record = self.metastore.get_table(str(TableName.parse(name)))
+        if record is not None and VIEW_PROPERTY in record.properties:
+            return record  # a view
+        table = self.table(name)  # enters a table found on disk in the catalog
+        record = record or self.metastore.get_table(str(table.name))
+        return record if record is not None else self._register(table)
 
     def schema(self, name: str) -> pa.Schema:
         """The columns of a table, or of a view (as its SELECT returns them now)."""

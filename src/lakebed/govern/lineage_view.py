@@ -93,7 +93,7 @@ def lineage_reach(
     it) going `upstream` or `downstream`, each once, in the order they are reached."""
     name = str(TableName.parse(table))
     links = _Links(edges, direction, tables)
-    starts = _starts(links, name, None if tables else column, tables)
+    starts = _starts(links, name, column, tables)
     seen: set[_Key] = set(starts)
     todo = list(starts)
     reached: list[LineageEdge] = []
@@ -151,12 +151,11 @@ def lineage_tree(
     a cycle, and one already drawn elsewhere in the tree is not drawn twice."""
     name = str(TableName.parse(table))
     links = _Links(edges, direction, tables)
-    starts = _starts(links, name, None if tables else column, tables)
-    traced = [node[1] for node in starts if node[1] != WHOLE_TABLE]
-    one = column is not None and not tables
-    shown = (
-        traced[0] if one and traced else column if one and starts != [(name, WHOLE_TABLE)] else None
-    )
+    starts = _starts(links, name, column, tables)
+    whole = starts == [(name, WHOLE_TABLE)]
+    one = column is not None and not tables and not whole
+    # The column as stored (DuckDB's names are case-insensitive), else as asked for.
+    shown = next((c for _, c in starts if c != WHOLE_TABLE), column) if one else None
     root = Tree(_label(name, shown, None, style="bold"), guide_style="dim")
     grow = _Grower(links)
     for node in starts:
@@ -166,8 +165,7 @@ def lineage_tree(
             grow(root, node, {node})
         else:
             grow(root.add(_label(name, node[1], None)), node, {node})
-    untraced = starts == [(name, WHOLE_TABLE)] and not tables
-    if untraced and links.upstream and root.children:
+    if whole and not tables and links.upstream and root.children:
         note = "its columns are not traced: what it is built or loaded from"
         root.add(Text(note, style="dim italic"))
     if not root.children:

@@ -30,11 +30,10 @@ from lakebed.govern import (
     audit,
     blocking,
     column_lineage,
-    parse_checks,
     table_edges,
 )
 from lakebed.orchestrate.quarantine import keep_dropped
-from lakebed.orchestrate.table_checks import TableChecks, judge
+from lakebed.orchestrate.table_checks import TableChecks, judge, model_checks
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 from lakebed.transform.fingerprints import fingerprint
@@ -199,12 +198,6 @@ def _view_current(ctx: RunContext, model: Model) -> bool:
     return all(value is None or stored[key] == value for key, value in wanted.items())
 
 
-def _model_checks(model: Model) -> list[Check]:
-    return parse_checks(
-        model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
-    )
-
-
 def _audited(
     ctx: RunContext, model: Model, checks: list[Check], data: pa.Table, run_id: str
 ) -> Audit:
@@ -219,7 +212,7 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     """A view's checks, judged on the rows it returns before it is (re)defined: a failed
     check of severity fail leaves the view as it was and skips what reads it."""
     assert model.sql is not None
-    checks = _model_checks(model)
+    checks = model_checks(model)
     dropping = [c.name for c in checks if c.severity == "drop"]
     if dropping:
         raise ModelError(
@@ -281,7 +274,7 @@ def build_model(
         return result
     data = computed.data
     if model.config.checks:
-        outcome = _audited(ctx, model, _model_checks(model), data, run_id)
+        outcome = _audited(ctx, model, model_checks(model), data, run_id)
         result.checks = outcome.results
         replace = computed.mode == "full" and not computed.notes  # not for a backfill
         # An existing quarantine table is visited even with no new rows: a full build

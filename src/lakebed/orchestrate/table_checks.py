@@ -36,7 +36,7 @@ from lakebed.transform import Model
 from lakebed.transform.graph import close_matches
 from lakebed.transform.materialize import Workspace
 
-__all__ = ["TableChecks", "judge", "parse_table_checks", "published_checks"]
+__all__ = ["TableChecks", "judge", "model_checks", "parse_table_checks", "published_checks"]
 
 TableChecks = dict[TableName, list[Check]]
 
@@ -96,14 +96,21 @@ def parse_table_checks(
     return found
 
 
+def model_checks(model: Model) -> list[Check]:
+    """A model's checks, parsed from its settings (errors name its .yml)."""
+    return parse_checks(
+        model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
+    )
+
+
 def published_checks(model: Model) -> list[Check]:
     """A model's checks as they judge the rows its table holds (`lakebed checks --run`,
     as `dbt test` does): a drop check reports the rows that fail it (published before it
     was added) as a warning, as there is nothing left to hold back."""
-    checks = parse_checks(
-        model.config.checks, table=str(model.name), file=str(model.path.with_suffix(".yml"))
-    )
-    return [dataclasses.replace(c, severity="warn") if c.severity == "drop" else c for c in checks]
+    return [
+        dataclasses.replace(c, severity="warn") if c.severity == "drop" else c
+        for c in model_checks(model)
+    ]
 
 
 def judge(

@@ -83,6 +83,8 @@ class PlanSource(Protocol):
 
     def view_sql(self, name: TableName) -> str | None: ...
 
+    def schema(self, name: str) -> pa.Schema: ...
+
     def sql(
         self, query: str, *, relations: Mapping[str, pa.Table] | None = None
     ) -> QueryResult: ...
@@ -366,7 +368,7 @@ def _kept_rows(model: Model, record: Mapping[str, Any]) -> list[str]:
 def _view_columns(lh: PlanSource, name: TableName) -> dict[str, str] | None:
     """A view's columns as it is defined now; None when it no longer binds."""
     try:
-        return column_types(lh.sql(f"select * from {name} limit 0").arrow().schema)
+        return column_types(lh.schema(str(name)))
     except LakebedError:
         return None
 
