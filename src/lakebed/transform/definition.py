@@ -147,6 +147,10 @@ class Model:
     frame: FrameKind = "arrow"  # how a Python model receives its inputs
     # 1-based line of each input reference in the file (for error messages).
     input_lines: dict[TableName, int] = field(default_factory=dict)
+    # Whether an incremental model of the project reads its table (set by the graph): the
+    # table then records a change data feed, which costs each of its merges a read of the
+    # whole rows it replaces (the feed's pre-images).
+    read_incrementally: bool = False
 
     def __str__(self) -> str:
         return str(self.name)

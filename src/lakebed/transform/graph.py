@@ -21,6 +21,7 @@ by commas, their intersection):
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import heapq
 import re
@@ -70,6 +71,10 @@ class ModelGraph:
         for name, model in self.models.items():
             for table in model.inputs:
                 self._downstream.setdefault(table, []).append(name)
+        for name, model in self.models.items():
+            readers = (self.models[d] for d in self._downstream.get(name, ()))
+            if any(r.config.materialized == "incremental" for r in readers):
+                self.models[name] = dataclasses.replace(model, read_incrementally=True)
         self._check()
         self._order = self._topological(set(self.models))
         self._position = {name: index for index, name in enumerate(self._order)}

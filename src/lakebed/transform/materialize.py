@@ -35,6 +35,7 @@ from lakebed.transform.increments import volatile_call
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
+_FEED = "delta.enableChangeDataFeed"
 
 
 class Workspace(Catalog, Protocol):
@@ -369,10 +370,12 @@ def _compute(
 
 
 def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:
-    """Delta properties of a new model table: the model's own, and for a merged model
-    deletion vectors to mark the rows an increment replaces, so a small change does not
-    rewrite every file holding one of its keys (local storage: the merge commits its own
-    log entry)."""
+    """Delta properties of a new model table: the model's own; a change data feed only when
+    an incremental model reads the table (as Delta's default, and as Databricks turns it on
+    for the tables a materialized view refreshes from: the feed's pre-images cost each
+    merge a read of the whole rows it replaces); and for a merged model deletion vectors to
+    mark the rows an increment replaces, so a small change does not rewrite every file
+    holding one of its keys (local storage: the merge commits its own log entry)."""
     config = model.config
     merged = (
         config.materialized == "incremental"
@@ -380,16 +383,20 @@ def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:
         and bool(config.unique_key)
         and not config.partition_by
     )
-    properties: dict[str, str] = {}
+    properties = {_FEED: "true" if model.read_incrementally else "false"}
     if merged and "://" not in ws.storage.root:
         properties["delta.enableDeletionVectors"] = "true"
     properties.update(config.properties)
-    return properties or None
+    return properties
 
 
 def sync_properties(ws: Workspace, model: Model) -> None:
-    """Set the model's table properties that its table does not hold (yet) as declared."""
-    wanted = model.config.properties
+    """Set the model's table properties that its table does not hold (yet) as declared, and
+    its change data feed once an incremental model reads it (the reader's first build is a
+    full one, from a version after this)."""
+    wanted = dict(model.config.properties)
+    if model.read_incrementally:
+        wanted.setdefault(_FEED, "true")
     if not wanted or not ws.storage.exists(model.name):
         return
     table = ws.table(model.name)

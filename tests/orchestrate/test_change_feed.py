@@ -1,0 +1,96 @@
+"""A model's table records a change data feed when an incremental model reads it (and when
+the model asks for one), and gets one as soon as such a reader appears."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lakebed
+from helpers import write_model
+from lakebed import Lakehouse
+
+FEED = "delta.enableChangeDataFeed"
+MERGED = "materialized: incremental\nunique_key: id\n"
+# The latest row of each order: appended rows reach it as a merge of their keys.
+LATEST = (
+    "select id, amount from bronze.orders "
+    "qualify row_number() over (partition by id order by seq desc) = 1"
+)
+
+
+@pytest.fixture
+def lh(tmp_path: Path) -> Lakehouse:
+    lake = lakebed.open(lakebed.init_project(tmp_path / "p"))
+    lake.write("bronze.orders", {"id": [1, 2, 3], "amount": [5.0, 7.5, 1.0], "seq": [1, 1, 1]})
+    return lake
+
+
+def _feed(lh: Lakehouse, table: str) -> str | None:
+    return lh.table(table).properties().get(FEED)
+
+
+def test_only_tables_an_incremental_model_reads_record_a_feed(lh: Lakehouse) -> None:
+    write_model(lh.root, "silver.orders", LATEST, MERGED)
+    write_model(lh.root, "gold.doubled", "select id, amount * 2 as a2 from silver.orders", MERGED)
+    write_model(lh.root, "gold.total", "select sum(amount) as total from silver.orders")
+    write_model(lh.root, "gold.ids", "select id from gold.doubled", "materialized: view\n")
+    assert lh.run().ok
+    assert _feed(lh, "silver.orders") == "true"  # gold.doubled reads it incrementally
+    assert _feed(lh, "gold.doubled") == "false"  # only a view reads it
+    assert _feed(lh, "gold.total") == "false"
+    # A merge into a table without a feed finds the rows it replaces by key alone.
+    lh.write("bronze.orders", {"id": [2, 4], "amount": [8.0, 2.0], "seq": [2, 2]}, mode="append")
+    modes = {n.model: n.mode for n in lh.run().nodes}
+    assert modes["silver.orders"] == modes["gold.doubled"] == "incremental"
+    assert lh.sql("select * from gold.doubled order by id").rows() == [
+        (1, 10.0),
+        (2, 16.0),
+        (3, 2.0),
+        (4, 4.0),
+    ]
+
+
+def test_a_declared_feed_is_kept_either_way(lh: Lakehouse) -> None:
+    write_model(
+        lh.root, "silver.orders", "select * from bronze.orders", f"properties:\n  {FEED}: true\n"
+    )
+    write_model(
+        lh.root, "silver.kept", "select * from bronze.orders", f"properties:\n  {FEED}: false\n"
+    )
+    write_model(lh.root, "gold.merged", "select * from silver.kept", MERGED)
+    assert lh.run().ok
+    assert _feed(lh, "silver.orders") == "true"  # asked for, though nothing reads it
+    assert _feed(lh, "silver.kept") == "false"  # turned off, though an increment reads it
+    assert lh.run().ok
+    assert _feed(lh, "silver.kept") == "false"
+
+
+def test_a_new_incremental_reader_turns_the_feed_on_even_when_run_alone(lh: Lakehouse) -> None:
+    write_model(lh.root, "silver.orders", LATEST, MERGED)
+    assert lh.run().ok
+    assert _feed(lh, "silver.orders") == "false"
+    write_model(lh.root, "gold.doubled", "select id, amount * 2 as a2 from silver.orders", MERGED)
+    # Only the new model runs: its input's table gets the feed before the model reads it.
+    summary = lh.run("gold.doubled")
+    assert [(n.model, n.mode) for n in summary.nodes] == [("gold.doubled", "full")]
+    assert _feed(lh, "silver.orders") == "true"
+    # The input's next merge is read as changes, not by rebuilding the reader.
+    since = lh.table("silver.orders").version()
+    lh.write("bronze.orders", {"id": [1, 4], "amount": [6.0, 2.0], "seq": [2, 2]}, mode="append")
+    modes = {n.model: n.mode for n in lh.run().nodes}
+    assert modes == {"silver.orders": "incremental", "gold.doubled": "incremental"}
+    changes = lh.table("silver.orders").changes(since + 1, lh.table("silver.orders").version())
+    assert changes is not None
+    assert sorted(changes.column("_change_type").to_pylist()) == [
+        "insert",
+        "update_postimage",
+        "update_preimage",
+    ]
+    assert lh.sql("select * from gold.doubled order by id").rows() == [
+        (1, 12.0),
+        (2, 15.0),
+        (3, 2.0),
+        (4, 4.0),
+    ]
