@@ -7,6 +7,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 import lakebed
 from helpers import write_model
 from lakebed import Lakehouse
+from lakebed.storage import TableName
+from lakebed.transform.changes import lookup_soon, newer_rows
 
 LATEST = (
     "select id, status, updated_at from silver.events\n"
@@ -151,3 +154,21 @@ def test_appended_rows_give_what_a_full_rebuild_picks(
             assert node.mode == "incremental"
             built = lake.sql("select * from gold.latest order by all").rows()
             assert built == lake.sql(f"select * from ({sql}) order by all").rows()
+
+
+def test_a_lookup_started_early_for_other_keys_is_not_compared_with(lh: Lakehouse) -> None:
+    """`newer_rows` compares new rows with the current rows of their keys: a lookup begun
+    while the SQL ran, for keys that turn out not to be the new rows' own, is looked up
+    again rather than taken for "no current row"."""
+    write_model(lh.root, "gold.latest", LATEST, MERGED)
+    assert lh.run().ok
+    model = TableName.parse("gold.latest")
+    found = pa.table({"id": [1, 2], "status": ["late", "newer"], "updated_at": [at(1), at(9)]})
+    order = [("updated_at", '"updated_at" DESC')]
+    early = lookup_soon(lh, model, pa.table({"id": [99]}), ["id"])
+    kept, looked_up = newer_rows(lh, model, found, ["id"], order, early)
+    assert kept.column("id").to_pylist() == [2]  # id 1's current row (5 o'clock) is newer
+    assert looked_up is not None
+    assert looked_up.holds(found, ["id"])
+    early = lookup_soon(lh, model, found, ["id"])
+    assert newer_rows(lh, model, found, ["id"], order, early)[0].column("id").to_pylist() == [2]

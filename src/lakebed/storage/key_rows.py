@@ -55,6 +55,17 @@ class KeyLookup:
         """The rows found, in the table's columns."""
         return self.found.drop_columns([FILE, ROW])
 
+    def holds(self, wanted: pa.Table, keys: list[str]) -> bool:
+        """Whether every key of `wanted` was looked for (so its rows, if any, were found)."""
+        if tuple(keys) != self.keys:
+            return False
+        try:
+            wanted = wanted.select(keys).cast(self.wanted.schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return False
+        searched = key_strings(self.wanted, keys)
+        return pc.all(pc.is_in(key_strings(wanted, keys), searched)).as_py() is not False
+
 
 def candidates(snapshot: Snapshot, wanted: pa.Table, keys: list[str]) -> list[int]:
     """Indexes of the files that may hold a wanted key (by the first key's min/max)."""
@@ -141,12 +152,11 @@ def reused(
     at the snapshot's version; None when it does not."""
     if looked_up is None or looked_up.version != snapshot.version:
         return None
-    if looked_up.keys != tuple(keys) or looked_up.found.schema.names[2:] != snapshot.schema.names:
+    if looked_up.found.schema.names[2:] != snapshot.schema.names:
         return None
-    searched = key_strings(looked_up.wanted, keys)
-    wanted_keys = key_strings(wanted, keys)
-    if pc.all(pc.is_in(wanted_keys, searched)).as_py() is False:
+    if not looked_up.holds(wanted, keys):
         return None
+    wanted_keys = key_strings(wanted.select(keys).cast(looked_up.wanted.schema), keys)
     index_of = {path: i for i, path in enumerate(snapshot.paths)}
     if any(path not in index_of for path in looked_up.paths):
         return None

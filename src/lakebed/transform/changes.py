@@ -4,7 +4,9 @@ given keys."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -125,24 +127,49 @@ def _qualified(expression: str, alias: str) -> str:
     return tree.sql(dialect="duckdb")
 
 
+def lookup_soon(
+    ws: Workspace, model: TableName, rows: pa.Table, keys: list[str]
+) -> Future[KeyLookup | None]:
+    """The model's current rows of the keys of `rows`, looked up on a thread of its own
+    while the caller computes what to compare them with (for a merge into a table with a
+    change feed, the lookup decodes whole rows: it is the increment's longest read)."""
+    table = ws.table(model)
+    wanted = rows.select(keys).group_by(keys).aggregate([]).select(keys)
+    future: Future[KeyLookup | None] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(table.lookup(wanted, keys))
+        except BaseException as exc:  # handed to whoever waits for the lookup
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="lakebed-lookup", daemon=True).start()
+    return future
+
+
 def newer_rows(
     ws: Workspace,
     model: TableName,
     found: pa.Table,
     keys: list[str],
     order: Sequence[tuple[str, str]],
+    early: Future[KeyLookup | None] | None = None,
 ) -> tuple[pa.Table, KeyLookup | None]:
     """Those of `found` (at most one row per key) that come before the model's current row
     of their key by `order` (its columns, and ORDER BY items over them), or whose key it
     does not hold yet: what a full rebuild would keep of them. A tie keeps the current
-    row. With them, the lookup of the current rows, which the merge can use again."""
+    row. With them, the lookup of the current rows, which the merge can use again.
+    `early`: a lookup started before `found` was computed (`lookup_soon`), used when it
+    looked for every key of `found`."""
     if found.num_rows == 0:
         return found, None
     index = "__lakebed_index"
     wanted = found.select(keys).group_by(keys).aggregate([]).select(keys)
     named = {c.lower() for c, _ in order}
     columns = list(dict.fromkeys(keys + [c for c in found.column_names if c.lower() in named]))
-    looked_up = ws.table(model).lookup(wanted, keys)
+    looked_up = early.result() if early is not None else None
+    if looked_up is None or not looked_up.holds(wanted, keys):
+        looked_up = ws.table(model).lookup(wanted, keys)
     if looked_up is not None:
         current = looked_up.rows().select(columns)
     else:

@@ -15,6 +15,7 @@ from lakebed.transform.changes import (
     Delta,
     changed_rows,
     input_delta,
+    lookup_soon,
     newer_rows,
     rows_of_keys,
     touched_keys,
@@ -131,11 +132,18 @@ def read_increment(
         relation = f"__lakebed_changes_{name.layer}_{name.name}"
         if model.kind == "sql":
             assert model.sql is not None
+            latest = name in shapes and shapes[name].shape == "latest"
+            early = None
+            if latest and set(keys) <= set(delta.upserts.column_names):
+                # The input's key columns are the model's (most often): its rows of those
+                # keys are looked up while its SQL runs.
+                early = lookup_soon(ws, model.name, delta.upserts, keys)
             sql = rewrite(model.sql, name, relation)
             found = ws.sql(sql, relations={relation: delta.upserts}).arrow()
-            if name in shapes and shapes[name].shape == "latest":
+            if latest:
                 # A key's first row is its current row or the new rows' first.
-                found, looked_up = newer_rows(ws, model.name, found, keys, shapes[name].order)
+                order = shapes[name].order
+                found, looked_up = newer_rows(ws, model.name, found, keys, order, early)
             outputs.append(found)
         else:
             frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
