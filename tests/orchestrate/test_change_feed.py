@@ -57,14 +57,29 @@ def test_a_declared_feed_is_kept_either_way(lh: Lakehouse) -> None:
         lh.root, "silver.orders", "select * from bronze.orders", f"properties:\n  {FEED}: true\n"
     )
     write_model(
-        lh.root, "silver.kept", "select * from bronze.orders", f"properties:\n  {FEED}: false\n"
+        lh.root,
+        "silver.kept",
+        "select * from bronze.orders",
+        f"{MERGED}properties:\n  {FEED}: false\n",
     )
     write_model(lh.root, "gold.merged", "select * from silver.kept", MERGED)
     assert lh.run().ok
     assert _feed(lh, "silver.orders") == "true"  # asked for, though nothing reads it
     assert _feed(lh, "silver.kept") == "false"  # turned off, though an increment reads it
-    assert lh.run().ok
+    lh.write("bronze.orders", {"id": [4], "amount": [2.0], "seq": [1]}, mode="append")
+    modes = {n.model: n.mode for n in lh.run().nodes}
+    # Without a feed, the input's merge cannot be read as changes: the reader is rebuilt.
+    assert modes == {"silver.orders": "full", "silver.kept": "incremental", "gold.merged": "full"}
     assert _feed(lh, "silver.kept") == "false"
+    # Without the setting, the reader's next full build turns the feed on, and the input's
+    # changes after it reach the reader as changes.
+    write_model(lh.root, "silver.kept", "select * from bronze.orders", MERGED)
+    lh.write("bronze.orders", {"id": [5], "amount": [3.0], "seq": [1]}, mode="append")
+    assert {n.model: n.mode for n in lh.run().nodes}["gold.merged"] == "full"
+    assert _feed(lh, "silver.kept") == "true"
+    lh.write("bronze.orders", {"id": [6], "amount": [4.0], "seq": [1]}, mode="append")
+    assert {n.model: n.mode for n in lh.run().nodes}["gold.merged"] == "incremental"
+    assert lh.sql("select id from gold.merged order by id").rows() == [(i,) for i in range(1, 7)]
 
 
 def test_a_new_incremental_reader_turns_the_feed_on_even_when_run_alone(lh: Lakehouse) -> None:

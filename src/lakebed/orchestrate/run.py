@@ -306,19 +306,6 @@ def build_model(
     return result
 
 
-def _feed_inputs(
-    ctx: RunContext, graph: ModelGraph, model: Model, *, built: set[TableName]
-) -> None:
-    """Turn on the change data feed of an incremental model's input models that this run
-    does not build (those it builds turn theirs on as they are built or found current), so
-    their next changes reach the model as changes rather than as a rebuild."""
-    if model.config.materialized != "incremental":
-        return
-    for upstream in model.inputs:
-        if upstream in graph.models and upstream not in built:
-            sync_properties(ctx, graph.models[upstream])
-
-
 def run_models(
     ctx: RunContext,
     graph: ModelGraph,
@@ -427,7 +414,6 @@ def run_models(
                 tries += 1
                 try:
                     with ctx.track_run("model", str(name), run=run_id) as record:
-                        _feed_inputs(ctx, graph, model, built=wanted)
                         node = build_model(
                             ctx,
                             model,

@@ -71,13 +71,27 @@ class ModelGraph:
         for name, model in self.models.items():
             for table in model.inputs:
                 self._downstream.setdefault(table, []).append(name)
-        for name, model in self.models.items():
-            readers = (self.models[d] for d in self._downstream.get(name, ()))
-            if any(r.config.materialized == "incremental" for r in readers):
-                self.models[name] = dataclasses.replace(model, read_incrementally=True)
+        self._mark_feeds()
         self._check()
         self._order = self._topological(set(self.models))
         self._position = {name: index for index, name in enumerate(self._order)}
+
+    def _mark_feeds(self) -> None:
+        """Which models' tables record a change data feed: those an incremental model reads
+        (see `Model.read_incrementally`, `Model.feed_inputs`)."""
+        feed = "delta.enableChangeDataFeed"
+        for name, model in list(self.models.items()):
+            readers = (self.models[d] for d in self._downstream.get(name, ()))
+            if any(r.config.materialized == "incremental" for r in readers):
+                model = dataclasses.replace(model, read_incrementally=True)
+            if model.config.materialized == "incremental":
+                feeds = (
+                    i
+                    for i in model.inputs
+                    if i in self.models and feed not in self.models[i].config.properties
+                )
+                model = dataclasses.replace(model, feed_inputs=tuple(feeds))
+            self.models[name] = model
 
     # -- validation -----------------------------------------------------------------------
 

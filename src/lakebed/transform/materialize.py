@@ -118,6 +118,7 @@ def _input_versions(ws: Workspace, model: Model) -> dict[str, int]:
 
 
 def _full(ws: Workspace, model: Model) -> Computed:
+    _feed_inputs(ws, model)
     if model.kind == "sql":
         assert model.sql is not None
         result = ws.sql(model.sql)
@@ -126,6 +127,18 @@ def _full(ws: Workspace, model: Model) -> Computed:
     versions = _input_versions(ws, model)
     frames = {name: ws.sql(f"select * from {name}", as_of=None).arrow() for name in model.inputs}
     return Computed(model, "full", run_python(model, frames), versions)
+
+
+def _feed_inputs(ws: Workspace, model: Model) -> None:
+    """Before an incremental model reads its inputs in full (its first build, or a rebuild
+    because an input's changes could not be read), turn on the change data feed of the
+    input models' tables that lack one, so their next changes reach it as changes. A full
+    build reads each input anyway: looking at its properties costs nothing more."""
+    for name in model.feed_inputs:
+        if ws.storage.exists(name):
+            table = ws.table(name)
+            if table.properties().get(_FEED) != "true":
+                table.set_properties({_FEED: "true"})
 
 
 def _scd2(ws: Workspace, model: Model) -> Computed:
@@ -391,12 +404,8 @@ def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:
 
 
 def sync_properties(ws: Workspace, model: Model) -> None:
-    """Set the model's table properties that its table does not hold (yet) as declared, and
-    its change data feed once an incremental model reads it (the reader's first build is a
-    full one, from a version after this)."""
-    wanted = dict(model.config.properties)
-    if model.read_incrementally:
-        wanted.setdefault(_FEED, "true")
+    """Set the model's table properties that its table does not hold (yet) as declared."""
+    wanted = model.config.properties
     if not wanted or not ws.storage.exists(model.name):
         return
     table = ws.table(model.name)
