@@ -10,6 +10,7 @@ that version need not scan again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -43,7 +44,8 @@ def connection() -> duckdb.DuckDBPyConnection:
 @dataclass(frozen=True)
 class KeyLookup:
     """The live rows of given keys in one version of a table, found where they lie (file
-    and row), whole: what a merge of those keys (or fewer) at that version reads first."""
+    and row), whole (or, without a change feed to give pre-images to, only the columns
+    asked for): what a merge of those keys (or fewer) at that version reads first."""
 
     version: int
     keys: tuple[str, ...]
@@ -52,12 +54,13 @@ class KeyLookup:
     found: pa.Table  # their rows, with the file (into `paths`) and row of each
 
     def rows(self) -> pa.Table:
-        """The rows found, in the table's columns."""
+        """The rows found, in the columns read."""
         return self.found.drop_columns([FILE, ROW])
 
-    def holds(self, wanted: pa.Table, keys: list[str]) -> bool:
-        """Whether every key of `wanted` was looked for (so its rows, if any, were found)."""
-        if tuple(keys) != self.keys:
+    def holds(self, wanted: pa.Table, keys: list[str], columns: Sequence[str] = ()) -> bool:
+        """Whether every key of `wanted` was looked for (so its rows, if any, were found),
+        with `columns` of their rows."""
+        if tuple(keys) != self.keys or not set(columns) <= set(self.found.column_names):
             return False
         try:
             wanted = wanted.select(keys).cast(self.wanted.schema)
@@ -100,16 +103,24 @@ def matches(
     quoted = [f'"{k}"' for k in keys]
     on = " AND ".join(f"(__scan.{q} IS NOT DISTINCT FROM __wanted.{q})" for q in quoted)
     files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-    scanned = ", ".join(quoted) if schema.names == keys else "*"
-    query = (
-        f"SELECT * FROM (SELECT file_index AS {FILE}, file_row_number AS {ROW}, {scanned} "
-        f"FROM read_parquet({files}, union_by_name=true)) AS __scan "
-        f"SEMI JOIN __wanted ON {on}"
-    )
+    whole = schema.names == snapshot.schema.names
+    listed = ", ".join('"' + n.replace('"', '""') + '"' for n in schema.names)
     con = connection().cursor()  # a connection of its own: merges of two tables overlap
     try:
         con.register("__wanted", wanted)
-        found = con.sql(query).to_arrow_table()
+        for scanned in ("*",) if whole else (listed, "*"):
+            query = (
+                f"SELECT * FROM (SELECT file_index AS {FILE}, file_row_number AS {ROW}, "
+                f"{scanned} FROM read_parquet({files}, union_by_name=true)) AS __scan "
+                f"SEMI JOIN __wanted ON {on}"
+            )
+            try:
+                found = con.sql(query).to_arrow_table()
+                break
+            except duckdb.BinderException:
+                if scanned == "*":
+                    raise
+                # A column schema evolution added, which no file named here holds.
     except duckdb.Error as exc:
         raise StorageError(
             f"cannot read the files of {snapshot.table}: {exc}", table=str(snapshot.table)
@@ -152,8 +163,8 @@ def reused(
     at the snapshot's version; None when it does not."""
     if looked_up is None or looked_up.version != snapshot.version:
         return None
-    if looked_up.found.schema.names[2:] != snapshot.schema.names:
-        return None
+    if not set(schema.names) <= set(looked_up.found.column_names):
+        return None  # it found fewer of the rows' columns than the merge reads
     if not looked_up.holds(wanted, keys):
         return None
     wanted_keys = key_strings(wanted.select(keys).cast(looked_up.wanted.schema), keys)

@@ -23,6 +23,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,9 +89,13 @@ class _Plan:
     rows_copied: int = 0  # by rewrites of files that lost many rows
 
 
-def lookup(table: Table, wanted: pa.Table, keys: list[str]) -> KeyLookup | None:
+def lookup(
+    table: Table, wanted: pa.Table, keys: list[str], columns: Sequence[str] = ()
+) -> KeyLookup | None:
     """The live rows of `wanted`'s keys (distinct) in the table's latest version, for
-    a merge on `keys` to use; None when merges of the table do not take this path."""
+    a merge on `keys` to use; None when merges of the table do not take this path. The
+    rows are whole when the table keeps a change feed (the merge's pre-images), else only
+    their keys and `columns` (decoding every column costs several times more)."""
     if "://" in table.path or table.partition_by or not _writable(table.delta()):
         return None
     snapshot = table.snapshot()
@@ -104,6 +109,10 @@ def lookup(table: Table, wanted: pa.Table, keys: list[str]) -> KeyLookup | None:
     indexes = candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
     schema = snapshot.schema
+    if snapshot.properties.get("delta.enableChangeDataFeed") != "true":
+        named = {c.lower() for c in columns}
+        kept = [f for f in schema if f.name in keys or f.name.lower() in named]
+        schema = pa.schema(kept)
     found = matches(snapshot, paths, wanted, keys, schema) if paths else empty(schema)
     return KeyLookup(snapshot.version, tuple(keys), wanted, tuple(paths), found)
 

@@ -7,7 +7,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -565,10 +565,13 @@ class Table:
             looked_up=looked_up,
         )
 
-    def lookup(self, wanted: pa.Table, keys: list[str]) -> KeyLookup | None:
+    def lookup(
+        self, wanted: pa.Table, keys: list[str], columns: Sequence[str] = ()
+    ) -> KeyLookup | None:
         """The live rows of `wanted`'s keys, found where they lie, for a merge on `keys`
-        at this version to use (None when its merges do not mark rows in place)."""
-        return merge_on_read.lookup(self, wanted, keys)
+        at this version to use (None when its merges do not mark rows in place): whole
+        with a change feed, else their keys and `columns`."""
+        return merge_on_read.lookup(self, wanted, keys, columns)
 
     def apply_history(
         self,

@@ -128,7 +128,11 @@ def _qualified(expression: str, alias: str) -> str:
 
 
 def lookup_soon(
-    ws: Workspace, model: TableName, rows: pa.Table, keys: list[str]
+    ws: Workspace,
+    model: TableName,
+    rows: pa.Table,
+    keys: list[str],
+    columns: Sequence[str] = (),
 ) -> Future[KeyLookup | None]:
     """The model's current rows of the keys of `rows`, looked up on a thread of its own
     while the caller computes what to compare them with (for a merge into a table with a
@@ -139,7 +143,7 @@ def lookup_soon(
 
     def work() -> None:
         try:
-            future.set_result(table.lookup(wanted, keys))
+            future.set_result(table.lookup(wanted, keys, columns))
         except BaseException as exc:  # handed to whoever waits for the lookup
             future.set_exception(exc)
 
@@ -168,8 +172,8 @@ def newer_rows(
     named = {c.lower() for c, _ in order}
     columns = list(dict.fromkeys(keys + [c for c in found.column_names if c.lower() in named]))
     looked_up = early.result() if early is not None else None
-    if looked_up is None or not looked_up.holds(wanted, keys):
-        looked_up = ws.table(model).lookup(wanted, keys)
+    if looked_up is None or not looked_up.holds(wanted, keys, columns):
+        looked_up = ws.table(model).lookup(wanted, keys, columns)
     if looked_up is not None:
         current = looked_up.rows().select(columns)
     else:

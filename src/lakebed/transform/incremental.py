@@ -134,16 +134,20 @@ def read_increment(
             assert model.sql is not None
             latest = name in shapes and shapes[name].shape == "latest"
             early = None
-            if latest and set(keys) <= set(delta.upserts.column_names):
-                # The input's key columns are the model's (most often): its rows of those
-                # keys are looked up while its SQL runs.
-                early = lookup_soon(ws, model.name, delta.upserts, keys)
+            alone = len(deltas) == 1 and not touched  # the merge's keys are this input's
+            if merge and (latest or alone) and set(keys) <= set(delta.upserts.column_names):
+                # The input's key columns are the model's (most often): the model's rows of
+                # those keys, which the merge replaces, are looked up while its SQL runs.
+                compared = [c for c, _ in shapes[name].order] if latest else []
+                early = lookup_soon(ws, model.name, _keys_of(delta, keys), keys, compared)
             sql = rewrite(model.sql, name, relation)
             found = ws.sql(sql, relations={relation: delta.upserts}).arrow()
             if latest:
                 # A key's first row is its current row or the new rows' first.
                 order = shapes[name].order
                 found, looked_up = newer_rows(ws, model.name, found, keys, order, early)
+            elif early is not None:
+                looked_up = early.result()  # the merge takes it if it holds every key
             outputs.append(found)
         else:
             frames = {i: ws.sql(f"select * from {i}").arrow() for i in model.inputs if i != name}
@@ -154,6 +158,14 @@ def read_increment(
     data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
     deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
     return Increase(data, deleted, list(touched.values()), looked_up)
+
+
+def _keys_of(delta: Delta, keys: list[str]) -> pa.Table:
+    """The key columns of the rows a change upserts and of those it may remove."""
+    if delta.removed is None or not set(keys) <= set(delta.removed.column_names):
+        return delta.upserts.select(keys)
+    both = [delta.upserts.select(keys), delta.removed.select(keys)]
+    return pa.concat_tables(both, promote_options="permissive")
 
 
 def _source(model: Model, name: TableName, schemas: dict[TableName, list[str]]) -> bool:
