@@ -365,3 +365,54 @@ def test_a_lookup_of_the_rows_a_merge_replaces_is_used_only_at_its_version(
     assert scans == [1]
     assert as_dict(orders.read())[1] == as_dict(rows([1], "c"))[1]
     assert orders.read().num_rows == 1001
+
+
+def test_a_lookup_in_a_table_without_a_feed_reads_only_keys_and_asked_columns(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a change feed a merge needs no pre-images: a lookup finds where the keys lie
+    (and the columns asked for), the merge uses it, and a lookup missing a column a caller
+    needs does not pass for one that holds it."""
+    from lakebed.storage import merge_on_read
+
+    table = lh.create_table(
+        "gold.facts", SCHEMA, properties={**DV, "delta.enableChangeDataFeed": "false"}
+    )
+    table.append(rows(list(range(100)), "a"))
+    wanted = pa.table({"id": pa.array([1, 2, 500], pa.int64())})
+    keys_only = table.lookup(wanted, ["id"])
+    assert keys_only is not None
+    assert keys_only.rows().column_names == ["id"]
+    assert not keys_only.holds(wanted, ["id"], ["s"])
+    with_s = table.lookup(wanted, ["id"], ["S"])  # columns as a query names them
+    assert with_s is not None
+    assert with_s.rows().column_names == ["id", "s"]
+    assert with_s.holds(wanted, ["id"], ["s"])
+    assert sorted(with_s.rows().to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 1, "s": "a1"},
+        {"id": 2, "s": "a2"},
+    ]
+    scans: list[int] = []
+    real = merge_on_read.matches
+    monkeypatch.setattr(merge_on_read, "matches", lambda *a, **k: scans.append(1) or real(*a, **k))
+    table.merge(rows([1, 500], "b"), ["id"], looked_up=keys_only)
+    assert scans == []  # the keys were enough
+    expected = as_dict(rows(list(range(100)), "a")) | as_dict(rows([1, 500], "b"))
+    assert all(found == expected for found in every_reader(lh, table))
+
+
+def test_a_lookup_asking_for_a_column_its_files_predate_gets_nulls(lh: Lakehouse) -> None:
+    table = lh.create_table(
+        "gold.facts", SCHEMA, properties={**DV, "delta.enableChangeDataFeed": "false"}
+    )
+    table.append(rows(list(range(100)), "a"))
+    later = rows([200], "b").append_column("extra", pa.array(["x"]))
+    table.append(later)  # a new column: the first file does not hold it
+    wanted = pa.table({"id": pa.array([1, 200], pa.int64())})
+    found = table.lookup(wanted, ["id"], ["extra"])
+    assert found is not None
+    by_id = {r["id"]: r["extra"] for r in found.rows().to_pylist()}
+    assert by_id == {1: None, 200: "x"}
+    only_old = table.lookup(pa.table({"id": pa.array([1], pa.int64())}), ["id"], ["extra"])
+    assert only_old is not None
+    assert only_old.rows().to_pylist() == [{"id": 1, "extra": None}]
