@@ -109,7 +109,11 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--backfill",
                 metavar="START..END",
-                help="Recompute only these partitions of partitioned models.",
+                help=(
+                    "Recompute only these partitions of partitioned models: periods are "
+                    "taken whole (2025-01..2025-03 is every day of January to March), other "
+                    "values compare as the column does; one bound alone is one partition."
+                ),
             ),
         ] = None,
         workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel builds.")] = 2,

@@ -57,7 +57,7 @@ from lakebed.storage import (
     to_arrow,
 )
 from lakebed.transform import Model, ModelGraph, load_models
-from lakebed.transform.materialize import Backfill
+from lakebed.transform.backfill import Backfill
 
 PROJECT_ENV = "LAKEBED_PROJECT"
 # Catalog property holding a view's SELECT.

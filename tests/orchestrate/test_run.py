@@ -832,9 +832,32 @@ def test_a_backfill_needs_a_partitioned_model(lh: Lakehouse) -> None:
     assert "gold.total" not in [t.name for t in lh.tables()]
 
 
+def test_a_backfill_of_months_takes_every_day_of_a_date_column(lh: Lakehouse) -> None:
+    """`--backfill 2025-01..2025-02` (as the README writes it) over daily partitions of a
+    date column: January and February whole, nothing of the days around them."""
+    from datetime import date
+
+    days = [date(2024, 12, 31), date(2025, 1, 1), date(2025, 2, 28), date(2025, 3, 1)]
+    lh.write("silver.sales", {"day": days, "amount": [1.0, 2.0, 3.0, 4.0]})
+    write_model(
+        lh.root,
+        "gold.daily",
+        "select day, sum(amount) as total from silver.sales group by day",
+        "partition_by: day\n",
+    )
+    assert lh.run().ok
+    lh.table("silver.sales").update({"amount": "amount * 10"})
+    assert lh.run(backfill="2025-01..2025-02").ok
+    assert [r[1] for r in _rows(lh, "gold.daily")] == [1.0, 20.0, 30.0, 4.0]
+    assert lh.run(backfill="2025-03-01").ok  # one partition
+    assert [r[1] for r in _rows(lh, "gold.daily")] == [1.0, 20.0, 30.0, 40.0]
+    with pytest.raises(lakebed.LakebedError, match="2025-02-30 is not a date"):
+        lh.run(backfill="2025-02-01..2025-02-30")
+
+
 def test_a_backfill_window_must_be_start_dot_dot_end(lh: Lakehouse) -> None:
     with pytest.raises(lakebed.LakebedError, match=r"START\.\.END"):
-        lh.run(backfill="2025-01-02")
+        lh.run(backfill="2025-01-02..")
     with pytest.raises(lakebed.LakebedError, match="ends before it starts") as info:
         lh.run(backfill="2025-01-03..2025-01-02")  # else it would recompute nothing
     assert "2025-01-02..2025-01-03" in (info.value.hint or "")

@@ -36,9 +36,9 @@ from lakebed.orchestrate.quarantine import keep_dropped
 from lakebed.orchestrate.table_checks import TableChecks, judge, model_checks
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
+from lakebed.transform.backfill import Backfill
 from lakebed.transform.fingerprints import fingerprint
 from lakebed.transform.materialize import (
-    Backfill,
     Workspace,
     compute,
     is_current,

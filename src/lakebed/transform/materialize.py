@@ -22,6 +22,7 @@ from lakebed.errors import ModelError, QueryError, TransformError
 from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.storage import KeyLookup, Table, TableName, WriteResult, last_per_key
+from lakebed.transform.backfill import Backfill
 from lakebed.transform.definition import Model
 from lakebed.transform.execute import run_python
 from lakebed.transform.fingerprints import (
@@ -152,51 +153,6 @@ def _scd2(ws: Workspace, model: Model) -> Computed:
     elif changes.num_rows == 0:
         mode = "up_to_date"
     return Computed(model, mode, changes, snapshot.inputs)
-
-
-@dataclass(frozen=True)
-class Backfill:
-    """Recompute only the partitions whose value lies in [start, end] (inclusive)."""
-
-    start: str
-    end: str
-
-    @classmethod
-    def parse(cls, text: str) -> Backfill:
-        start, sep, end = text.partition("..")
-        if not sep or not start or not end:
-            raise TransformError(
-                f"--backfill takes START..END, got {text!r}",
-                hint="for example 2025-01..2025-03 or 2025-01-01..2025-01-31",
-            )
-        start, end = start.strip(), end.strip()
-        try:
-            reversed_ = float(start) > float(end)
-        except ValueError:  # dates, months, times written alike compare as their text
-            reversed_ = len(start) == len(end) and start > end
-        if reversed_:
-            raise TransformError(
-                f"--backfill {text} ends before it starts: it would recompute no partition",
-                hint=f"write the earlier bound first: {end}..{start}",
-            )
-        return cls(start, end)
-
-    def predicate(self, column: str, dtype: pa.DataType) -> str:
-        """The delta-rs / DuckDB condition selecting these partitions."""
-
-        def literal(value: str) -> str:
-            if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
-                float(value)  # a number, or ValueError
-                return value
-            return "'" + value.replace("'", "''") + "'"
-
-        try:
-            low, high = literal(self.start), literal(self.end)
-        except ValueError as exc:
-            raise TransformError(
-                f"--backfill bounds {self.start}..{self.end} are not numbers for {column}"
-            ) from exc
-        return f'"{column}" >= {low} AND "{column}" <= {high}'
 
 
 def _backfill(ws: Workspace, model: Model, backfill: Backfill) -> Computed:
