@@ -303,8 +303,9 @@ def register(app: typer.Typer) -> None:
         fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
-        """Column lineage of a table, down to the source columns (or up to every use);
-        with --tables, the tables alone. A Python model's columns are not traced: the
+        """Column lineage of a table, down to the source columns (or up to every use).
+
+        With --tables, the tables alone. A Python model's columns are not traced: the
         tables it reads stand in for them.
 
         `--format json` prints the edges of the tree: downstream and upstream table and
