@@ -88,7 +88,7 @@ def test_default_config_text_round_trips() -> None:
 def test_unknown_top_level_key_names_file_line_key_and_the_valid_keys() -> None:
     error = config_error("name: shop\n\nstorag: lake\n")
     assert (error.file, error.line, error.key) == (FILE, 3, "storag")
-    assert str(error).startswith(f"{FILE}:3: `storag`: unknown key")
+    assert str(error).startswith(f"{FILE}:3: `storag`: unknown key (did you mean storage?")
     for key in ("name", "storage", "metastore", "engine", "bus", "domains", "sources"):
         assert key in error.message
     assert isinstance(error, Terminal)

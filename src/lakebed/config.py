@@ -243,7 +243,9 @@ def config_error(
     if first["type"] == "extra_forbidden":
         inner = _model_at(tuple(str(p) for p in first["loc"][:-1]), model)
         known = ", ".join(inner.model_fields)
-        message = f"unknown key (known keys: {known})"
+        close = get_close_matches(str(first["loc"][-1]), list(inner.model_fields), n=1)
+        guess = f"did you mean {close[0]}? " if close else ""
+        message = f"unknown key ({guess}known keys: {known})"
     elif "input" in first and first["type"] != "missing":
         message = f"{message} (got {_mask_secrets(first['input'])!r})"
     more = len(exc.errors()) - 1

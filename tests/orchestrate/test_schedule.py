@@ -374,7 +374,8 @@ def test_catch_up_is_capped_with_a_warning(lh: Lakehouse) -> None:
             "schedules:\n  gold:\n    cron: '0 * * * *'\n    select: layer:gold\n    missd: skip\n",
             5,
             "schedules.gold.missd",
-            "unknown key (known keys: cron, select, exclude, missed, start, description)",
+            "unknown key (did you mean missed? known keys: cron, select, exclude, missed, "
+            "start, description)",
         ),
         (
             "schedules:\n  gold:\n    select: layer:gold\n    cron: '0 25 * * *'\n",
@@ -412,7 +413,12 @@ def test_catch_up_is_capped_with_a_warning(lh: Lakehouse) -> None:
             "schedules.gold.select",
             "Field required",
         ),
-        ("schedule:\n  gold: {}\n", 1, "schedule", "unknown key (known keys: schedules)"),
+        (
+            "schedule:\n  gold: {}\n",
+            1,
+            "schedule",
+            "unknown key (did you mean schedules? known keys: schedules)",
+        ),
     ],
 )
 def test_an_invalid_schedules_yml_names_file_line_and_key(
