@@ -20,7 +20,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import lakebed
+from lakebed import cli
 from lakebed.cli import app
+from lakebed.storage import TableName
 
 # A wide terminal, so rich tables neither wrap nor truncate the names the tests look for.
 ENV = {"COLUMNS": "250", "NO_COLOR": "1", "LAKEBED_PROJECT": None}
@@ -87,7 +89,18 @@ def test_version_prints_the_package_version() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["init", "demo", "tables", "describe", "history", "sql", "optimize", "vacuum", "restore"],
+    [
+        "init",
+        "demo",
+        "tables",
+        "describe",
+        "history",
+        "sql",
+        "optimize",
+        "vacuum",
+        "restore",
+        "drop",
+    ],
 )
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = run(command, "--help")
@@ -456,6 +469,36 @@ def test_restore_makes_an_old_version_current(project: Path) -> None:
     missing = run(*project_args(project), "restore", "bronze.events", "99")
     assert missing.exit_code == 1
     assert "versions 0..4" in missing.stderr
+
+
+def test_drop_deletes_a_table_after_asking(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = project_args(project)
+    unasked = run(*args, "drop", "bronze.events")  # no terminal to ask at
+    assert unasked.exit_code == 1
+    assert "pass --yes" in unasked.stderr
+    monkeypatch.setattr(cli, "_at_terminal", lambda: True)
+    declined = run(*args, "drop", "bronze.events", stdin="n\n")
+    assert declined.exit_code == 1
+    assert (project / "lakehouse" / "bronze" / "events").exists()
+    dropped = run(*args, "drop", "bronze.events", stdin="y\n")
+    assert dropped.exit_code == 0, dropped.output
+    assert "dropped the table bronze.events" in dropped.stdout
+    assert not (project / "lakehouse" / "bronze" / "events").exists()
+    assert "bronze.events" not in run(*args, "tables").stdout
+    typo = run(*args, "drop", "silver.itemz", "--yes")
+    assert typo.exit_code == 1
+    assert "did you mean silver.items" in typo.stderr
+
+
+def test_drop_of_a_view_removes_its_catalog_entry(project: Path) -> None:
+    with lakebed.open(project) as lh:
+        lh.register_view("gold.kinds", "select distinct kind from bronze.events")
+    result = run(*project_args(project), "drop", "gold.kinds", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "dropped the view gold.kinds" in result.stdout
+    with lakebed.open(project) as lh:
+        assert lh.view_sql(TableName.parse("gold.kinds")) is None
+        assert lh.table("bronze.events").read().num_rows == 4  # what it read stays
 
 
 # -- demo --------------------------------------------------------------------------------------

@@ -501,6 +501,42 @@ def restore(
     )
 
 
+def _at_terminal() -> bool:
+    """Whether someone can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+@app.command()
+def drop(
+    ctx: typer.Context,
+    table: TableArgument,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask; needed when not at a terminal.")
+    ] = False,
+    project: ProjectOption = None,
+) -> None:
+    """Delete a table with its files, history and catalog entry (or a view's entry).
+
+    Nothing brings a dropped table back: its earlier versions go with it. A model's table
+    is built again at the next `lakebed run`.
+
+    Example: [bold]lakebed drop gold.old_report --yes[/bold]
+    """
+    with open_project(ctx, project) as lh:
+        record = lh.describe(table)  # an unknown table stops here, with close matches
+        what = "view" if not record.path else "table"
+        if not yes:
+            if not _at_terminal():
+                raise LakebedError(
+                    f"dropping {record.name} deletes it for good; not at a terminal to ask",
+                    hint=f"pass --yes: lakebed drop {record.name} --yes",
+                )
+            typer.confirm(f"Delete the {what} {record.name} and all its history?", abort=True)
+        with lh.track_run("drop", record.name):
+            lh.drop_table(record.name)
+    stdout().print(f"dropped the {what} {record.name}", soft_wrap=True)
+
+
 cli_ingest.register(app)
 cli_transform.register(app)
 cli_plan.register(app)

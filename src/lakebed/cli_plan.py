@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
                 "--select",
                 "-s",
                 help="Models to show, as `lakebed run --select` takes them: name, gold.*, "
-                "+name, name+, 2+name, @name, tag:x, layer:gold, materialized:x, source:x; "
+                "+name, name+, 2+name, @name, tag:x, layer:gold, materialized:x, source:x, "
+                "state:modified; "
                 "spaces for their union, commas for their intersection.",
             ),
         ] = None,

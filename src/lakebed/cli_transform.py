@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
                 "-s",
                 help="Models to build: name, gold.*, +name (with upstream), name+ (with "
                 "downstream), 2+name (two steps up), @name, tag:x, layer:gold, "
-                "materialized:incremental, source:x; separated by spaces for their union, "
+                "materialized:incremental, source:x, state:modified (new or changed since "
+                "their last build); separated by spaces for their union, "
                 "by commas for their intersection (tag:daily,layer:gold).",
             ),
         ] = None,
@@ -166,7 +167,12 @@ def register(app: typer.Typer) -> None:
         else:
             if summary.table_checks:
                 stdout().print(_table_checks_view(summary))
-            stdout().print(_summary_view(summary))
+            if summary.nodes:
+                stdout().print(_summary_view(summary))
+            else:
+                stdout().print(
+                    f"no model selected{f' by {select!r}' if select else ''}: nothing to build"
+                )
         if not summary.ok:
             raise typer.Exit(1)
 

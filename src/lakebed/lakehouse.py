@@ -58,6 +58,7 @@ from lakebed.storage import (
 )
 from lakebed.transform import Model, ModelGraph, load_models
 from lakebed.transform.backfill import Backfill
+from lakebed.transform.plan import build_state
 
 PROJECT_ENV = "LAKEBED_PROJECT"
 # Catalog property holding a view's SELECT.
@@ -443,7 +444,13 @@ class Lakehouse:
         streams: dict[str, TableName] = {}
         with contextlib.suppress(LakebedError):  # a broken pipeline stops `lakebed stream` only
             streams = {name: spec.target for name, spec in self.pipelines().items()}
-        return ModelGraph(models, sources=sources, source_targets=targets, pipeline_targets=streams)
+        return ModelGraph(
+            models,
+            sources=sources,
+            source_targets=targets,
+            pipeline_targets=streams,
+            state=lambda model: build_state(self, model),
+        )
 
     def run(
         self,
@@ -644,8 +651,12 @@ class Lakehouse:
         return table.merge(arrow, keys or [])
 
     def drop_table(self, name: str | TableName) -> None:
-        """Delete a table, its files and its catalog entry."""
+        """Delete a table, its files and its catalog entry (a view: its catalog entry)."""
         table_name = TableName.parse(name)
+        if self.view_sql(table_name) is not None and not self.storage.exists(table_name):
+            self.metastore.drop_table(str(table_name))
+            self.engine.forget(table_name)
+            return
         self.storage.drop(table_name)
         self.metastore.drop_table(str(table_name))
         with self._lock:

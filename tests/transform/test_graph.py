@@ -281,6 +281,30 @@ def test_select_errors_say_what_is_wrong(
     assert hint in raised.value.hint
 
 
+def test_state_selects_models_new_or_changed_since_their_last_build() -> None:
+    states = {"silver.orders": "modified", "silver.fx": "new", "gold.revenue": "unchanged"}
+    graph = ModelGraph(
+        {m.name: m for m in MEDALLION},
+        {T("bronze.fx")},
+        source_targets={k: T(v) for k, v in TARGETS.items()},
+        state=lambda model: states.get(str(model.name), "unchanged"),
+    )
+    assert names(graph.select("state:new")) == ["silver.fx"]
+    assert names(graph.select("state:modified")) == ["silver.fx", "silver.orders"]
+    assert names(graph.select("state:modified+,layer:gold")) == [
+        "gold.revenue",
+        "gold.top_customers",
+    ]
+    with pytest.raises(TransformError, match="unknown state 'changed'") as raised:
+        graph.select("state:changed")
+    assert "state:modified" in (raised.value.hint or "")
+
+
+def test_state_needs_the_lakehouse(graph: ModelGraph) -> None:
+    with pytest.raises(TransformError, match="needs the lakehouse"):
+        graph.select("state:modified")
+
+
 def test_bare_name_in_two_layers_is_ambiguous() -> None:
     graph = graph_of(
         make("silver.customers", "bronze.customers"),

@@ -67,6 +67,35 @@ def test_after_a_run_nothing_changed_and_layout_does_not_count(lh: Lakehouse) ->
     assert {m.status for m in plan(lh).models} == {"unchanged"}
 
 
+def test_state_modified_runs_what_changed_since_its_last_build(lh: Lakehouse) -> None:
+    """`lakebed run --select state:modified+` (dbt's slim CI): the models new or changed
+    since their last build, and what they feed."""
+    assert [str(n) for n in lh.graph().select("state:new")] == [
+        "silver.orders",
+        "gold.revenue",
+        "gold.report",
+    ]
+    assert lh.run().ok
+    assert lh.graph().select("state:modified") == []
+    write_model(
+        lh.root,
+        "gold.revenue",
+        "select customer, sum(amount) as revenue from silver.orders where amount > 1 "
+        "group by customer",
+    )
+    write_model(lh.root, "gold.share", "select count(*) as n from gold.revenue")
+    write_model(lh.root, "gold.report", "select customer from gold.revenue", "tags: [x]\n")
+    assert [str(n) for n in lh.graph().select("state:new")] == ["gold.share"]
+    summary = lh.run("state:modified+")
+    assert [n.model for n in summary.nodes] == ["gold.revenue", "gold.report", "gold.share"]
+    assert lh.graph().select("state:modified") == []
+    view = "materialized: view\n"
+    write_model(lh.root, "gold.share", "select count(*) as n from gold.revenue", view)
+    assert [str(n) for n in lh.graph().select("state:modified")] == ["gold.share"]
+    assert lh.run("state:modified").ok
+    assert lh.graph().select("state:modified") == []
+
+
 def test_a_view_is_compared_with_the_sql_the_catalog_holds(lh: Lakehouse) -> None:
     view = "materialized: view\n"
     sql = "select customer, sum(amount) as revenue from silver.orders group by customer"

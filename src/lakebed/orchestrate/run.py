@@ -42,6 +42,7 @@ from lakebed.transform.materialize import (
     Workspace,
     compute,
     is_current,
+    last_build,
     next_build,
     publish,
     sync_properties,
@@ -61,6 +62,8 @@ class RunContext(Workspace, Protocol):
     def view_sql(self, name: TableName) -> str | None: ...
 
     def describe_columns(self, name: str | TableName, descriptions: dict[str, str]) -> None: ...
+
+    def drop_table(self, name: str | TableName) -> None: ...
 
     def register_view(
         self,
@@ -174,6 +177,29 @@ def _lineage(
     return tuple(column_lineage(sql, name, dict(schemas), output_columns=list(columns)))
 
 
+def _give_way_to_view(ctx: RunContext, model: Model) -> None:
+    """Drop the table a model built before it became a view (as dbt replaces a relation of
+    another type), when its rows can be computed again: it was built as a table. The rows
+    of an incremental or scd2 table may not be (its inputs no longer hold them), and a
+    table the model did not build is not the model's to drop."""
+    record = last_build(ctx.table(model.name))
+    was = None if record is None else record.get("materialized")
+    if was == "table":
+        ctx.drop_table(model.name)
+        return
+    if record is None:
+        built = "was not built by the model"
+    elif was is None:  # built before lakebed recorded how
+        built = "holds rows of an earlier build that may not be computed again"
+    else:
+        built = f"holds the rows of its {was} builds, which may not be computed again"
+    raise TransformError(
+        f"{model.name} is a view now, and its table {built}",
+        hint=f"keep its rows elsewhere if they matter, then `lakebed drop {model.name}` "
+        "and run again; or leave the model as it was",
+    )
+
+
 def _view_current(ctx: RunContext, model: Model) -> bool:
     """Whether the catalog holds the view as the model defines it now."""
     if ctx.view_sql(model.name) != model.sql:
@@ -250,6 +276,8 @@ def build_model(
         if not inputs_changed and not full_refresh and _view_current(ctx, model):
             seconds = time.perf_counter() - started
             return NodeResult(str(model.name), "up_to_date", "view", seconds=seconds)
+        if ctx.storage.exists(model.name):
+            _give_way_to_view(ctx, model)
         checks = _view_checks(ctx, model, run_id) if model.config.checks else []
         ctx.register_view(
             model.name,

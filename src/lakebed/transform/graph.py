@@ -17,6 +17,8 @@ by commas, their intersection):
     layer:gold             models of a layer
     materialized:view      models of a materialization
     source:x               models downstream of the table ingestion source x writes
+    state:modified         models new or changed since their last build (SQL, code or
+                           settings), as `lakebed plan` finds them; state:new, never built
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ import heapq
 import re
 from collections.abc import Callable, Iterable, Mapping
 from difflib import SequenceMatcher
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from lakebed.errors import CycleError, InvalidTableNameError, ModelError, TransformError
 from lakebed.storage import TableName
 from lakebed.transform.definition import Model
 from lakebed.transform.discover import MODEL_LAYERS
 
-SELECTOR_METHODS = ("tag", "layer", "materialized", "source")
+SELECTOR_METHODS = ("tag", "layer", "materialized", "source", "state")
+BuildState = Literal["new", "modified", "unchanged"]
 # [@][N+]body[+N]: the graph operators around a selector's body.
 _OPERATORS = re.compile(r"(?P<at>@)?(?:(?P<up>\d*)\+)?(?P<body>.*?)(?:\+(?P<down>\d*))?")
 
@@ -50,11 +53,14 @@ class ModelGraph:
         *,
         source_targets: Mapping[str, TableName] | None = None,
         pipeline_targets: Mapping[str, TableName] | None = None,
+        state: Callable[[Model], BuildState] | None = None,
     ) -> None:
         """`sources`: tables that exist in the catalog; `source_targets` and
         `pipeline_targets`: each ingestion source's or stream pipeline's name and the table
-        it writes (also a root of the graph). Models with `enabled: false` are left out
-        (and what reads them is an error)."""
+        it writes (also a root of the graph); `state`: how a model stands against its last
+        build (for `state:` selectors). Models with `enabled: false` are left out (and what
+        reads them is an error)."""
+        self._state = state
         self.models: dict[TableName, Model] = {}
         self.disabled: dict[TableName, Model] = {}
         for name, model in sorted(models.items()):
@@ -352,6 +358,15 @@ class ModelGraph:
                     "source:",
                 )
             return set(self.downstream(target))
+        if method == "state":
+            if value not in ("new", "modified"):
+                raise self._unknown(
+                    f"unknown state {value!r}", value, ["new", "modified"], "state:"
+                )
+            if self._state is None:
+                raise TransformError(f"{selector!r} needs the lakehouse the models are built in")
+            wanted = ("new",) if value == "new" else ("new", "modified")
+            return {n for n, m in self.models.items() if self._state(m) in wanted}
         raise TransformError(
             f"unknown selector method {method!r} in {selector!r}",
             hint=f"methods are {', '.join(m + ':' for m in SELECTOR_METHODS)}; {_SELECTOR_HINT}",
@@ -402,6 +417,7 @@ def close_matches(text: str, known: Iterable[str]) -> list[str]:
 
 _SELECTOR_HINT = (
     "selectors are name, layer.name, gold.*, +name (with upstream), name+ (with "
-    "downstream), 2+name, @name, tag:x, layer:x, materialized:x and source:x; separated by "
+    "downstream), 2+name, @name, tag:x, layer:x, materialized:x, source:x and "
+    "state:modified; separated by "
     "spaces for their union, by commas for their intersection"
 )

@@ -383,6 +383,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
         "code": code_fingerprint(model),
         "definition": definition_fingerprint(model),
         "columns": [c for c in data.schema.names if c != "__action"],
+        "materialized": config.materialized,
     }
     metadata = {STATE_KEY: json.dumps(state)}
     scd2 = config.materialized == "scd2"

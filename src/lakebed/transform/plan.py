@@ -280,6 +280,22 @@ def plan(lh: PlanSource, select: str | None = None, *, exclude: str | None = Non
     return Plan(items)
 
 
+def build_state(lh: PlanSource, model: Model) -> Literal["new", "modified", "unchanged"]:
+    """How a model stands against its last build, for the `state:` selectors: never built,
+    built from another definition (SQL, code or settings), or as it is defined now."""
+    if model.config.materialized == "view" and not lh.storage.exists(model.name):
+        stored = lh.view_sql(model.name)
+        if stored is None:
+            return "new"
+        return "modified" if stored != model.sql else "unchanged"
+    if not lh.storage.exists(model.name):
+        return "new"
+    record = last_build(lh.table(model.name))
+    if record is None:
+        return "new"
+    return "modified" if record.get("fingerprint") != fingerprint(model) else "unchanged"
+
+
 def _status(
     lh: PlanSource, graph: ModelGraph, name: TableName, states: Mapping[TableName, _State]
 ) -> _State:
