@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
                 "-s",
                 help="Models to show, as `lakebed run --select` takes them: name, gold.*, "
                 "+name, name+, 2+name, @name, tag:x, layer:gold, materialized:x, source:x, "
-                "state:modified; "
+                "state:modified, result:failed; "
                 "spaces for their union, commas for their intersection.",
             ),
         ] = None,

@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
                 help="Models to build: name, gold.*, +name (with upstream), name+ (with "
                 "downstream), 2+name (two steps up), @name, tag:x, layer:gold, "
                 "materialized:incremental, source:x, state:modified (new or changed since "
-                "their last build); separated by spaces for their union, "
+                "their last build), result:failed (in the last run); separated by spaces "
+                "for their union, "
                 "by commas for their intersection (tag:daily,layer:gold).",
             ),
         ] = None,

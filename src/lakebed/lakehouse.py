@@ -39,6 +39,7 @@ from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
 from lakebed.orchestrate import NodeResult, RunSummary
 from lakebed.orchestrate import run as run_graph
+from lakebed.orchestrate.results import last_results
 from lakebed.orchestrate.table_checks import TableChecks, parse_table_checks, published_checks
 from lakebed.orchestrate.table_checks import judge as judge_table
 from lakebed.process import DuckDBEngine, QueryResult
@@ -450,6 +451,7 @@ class Lakehouse:
             source_targets=targets,
             pipeline_targets=streams,
             state=lambda model: build_state(self, model),
+            results=lambda: last_results(self.metastore),
         )
 
     def run(

@@ -300,9 +300,31 @@ def test_state_selects_models_new_or_changed_since_their_last_build() -> None:
     assert "state:modified" in (raised.value.hint or "")
 
 
-def test_state_needs_the_lakehouse(graph: ModelGraph) -> None:
+def test_state_and_result_need_the_lakehouse(graph: ModelGraph) -> None:
     with pytest.raises(TransformError, match="needs the lakehouse"):
         graph.select("state:modified")
+    with pytest.raises(TransformError, match="needs the lakehouse"):
+        graph.select("result:failed")
+
+
+def test_result_selects_by_how_models_ended_in_the_last_run() -> None:
+    ended = {"silver.orders": "failed", "gold.revenue": "skipped", "silver.fx": "success"}
+    graph = ModelGraph(
+        {m.name: m for m in MEDALLION},
+        {T("bronze.fx")},
+        source_targets={k: T(v) for k, v in TARGETS.items()},
+        results=lambda: ended,
+    )
+    assert names(graph.select("result:failed")) == ["silver.orders"]
+    assert names(graph.select("result:failed+")) == [
+        "silver.orders",
+        "gold.revenue",
+        "gold.top_customers",
+    ]
+    assert names(graph.select("result:failed result:skipped")) == [
+        "silver.orders",
+        "gold.revenue",
+    ]
 
 
 def test_bare_name_in_two_layers_is_ambiguous() -> None:

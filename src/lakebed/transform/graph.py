@@ -19,6 +19,8 @@ by commas, their intersection):
     source:x               models downstream of the table ingestion source x writes
     state:modified         models new or changed since their last build (SQL, code or
                            settings), as `lakebed plan` finds them; state:new, never built
+    result:failed          models that failed in the last run (result:skipped: not built
+                           because an input failed; result:success)
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from lakebed.storage import TableName
 from lakebed.transform.definition import Model
 from lakebed.transform.discover import MODEL_LAYERS
 
-SELECTOR_METHODS = ("tag", "layer", "materialized", "source", "state")
+SELECTOR_METHODS = ("tag", "layer", "materialized", "source", "state", "result")
+_RESULTS = ("failed", "skipped", "success")
 BuildState = Literal["new", "modified", "unchanged"]
 # [@][N+]body[+N]: the graph operators around a selector's body.
 _OPERATORS = re.compile(r"(?P<at>@)?(?:(?P<up>\d*)\+)?(?P<body>.*?)(?:\+(?P<down>\d*))?")
@@ -54,13 +57,16 @@ class ModelGraph:
         source_targets: Mapping[str, TableName] | None = None,
         pipeline_targets: Mapping[str, TableName] | None = None,
         state: Callable[[Model], BuildState] | None = None,
+        results: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         """`sources`: tables that exist in the catalog; `source_targets` and
         `pipeline_targets`: each ingestion source's or stream pipeline's name and the table
         it writes (also a root of the graph); `state`: how a model stands against its last
-        build (for `state:` selectors). Models with `enabled: false` are left out (and what
-        reads them is an error)."""
+        build (for `state:` selectors); `results`: how each model ended in the last run
+        (for `result:`). Models with `enabled: false` are left out (and what reads them is
+        an error)."""
         self._state = state
+        self._results = results
         self.models: dict[TableName, Model] = {}
         self.disabled: dict[TableName, Model] = {}
         for name, model in sorted(models.items()):
@@ -367,6 +373,13 @@ class ModelGraph:
                 raise TransformError(f"{selector!r} needs the lakehouse the models are built in")
             wanted = ("new",) if value == "new" else ("new", "modified")
             return {n for n, m in self.models.items() if self._state(m) in wanted}
+        if method == "result":
+            if value not in _RESULTS:
+                raise self._unknown(f"unknown result {value!r}", value, list(_RESULTS), "result:")
+            if self._results is None:
+                raise TransformError(f"{selector!r} needs the lakehouse the models ran in")
+            ended = self._results()
+            return {n for n in self.models if ended.get(str(n)) == value}
         raise TransformError(
             f"unknown selector method {method!r} in {selector!r}",
             hint=f"methods are {', '.join(m + ':' for m in SELECTOR_METHODS)}; {_SELECTOR_HINT}",
@@ -417,7 +430,7 @@ def close_matches(text: str, known: Iterable[str]) -> list[str]:
 
 _SELECTOR_HINT = (
     "selectors are name, layer.name, gold.*, +name (with upstream), name+ (with "
-    "downstream), 2+name, @name, tag:x, layer:x, materialized:x, source:x and "
-    "state:modified; separated by "
+    "downstream), 2+name, @name, tag:x, layer:x, materialized:x, source:x, "
+    "state:modified and result:failed; separated by "
     "spaces for their union, by commas for their intersection"
 )

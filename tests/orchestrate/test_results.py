@@ -1,0 +1,57 @@
+"""`result:` selectors: how each model ended in the last run, to build again what failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lakebed
+from helpers import write_model
+from lakebed import Lakehouse
+from lakebed.orchestrate.results import last_results
+
+
+@pytest.fixture
+def lh(tmp_path: Path) -> Lakehouse:
+    lake = lakebed.open(lakebed.init_project(tmp_path / "p"))
+    lake.write("bronze.orders", {"id": [1, 2], "amount": [5.0, 7.5]})
+    write_model(lake.root, "silver.orders", "select id, amount from bronze.orders")
+    write_model(lake.root, "silver.broken", "select id, amont from bronze.orders")
+    write_model(lake.root, "gold.total", "select sum(amount) as total from silver.broken")
+    write_model(lake.root, "gold.count", "select count(*) as n from silver.orders")
+    return lake
+
+
+def _names(lh: Lakehouse, selector: str) -> list[str]:
+    return [str(n) for n in lh.graph().select(selector)]
+
+
+def test_the_last_run_says_what_failed_and_what_it_skipped(lh: Lakehouse) -> None:
+    assert last_results(lh.metastore) == {}
+    assert lh.graph().select("result:failed") == []  # no run yet
+    assert not lh.run().ok
+    assert last_results(lh.metastore) == {
+        "silver.broken": "failed",
+        "silver.orders": "success",
+        "gold.count": "success",
+        "gold.total": "skipped",
+    }
+    assert _names(lh, "result:failed") == ["silver.broken"]
+    assert _names(lh, "result:skipped") == ["gold.total"]
+    # Fixed, the failed model and what it feeds are built again, and nothing else.
+    write_model(lh.root, "silver.broken", "select id, amount from bronze.orders")
+    summary = lh.run("result:failed+")
+    assert [(n.model, n.status) for n in summary.nodes] == [
+        ("silver.broken", "success"),
+        ("gold.total", "success"),
+    ]
+    # The last run is now that one: nothing in it failed.
+    assert lh.graph().select("result:failed") == []
+    assert _names(lh, "result:success") == ["silver.broken", "gold.total"]
+
+
+def test_an_unknown_result_names_the_known_ones(lh: Lakehouse) -> None:
+    with pytest.raises(lakebed.LakebedError, match="unknown result 'error'") as raised:
+        lh.graph().select("result:error")
+    assert "result:failed" in (raised.value.hint or "")
