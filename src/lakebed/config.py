@@ -116,6 +116,11 @@ def _mask_secrets(value: Any) -> Any:
     return value
 
 
+def key_line(text: str, *path: str) -> int | None:
+    """The 1-based line of the key at `path` in a YAML document, if it is there."""
+    return _key_lines(text).get(path)
+
+
 def _key_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path of a YAML document to its 1-based line, for error messages."""
     lines: dict[tuple[str, ...], int] = {}
@@ -232,7 +237,15 @@ def config_error(
     sections that later layers validate with their own models.
     """
     lines = _key_lines(text)
-    first = exc.errors()[0]
+    errors = exc.errors()
+    first = errors[0]
+    missing = {str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"]}
+    for error in errors:
+        # `pth: x` beside a missing `path`: the misspelt key is the one problem to tell.
+        key = str(error["loc"][-1]) if error["loc"] else ""
+        if error["type"] == "extra_forbidden" and get_close_matches(key, missing, n=1):
+            first = error
+            break
     loc = loc_prefix + tuple(str(part) for part in first["loc"])
     line = None
     for depth in range(len(loc), 0, -1):
@@ -248,7 +261,7 @@ def config_error(
         message = f"unknown key ({guess}known keys: {known})"
     elif "input" in first and first["type"] != "missing":
         message = f"{message} (got {_mask_secrets(first['input'])!r})"
-    more = len(exc.errors()) - 1
+    more = len(errors) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     if env_variable is not None:

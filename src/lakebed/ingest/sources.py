@@ -8,13 +8,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lakebed.config import CONFIG_FILE, config_error, undeclared
+from lakebed.config import CONFIG_FILE, config_error, key_line, undeclared
 from lakebed.errors import ConfigError, StorageError
-from lakebed.ingest.base import Connector, ConnectorOptions, SourceConfig, connector_for
+from lakebed.ingest.base import (
+    Connector,
+    ConnectorOptions,
+    SourceConfig,
+    connector_for,
+    connector_kinds,
+)
 from lakebed.storage import TableName
 
 # Keys every source has; the rest belong to the connector kind.
 COMMON_KEYS = frozenset({"kind", "target", "write_disposition", "primary_key", "schema"})
+# Keys other tools name a source's kind with (dlt, Airbyte, Meltano configs).
+_KIND_LOOKALIKES = ("type", "kind_", "source_type", "connector", "knd")
 COMMON_KEYS |= frozenset({"description", "owner", "domain"})
 
 
@@ -66,6 +74,18 @@ def load_sources(raw: dict[str, dict[str, Any]], project_dir: Path) -> dict[str,
                 file=str(path),
                 key=".".join(prefix),
             ) from exc
+        if "kind" not in body:
+            kinds = ", ".join(sorted(connector_kinds()))
+            meant = [k for k in body if k in _KIND_LOOKALIKES and isinstance(body[k], str)]
+            raise ConfigError(
+                f"a source needs `kind:` ({kinds})",
+                file=str(path),
+                line=key_line(text, *prefix),
+                key=".".join(prefix),
+                hint=f"write `kind: {body[meant[0]]}` instead of `{meant[0]}:`"
+                if meant
+                else f"for example `kind: files` with `path:`; kinds are {kinds}",
+            )
         try:
             common = SourceConfig.model_validate(
                 {k: v for k, v in body.items() if k in COMMON_KEYS}
