@@ -72,14 +72,15 @@ def test_broker_restart_mid_stream_loses_and_repeats_nothing(
                 if windows == sent:
                     break
             time.sleep(0.5)
+        # Each pipeline's state while it still runs (retrying with its error, lag and
+        # position per partition), for a shortfall to say where it stood.
+        waited = lh.stream_status()
     finally:
         stop.set()
         runner.join(120)
     assert not failures, failures
     totals = lh.sql("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM bronze.events").dicts()[0]
-    # On a shortfall, each pipeline's last state (running, retrying with its error...) says
-    # where it stood.
-    assert totals == {"n": sent + 1, "ids": sent + 1}, lh.stream_status()
+    assert totals == {"n": sent + 1, "ids": sent + 1}, waited
     quarantined = (
         lh.sql("SELECT reason, count(*) AS n FROM quarantine.counts GROUP BY 1").dicts()
         if _count(lh, "quarantine.counts")
