@@ -387,3 +387,27 @@ def test_a_broken_pipeline_declaration_stops_streams_not_model_runs(tmp_path: Pa
         assert lh.run().ok
         with pytest.raises(ConfigError, match="clicks"):
             lh.stream(["clicks"], until_caught_up=True)
+
+
+def test_check_results_are_those_of_the_checks_declared_now(tmp_path: Path) -> None:
+    """A check taken out of a model's settings leaves no stale verdict in `lakebed checks`;
+    the checks of lakebed.yml stay while they are declared."""
+    root = lakebed.init_project(tmp_path / "p")
+    (root / CONFIG_FILE).write_text("checks:\n  bronze.orders:\n    - row_count: {min: 1}\n")
+    with lakebed.open(root) as lh:
+        lh.write("bronze.orders", {"id": [1, 2], "customer": [10, None]})
+        checks = "checks:\n  - not_null: customer\n  - unique: id\n"
+        write_model(root, "silver.orders", "select * from bronze.orders", checks)
+        lh.run()
+        assert {(r.table, r.check) for r in lh.check_results()} == {
+            ("bronze.orders", "row_count"),
+            ("silver.orders", "not_null(customer)"),
+            ("silver.orders", "unique(id)"),
+        }
+        write_model(
+            root, "silver.orders", "select * from bronze.orders", "checks:\n  - unique: id\n"
+        )
+        assert {(r.table, r.check) for r in lh.check_results("silver.orders")} == {
+            ("silver.orders", "unique(id)")
+        }
+        assert ("bronze.orders", "row_count") in {(r.table, r.check) for r in lh.check_results()}

@@ -259,7 +259,7 @@ def register(app: typer.Typer) -> None:
                 results = [r for found in judged.values() for r in found]
                 blocked = bool(blocking(results))
             else:
-                results = lh.metastore.latest_check_results(table)
+                results = lh.check_results(table)
         if fmt == "json":
             print_json(results)
             if blocked:

@@ -40,7 +40,12 @@ from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
 from lakebed.orchestrate import NodeResult, RunSummary
 from lakebed.orchestrate import run as run_graph
 from lakebed.orchestrate.results import last_results
-from lakebed.orchestrate.table_checks import TableChecks, parse_table_checks, published_checks
+from lakebed.orchestrate.table_checks import (
+    TableChecks,
+    model_checks,
+    parse_table_checks,
+    published_checks,
+)
 from lakebed.orchestrate.table_checks import judge as judge_table
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.process.stream_metrics import PipelineMetrics, read_status
@@ -522,6 +527,25 @@ class Lakehouse:
         built = self.models() if models is None else models
         file = str(self.root / CONFIG_FILE)
         return parse_table_checks(self.config.checks, models=built, file=file, known=known)
+
+    def check_results(self, table: str | None = None) -> list[CheckResult]:
+        """The latest result of each check declared now (on a model, or in lakebed.yml), of
+        one table or of all: a check taken out of a model's settings leaves no stale
+        verdict behind. A project whose models do not load shows every result recorded."""
+        results = self.metastore.latest_check_results(table)
+        try:
+            models = self.models()
+            declared = {
+                str(name): {check.name for check in checks}
+                for name, checks in self.table_checks(models).items()
+            }
+            for name, model in models.items():
+                if model.config.enabled and model.config.checks:
+                    names = {check.name for check in model_checks(model)}
+                    declared.setdefault(str(name), set()).update(names)
+        except LakebedError:
+            return results
+        return [r for r in results if r.check in declared.get(r.table, ())]
 
     def check_tables(self, *tables: str) -> dict[str, list[CheckResult]]:
         """Judge tables by the checks lakebed.yml declares on them (all such tables by

@@ -52,7 +52,16 @@ def test_every_kind_is_registered() -> None:
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ({"not_null": "customer_id"}, NotNull(name="not_null(customer_id)", column="customer_id")),
+        (
+            {"not_null": "customer_id"},
+            NotNull(name="not_null(customer_id)", columns=("customer_id",)),
+        ),
+        (
+            {"not_null": ["customer_id", "product_id"]},
+            NotNull(
+                name="not_null(customer_id, product_id)", columns=("customer_id", "product_id")
+            ),
+        ),
         ({"unique": "order_id"}, Unique(name="unique(order_id)", columns=("order_id",))),
         (
             {"unique": ["order_id", "line"]},
@@ -134,7 +143,7 @@ def test_compact_and_full_forms_agree_and_severity_defaults_to_fail() -> None:
 
 def test_options_may_sit_beside_the_compact_value() -> None:
     check = _check({"not_null": "customer_id", "severity": "warn", "name": "has_customer"})
-    assert check == NotNull(name="has_customer", severity="warn", column="customer_id")
+    assert check == NotNull(name="has_customer", severity="warn", columns=("customer_id",))
 
 
 @pytest.mark.parametrize(
@@ -249,7 +258,7 @@ def test_duplicate_names_are_refused() -> None:
 
 
 def test_audit_refuses_checks_with_the_same_name() -> None:
-    twice = [NotNull(name="x", column="a"), Unique(name="x", columns=("a",))]
+    twice = [NotNull(name="x", columns=("a",)), Unique(name="x", columns=("a",))]
     with pytest.raises(CheckConfigError, match="two checks have this name"):
         audit(pa.table({"a": [1]}), twice, table=TABLE)
 

@@ -61,6 +61,12 @@ ORDERS: dict[str, list[Any]] = {
     ("entry", "failing", "says"),
     [
         ({"not_null": "customer_id"}, 2, "2 of 6 rows fail: customer_id is null"),
+        # Rows 2 and 6 lack a customer, rows 5 and 6 a status: three rows lack one or both.
+        (
+            {"not_null": ["customer_id", "status"]},
+            3,
+            "3 of 6 rows fail: customer_id or status is null",
+        ),
         ({"unique": "order_id"}, 2, "2 rows share 1 duplicated value of order_id"),
         ({"unique": ["order_id", "status"]}, 0, "order_id, status is unique across 6 rows"),
         (

@@ -184,7 +184,10 @@ class Check:
         """The only columns it looks at (so a table can be judged reading just those);
         None when it may look at any (a SQL expression or query)."""
         column = getattr(self, "column", None)
-        return (column,) if isinstance(column, str) else None
+        if isinstance(column, str):
+            return (column,)
+        columns = getattr(self, "columns", None)
+        return columns if isinstance(columns, tuple) else None
 
 
 @dataclass(frozen=True)
@@ -230,8 +233,7 @@ class RowCheck(Check):
 
     def reads(self) -> tuple[str, ...]:
         """The columns of `this` it needs (looked up first, for a clear error)."""
-        column = getattr(self, "column", None)
-        return (column,) if isinstance(column, str) else ()
+        return self.judged_columns() or ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,22 +247,25 @@ class TableCheck(Check):
 @register
 @dataclass(frozen=True, kw_only=True)
 class NotNull(RowCheck):
+    """None of `column`/`columns` is NULL (`not_null: [customer_id, product_id]`)."""
+
     kind = "not_null"
-    options = ("column",)
+    options = ("column", "columns")
     primary = "column"
     example = "- not_null: customer_id"
-    column: str
+    columns: tuple[str, ...]
 
     @classmethod
     def read(cls, spec: Spec, *, name: str | None, severity: Severity) -> NotNull:
-        column = spec.column()
-        return cls(name=name or f"not_null({column})", severity=severity, column=column)
+        columns = spec.columns()
+        label = f"not_null({', '.join(columns)})"
+        return cls(name=name or label, severity=severity, columns=columns)
 
     def failing_sql(self) -> str:
-        return f"{quote_identifier(self.column)} IS NULL"
+        return " OR ".join(f"{quote_identifier(c)} IS NULL" for c in self.columns)
 
     def reason(self) -> str:
-        return f"{self.column} is null"
+        return f"{' or '.join(self.columns)} is null"
 
 
 @register
