@@ -411,3 +411,13 @@ def test_check_results_are_those_of_the_checks_declared_now(tmp_path: Path) -> N
             ("silver.orders", "unique(id)")
         }
         assert ("bronze.orders", "row_count") in {(r.table, r.check) for r in lh.check_results()}
+
+
+def test_drop_table_takes_its_lineage_with_it(lh: Lakehouse) -> None:
+    lh.write("bronze.orders", {"id": [1], "amount": [2.0]})
+    write_model(lh.root, "gold.total", "select sum(amount) as total from bronze.orders")
+    assert lh.run().ok
+    assert lh.metastore.lineage_edges(downstream="gold.total")
+    lh.drop_table("gold.total")
+    assert lh.metastore.lineage_edges(downstream="gold.total") == []
+    assert "gold.total" not in [t.name for t in lh.tables()]

@@ -677,14 +677,17 @@ class Lakehouse:
         return table.merge(arrow, keys or [])
 
     def drop_table(self, name: str | TableName) -> None:
-        """Delete a table, its files and its catalog entry (a view: its catalog entry)."""
+        """Delete a table, its files, its catalog entry and the lineage recorded into it (a
+        view: its catalog entry and lineage)."""
         table_name = TableName.parse(name)
         if self.view_sql(table_name) is not None and not self.storage.exists(table_name):
             self.metastore.drop_table(str(table_name))
+            self.metastore.replace_lineage(str(table_name), [])
             self.engine.forget(table_name)
             return
         self.storage.drop(table_name)
         self.metastore.drop_table(str(table_name))
+        self.metastore.replace_lineage(str(table_name), [])
         with self._lock:
             self._handles.pop(table_name, None)
             self._snapshots.pop(table_name, None)
