@@ -96,6 +96,23 @@ def test_state_modified_runs_what_changed_since_its_last_build(lh: Lakehouse) ->
     assert lh.graph().select("state:modified") == []
 
 
+def test_a_table_turned_view_says_what_becomes_of_its_table(lh: Lakehouse) -> None:
+    write_model(
+        lh.root,
+        "silver.orders",
+        "select id, customer, amount, status from bronze.orders",
+        "materialized: incremental\nunique_key: id\n",
+    )
+    assert lh.run().ok
+    sql = "select customer, sum(amount) as revenue from silver.orders group by customer"
+    write_model(lh.root, "gold.revenue", sql, "materialized: view\n")
+    assert "a view now: the run drops its table" in plan(lh)["gold.revenue"].notes
+    orders = "select id, customer, amount, status from bronze.orders"
+    write_model(lh.root, "silver.orders", orders, "materialized: view\n")
+    notes = plan(lh)["silver.orders"].notes
+    assert any("keeps its table and fails; `lakebed drop silver.orders`" in n for n in notes)
+
+
 def test_a_view_is_compared_with_the_sql_the_catalog_holds(lh: Lakehouse) -> None:
     view = "materialized: view\n"
     sql = "select customer, sum(amount) as revenue from silver.orders group by customer"

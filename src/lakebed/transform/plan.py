@@ -320,6 +320,7 @@ def _status(
             same_code = record.get("code") == code_fingerprint(model)
             state = _State(model, "changed", current, previous, old=old, settings_only=same_code)
             state.notes.extend(_kept_rows(model, record) + _increments(lh, model))
+            state.notes.extend(_becomes_view(model, record))
             return state
     causes: set[str] = set()
     for table in model.inputs:
@@ -333,6 +334,15 @@ def _status(
     if call:
         state.notes.append(f"rebuilt at every run: its SQL reads {call}")
     return state
+
+
+def _becomes_view(model: Model, record: Mapping[str, Any]) -> list[str]:
+    """What becomes of the table of a model that is a view now (see `lakebed run`)."""
+    if model.config.materialized != "view":
+        return []
+    if record.get("materialized") == "table":
+        return ["a view now: the run drops its table"]
+    return [f"a view now: the run keeps its table and fails; `lakebed drop {model.name}` first"]
 
 
 def _increments(lh: PlanSource, model: Model) -> list[str]:
