@@ -680,12 +680,8 @@ class Lakehouse:
         """Delete a table, its files, its catalog entry and the lineage recorded into it (a
         view: its catalog entry and lineage)."""
         table_name = TableName.parse(name)
-        if self.view_sql(table_name) is not None and not self.storage.exists(table_name):
-            self.metastore.drop_table(str(table_name))
-            self.metastore.replace_lineage(str(table_name), [])
-            self.engine.forget(table_name)
-            return
-        self.storage.drop(table_name)
+        if self.view_sql(table_name) is None or self.storage.exists(table_name):
+            self.storage.drop(table_name)  # a view has no files
         self.metastore.drop_table(str(table_name))
         self.metastore.replace_lineage(str(table_name), [])
         with self._lock:

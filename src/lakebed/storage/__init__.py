@@ -2,7 +2,7 @@
 
 from lakebed.storage.key_rows import KeyLookup
 from lakebed.storage.naming import CDF_LAYERS, LAYERS, TableName
-from lakebed.storage.properties import TABLE_PROPERTIES, property_problems
+from lakebed.storage.properties import CHANGE_FEED, TABLE_PROPERTIES, property_problems
 from lakebed.storage.schema import columns_of, normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot, absolute_file_path
 from lakebed.storage.store import DeltaStore
@@ -11,6 +11,7 @@ from lakebed.storage.table_support import last_per_key
 
 __all__ = [
     "CDF_LAYERS",
+    "CHANGE_FEED",
     "LAYERS",
     "TABLE_PROPERTIES",
     "AsOf",

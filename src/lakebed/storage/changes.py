@@ -11,6 +11,7 @@ from deltalake.exceptions import DeltaError
 
 from lakebed.errors import StorageError
 from lakebed.storage.files import read_files
+from lakebed.storage.properties import CHANGE_FEED
 from lakebed.storage.snapshot import absolute_file_path
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 def change_feed(table: Table, from_version: int, to_version: int) -> pa.Table | None:
     """See `Table.changes`."""
     dt = table.delta()
-    if table.properties().get("delta.enableChangeDataFeed") != "true":
+    if table.properties().get(CHANGE_FEED) != "true":
         return None
     written = table._written_changes
     if written is not None and from_version == to_version:

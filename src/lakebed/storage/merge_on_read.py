@@ -109,7 +109,7 @@ def lookup(
     indexes = candidates(snapshot, wanted, keys) if wanted.num_rows else []
     paths = [snapshot.paths[i] for i in indexes]
     schema = snapshot.schema
-    if snapshot.properties.get("delta.enableChangeDataFeed") != "true":
+    if not snapshot.keeps_change_feed:
         named = {c.lower() for c in columns}
         kept = [f for f in schema if f.name in keys or f.name.lower() in named]
         schema = pa.schema(kept)
@@ -204,7 +204,7 @@ def _plan(
         wanted = pa.table({keys[0]: pc.unique(wanted.column(keys[0]))})
     else:
         wanted = wanted.group_by(keys).aggregate([]).select(keys)
-    feed = snapshot.properties.get("delta.enableChangeDataFeed") == "true"
+    feed = snapshot.keeps_change_feed
     read = schema if feed else key_schema
     found = reused(looked_up, snapshot, wanted, keys, read)  # what a lookup already found
     if found is not None:

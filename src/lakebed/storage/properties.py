@@ -14,6 +14,9 @@ from difflib import get_close_matches
 
 from lakebed.errors import StorageError
 
+# The property that makes a table record a change data feed (update pre-images and all).
+CHANGE_FEED = "delta.enableChangeDataFeed"
+
 _INTERVAL = re.compile(
     r"interval\s+\d+\s+(nanosecond|microsecond|millisecond|second|minute|hour|day|week)s?",
     re.IGNORECASE,

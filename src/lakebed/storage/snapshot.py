@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakebed.storage.naming import TableName
+from lakebed.storage.properties import CHANGE_FEED
 
 STATS_PREFIXES = ("min.", "max.", "null_count.", "partition.")
 
@@ -48,6 +49,11 @@ class Snapshot:
     def paths(self) -> list[str]:
         relative: list[str] = self.files.column("path").to_pylist()
         return [absolute_file_path(self.root, p) for p in relative]
+
+    @property
+    def keeps_change_feed(self) -> bool:
+        """Whether the table records a change data feed (its merges write pre-images)."""
+        return self.properties.get(CHANGE_FEED) == "true"
 
     @property
     def num_files(self) -> int:

@@ -15,7 +15,7 @@ from deltalake.exceptions import DeltaError
 from lakebed.errors import SchemaMismatchError, StorageError, TableExistsError, TableNotFoundError
 from lakebed.storage import parallel_write, streams
 from lakebed.storage.naming import CDF_LAYERS, TableName
-from lakebed.storage.properties import check_properties
+from lakebed.storage.properties import CHANGE_FEED, check_properties
 from lakebed.storage.schema import normalise
 from lakebed.storage.table import CommitHook, Table, WriteResult
 from lakebed.storage.table_support import creation_error
@@ -180,6 +180,6 @@ def _configuration(name: TableName, properties: dict[str, str] | None) -> dict[s
     check_properties(str(name), properties or {})
     configuration: dict[str, str | None] = {}
     if name.layer in CDF_LAYERS:
-        configuration["delta.enableChangeDataFeed"] = "true"
+        configuration[CHANGE_FEED] = "true"
     configuration.update(properties or {})
     return configuration

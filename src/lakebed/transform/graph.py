@@ -34,7 +34,7 @@ from difflib import SequenceMatcher
 from typing import Literal, NoReturn
 
 from lakebed.errors import CycleError, InvalidTableNameError, ModelError, TransformError
-from lakebed.storage import TableName
+from lakebed.storage import CHANGE_FEED, TableName
 from lakebed.transform.definition import Model
 from lakebed.transform.discover import MODEL_LAYERS
 
@@ -91,7 +91,6 @@ class ModelGraph:
     def _mark_feeds(self) -> None:
         """Which models' tables record a change data feed: those an incremental model reads
         (see `Model.read_incrementally`, `Model.feed_inputs`)."""
-        feed = "delta.enableChangeDataFeed"
         for name, model in list(self.models.items()):
             readers = (self.models[d] for d in self._downstream.get(name, ()))
             if any(r.config.materialized == "incremental" for r in readers):
@@ -100,7 +99,7 @@ class ModelGraph:
                 feeds = (
                     i
                     for i in model.inputs
-                    if i in self.models and feed not in self.models[i].config.properties
+                    if i in self.models and CHANGE_FEED not in self.models[i].config.properties
                 )
                 model = dataclasses.replace(model, feed_inputs=tuple(feeds))
             self.models[name] = model

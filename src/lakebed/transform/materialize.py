@@ -21,7 +21,7 @@ import pyarrow as pa
 from lakebed.errors import ModelError, QueryError, TransformError
 from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
-from lakebed.storage import KeyLookup, Table, TableName, WriteResult, last_per_key
+from lakebed.storage import CHANGE_FEED, KeyLookup, Table, TableName, WriteResult, last_per_key
 from lakebed.transform.backfill import Backfill
 from lakebed.transform.definition import Model
 from lakebed.transform.execute import run_python
@@ -36,7 +36,6 @@ from lakebed.transform.increments import volatile_call
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
-_FEED = "delta.enableChangeDataFeed"
 
 
 class Workspace(Catalog, Protocol):
@@ -138,8 +137,8 @@ def _feed_inputs(ws: Workspace, model: Model) -> None:
     for name in model.feed_inputs:
         if ws.storage.exists(name):
             table = ws.table(name)
-            if table.properties().get(_FEED) != "true":
-                table.set_properties({_FEED: "true"})
+            if table.properties().get(CHANGE_FEED) != "true":
+                table.set_properties({CHANGE_FEED: "true"})
 
 
 def _scd2(ws: Workspace, model: Model) -> Computed:
@@ -352,7 +351,7 @@ def _table_properties(ws: Workspace, model: Model) -> dict[str, str] | None:
         and bool(config.unique_key)
         and not config.partition_by
     )
-    properties = {_FEED: "true" if model.read_incrementally else "false"}
+    properties = {CHANGE_FEED: "true" if model.read_incrementally else "false"}
     if merged and "://" not in ws.storage.root:
         properties["delta.enableDeletionVectors"] = "true"
     properties.update(config.properties)
