@@ -75,6 +75,17 @@ def apply_history(
     a key (sets `valid_to`, clears `is_current`), `insert` adds a new current version.
     """
     action = "__action"
+    # The SQL may have gained columns (the table gets them: older versions read null) or
+    # lost some (new versions hold null there), as dbt snapshots evolve.
+    fitted = reconcile(
+        str(table.name),
+        pa.schema(table.delta().schema().to_arrow()),
+        changes.drop_columns([action]),
+        allow_missing_columns=True,
+        partition_by=table.partition_by,
+    )
+    merge_schema = table._evolve(fitted.data, fitted.new_columns)
+    changes = fitted.data.append_column(action, changes.column(action))
     closing = pc.equal(changes.column(action), "close")
     merge_key = [
         pc.if_else(closing, changes.column(k), pa.nulls(changes.num_rows, changes.column(k).type))
@@ -96,6 +107,7 @@ def apply_history(
                 predicate=predicate,
                 source_alias="s",
                 target_alias="t",
+                merge_schema=merge_schema,
                 writer_properties=WRITER_PROPERTIES,
                 commit_properties=table._commit_properties(app_transaction, metadata),
             )

@@ -141,15 +141,22 @@ def _feed_inputs(ws: Workspace, model: Model) -> None:
                 table.set_properties({CHANGE_FEED: "true"})
 
 
-def _scd2(ws: Workspace, model: Model) -> Computed:
-    """The history changes of a keyed snapshot: new versions to insert, old ones to close."""
+def _scd2(ws: Workspace, model: Model, previous: Mapping[str, Any] | None) -> Computed:
+    """The history changes of a keyed snapshot: new versions to insert, old ones to close.
+    With none, the model is up to date unless its SQL changed or returns a column its table
+    lacks (the column is added to the table then, and the build recorded, though no key
+    has a new version yet)."""
     snapshot = _full(ws, model)
     _require_setting_columns(model, snapshot.data.schema.names)
     changes = history_changes(ws, model, snapshot.data, datetime.now(UTC))
     mode: Literal["full", "incremental", "up_to_date"] = "incremental"
     if not ws.storage.exists(model.name):
         mode = "full"
-    elif changes.num_rows == 0:
+    elif (
+        changes.num_rows == 0
+        and (previous or {}).get("fingerprint") == fingerprint(model)
+        and set(snapshot.data.schema.names) <= set(ws.table(model.name).schema().names)
+    ):
         mode = "up_to_date"
     return Computed(model, mode, changes, snapshot.inputs)
 
@@ -310,7 +317,7 @@ def _compute(
     if backfill is not None and model.config.partition_by:
         return _backfill(ws, model, backfill)
     if model.config.materialized == "scd2":
-        return _scd2(ws, model)
+        return _scd2(ws, model, previous)
     if model.config.materialized != "incremental" or full_refresh:
         return _full(ws, model)
     if not ws.storage.exists(model.name):

@@ -50,6 +50,7 @@ from lakebed.transform.impact import (
 )
 from lakebed.transform.increments import increment_shape, volatile_call
 from lakebed.transform.materialize import last_build
+from lakebed.transform.scd2 import with_history_columns
 
 __all__ = [
     "Affected",
@@ -442,6 +443,8 @@ def _infer(lh: PlanSource, states: dict[TableName, _State], name: TableName) -> 
         state.notes.append(f"its query fails: {first}")
         return
     schema = pa.schema([pa.field(f.name, stored_type(f.type)) for f in result.arrow().schema])
+    if model.config.materialized == "scd2":
+        schema = with_history_columns(schema)
     state.new = column_types(schema)
     state.relation = schema.empty_table()
 
