@@ -13,6 +13,7 @@ from lakebed import Lakehouse
 
 FEED = "delta.enableChangeDataFeed"
 MERGED = "materialized: incremental\nunique_key: id\n"
+APPENDED = "materialized: incremental\nincremental_strategy: append\n"
 # The latest row of each order: appended rows reach it as a merge of their keys.
 LATEST = (
     "select id, amount from bronze.orders "
@@ -109,3 +110,38 @@ def test_a_new_incremental_reader_turns_the_feed_on_even_when_run_alone(lh: Lake
         (3, 2.0),
         (4, 4.0),
     ]
+
+
+def test_a_table_no_model_builds_gets_a_feed_when_an_incremental_model_reads_it(
+    lh: Lakehouse,
+) -> None:
+    # bronze.orders is written by hand here (as ingestion would with `merge` or `reload`):
+    # without a feed its updates and deletes could only be read by rebuilding the reader.
+    assert _feed(lh, "bronze.orders") is None
+    write_model(lh.root, "silver.orders", "select id, amount * 2 as a2 from bronze.orders", MERGED)
+    assert lh.run().ok
+    assert _feed(lh, "bronze.orders") == "true"
+    lh.table("bronze.orders").merge([{"id": 2, "amount": 1.5, "seq": 2}], keys=["id"])
+    lh.table("bronze.orders").delete("id = 3")
+    node = lh.run().nodes[0]
+    assert (node.mode, node.rows) == ("incremental", 1)
+    assert lh.sql("select * from silver.orders order by id").rows() == [(1, 10.0), (2, 3.0)]
+
+
+def test_a_rebuild_says_why(lh: Lakehouse) -> None:
+    write_model(lh.root, "silver.appended", "select id, amount from bronze.orders", APPENDED)
+    write_model(
+        lh.root, "silver.kept", "select * from bronze.orders", f"properties:\n  {FEED}: false\n"
+    )
+    write_model(lh.root, "gold.merged", "select * from silver.kept", MERGED)
+    assert lh.run().ok
+    lh.table("bronze.orders").delete("id = 3")
+    reasons = {n.model: (n.mode, n.reason) for n in lh.run().nodes}
+    assert reasons["silver.appended"] == (
+        "full",
+        "bronze.orders updated or deleted rows, which appending cannot take back",
+    )
+    mode, reason = reasons["gold.merged"]
+    assert mode == "full"
+    assert reason is not None
+    assert reason.startswith("silver.kept's changes since version 0 cannot be read"), reason

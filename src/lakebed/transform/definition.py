@@ -151,8 +151,8 @@ class Model:
     # table then records a change data feed, which costs each of its merges a read of the
     # whole rows it replaces (the feed's pre-images).
     read_incrementally: bool = False
-    # An incremental model's input models whose feed it turns on (those that do not set
-    # delta.enableChangeDataFeed themselves; set by the graph).
+    # An incremental model's input tables whose feed it turns on (those that no model
+    # builds, and models that do not set delta.enableChangeDataFeed; set by the graph).
     feed_inputs: tuple[TableName, ...] = ()
 
     def __str__(self) -> str:

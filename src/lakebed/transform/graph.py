@@ -96,10 +96,12 @@ class ModelGraph:
             if any(r.config.materialized == "incremental" for r in readers):
                 model = dataclasses.replace(model, read_incrementally=True)
             if model.config.materialized == "incremental":
+                # Tables no model builds (ingested, streamed, written) too: a source merged
+                # or reloaded reaches the model as changes, not as a rebuild at every run.
                 feeds = (
                     i
                     for i in model.inputs
-                    if i in self.models and CHANGE_FEED not in self.models[i].config.properties
+                    if i not in self.models or CHANGE_FEED not in self.models[i].config.properties
                 )
                 model = dataclasses.replace(model, feed_inputs=tuple(feeds))
             self.models[name] = model

@@ -42,7 +42,7 @@ class Increase:
 
 @dataclass
 class Rebuild:
-    """Only a full rebuild is exact (`reason` for people, when it is not the usual)."""
+    """Only a full rebuild is exact (`reason`: why, for people)."""
 
     reason: str | None = None
 
@@ -86,7 +86,7 @@ def read_increment(
             computed = shapes[name].computed
             found = touched_keys(ws, ws.table(name), versions, by, computed)
             if found is None:
-                return Rebuild()
+                return Rebuild(_unread(name, last))
             touched[name] = found
             continue
         delta = input_delta(ws.table(name), last[str(name)], now[str(name)], keys)
@@ -99,7 +99,7 @@ def read_increment(
             # the input that holds the key (for a dimension, or a filter).
             found = _keys_given(ws, model, name, (last[str(name)], now[str(name)]), schemas)
             if found is None:
-                return Rebuild()
+                return Rebuild(_unread(name, last))
             source, affected = found
             earlier = touched.get(source)
             touched[source] = (
@@ -108,8 +108,10 @@ def read_increment(
                 else pa.concat_tables([earlier, affected.cast(earlier.schema)])
             )
             continue
-        if delta is None or (delta.removed is not None and not merge):
-            return Rebuild()
+        if not merge and (delta is None or delta.removed is not None):
+            return Rebuild(f"{name} updated or deleted rows, which appending cannot take back")
+        if delta is None:
+            return Rebuild(_unread(name, last))
         deltas[name] = delta
     outputs: list[pa.Table] = []
     removed: list[pa.Table] = []
@@ -158,6 +160,13 @@ def read_increment(
     data = pa.concat_tables(outputs, promote_options="default") if outputs else pa.table({})
     deleted = pa.concat_tables(removed, promote_options="permissive") if removed else None
     return Increase(data, deleted, list(touched.values()), looked_up)
+
+
+def _unread(name: TableName, last: dict[str, int]) -> str:
+    return (
+        f"{name}'s changes since version {last[str(name)]} cannot be read row by row "
+        "(no change data feed for them, or no key in the rows it changed)"
+    )
 
 
 def _keys_of(delta: Delta, keys: list[str]) -> pa.Table:

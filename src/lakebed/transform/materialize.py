@@ -131,8 +131,8 @@ def _full(ws: Workspace, model: Model) -> Computed:
 
 def _feed_inputs(ws: Workspace, model: Model) -> None:
     """Before an incremental model reads its inputs in full (its first build, or a rebuild
-    because an input's changes could not be read), turn on the change data feed of the
-    input models' tables that lack one, so their next changes reach it as changes. A full
+    because an input's changes could not be read), turn on the change data feed of its
+    input tables that lack one, so their next changes reach it as changes. A full
     build reads each input anyway: looking at its properties costs nothing more."""
     for name in model.feed_inputs:
         if ws.storage.exists(name):
