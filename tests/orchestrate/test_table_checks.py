@@ -291,3 +291,39 @@ def test_freshness_of_a_partition_column_is_asked_of_the_table(
     assert result.status == "fail"
     assert "newest day 2026-01-03T00:00:00+00:00" in result.message
     assert queries == ['select count(*), max("day") from bronze.days']
+
+
+def test_a_summarized_check_on_a_missing_column_lists_the_tables_columns(
+    tmp_path: Path,
+) -> None:
+    lh = _open(
+        tmp_path, "checks:\n  bronze.events:\n    - freshness: {column: ts, max_age: 1 day}\n"
+    )
+    result = lh.check_tables("bronze.events")["bronze.events"][0]
+    assert result.status == "error"
+    assert "(columns: id, kind, amount)" in (result.message or ""), result.message
+
+
+def test_a_check_added_to_an_up_to_date_model_on_a_column_it_lacks_fails_the_model(
+    lh: Lakehouse,
+) -> None:
+    # An incremental model's new checks judge its next rows: it stays up to date till then.
+    sql = "select id, kind, amount from bronze.events"
+    merged = "materialized: incremental\nunique_key: id\n"
+    write_model(lh.root, "silver.events", sql, merged)
+    assert lh.run().ok
+    # A warn check that cannot run is recorded when it runs; it stops nothing.
+    write_model(
+        lh.root,
+        "silver.events",
+        sql,
+        merged + "checks:\n  - not_null: {column: knd, severity: warn}\n",
+    )
+    assert {n.model: n.status for n in lh.run().nodes}["silver.events"] == "up_to_date"
+    write_model(lh.root, "silver.events", sql, merged + "checks:\n  - not_null: knd\n")
+    nodes = {n.model: n for n in lh.run().nodes}
+    assert nodes["silver.events"].status == "failed"
+    error = nodes["silver.events"].error or ""
+    assert "check not_null(knd) names 'knd', which silver.events does not have" in error
+    assert "(its columns: id, kind, amount)" in error
+    assert nodes["gold.kinds"].status == "skipped"

@@ -105,6 +105,8 @@ class Context:
     # The rows judged, when `data` stands for them rather than being them (a committed
     # table judged from its summary: one row with the newest value of each column).
     count: int | None = None
+    # The table's columns, when `data` holds only some of them (its summary).
+    columns: list[str] | None = None
 
     @property
     def rows(self) -> int:
@@ -120,9 +122,10 @@ class Context:
         for actual in names:
             if actual.lower() == name.lower():
                 return actual
+        known = names if self.columns is None else self.columns
         raise EvaluationError(
             f"column {name!r} is not in the data of {self.table} "
-            f"(columns: {', '.join(names) or 'none'})"
+            f"(columns: {', '.join(known) or 'none'})"
         )
 
 

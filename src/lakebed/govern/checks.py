@@ -162,16 +162,20 @@ def audit_summary(
     checks: list[TableCheck],
     *,
     table: str,
+    columns: list[str],
     now: datetime | None = None,
 ) -> list[CheckResult]:
     """Judge `summarizable` checks of a committed table from its summary alone: its row
-    count and `newest`, one row with the newest value of each column they look at."""
+    count and `newest`, one row with the newest value of each column they look at (of the
+    table's `columns`)."""
     at = (now or datetime.now(UTC)).astimezone(UTC)
     for check in checks:
         if not check.summarizable:
             raise TypeError(f"{check.name} cannot be judged from a summary of {table}")
     with _private_connection(newest) as con:
-        ctx = Context(con=con, data=newest, table=table, now=at, lookup=None, count=rows)
+        ctx = Context(
+            con=con, data=newest, table=table, now=at, lookup=None, count=rows, columns=columns
+        )
         return [_table_result(ctx, check) for check in checks]
 
 

@@ -33,7 +33,7 @@ from lakebed.govern import (
     table_edges,
 )
 from lakebed.orchestrate.quarantine import keep_dropped
-from lakebed.orchestrate.table_checks import TableChecks, judge, model_checks
+from lakebed.orchestrate.table_checks import TableChecks, judge, model_checks, unjudgeable
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 from lakebed.transform.backfill import Backfill
@@ -252,6 +252,12 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     return _audited(ctx, model, checks, rows, run_id).results
 
 
+def _checks_unjudgeable(ctx: RunContext, model: Model) -> ModelError | None:
+    if not model.config.checks or not ctx.storage.exists(model.name):
+        return None
+    return unjudgeable(model, ctx.table(model.name).schema().names)
+
+
 def build_model(
     ctx: RunContext,
     model: Model,
@@ -294,6 +300,9 @@ def build_model(
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
     if computed.mode == "up_to_date":
+        problem = _checks_unjudgeable(ctx, model)  # checks may change without the model
+        if problem is not None:
+            raise problem
         if model.config.columns:  # descriptions may change without the model changing
             ctx.describe_columns(model.name, model.config.columns)
         sync_properties(ctx, model)  # so may its table properties
@@ -409,7 +418,7 @@ def run_models(
                 if inputs_changed(name) or model.sql is None or not _view_current(ctx, model):
                     return None
                 mode = "view"
-            elif is_current(ctx, model):
+            elif is_current(ctx, model) and not _checks_unjudgeable(ctx, model):
                 mode = "up_to_date"
                 if model.config.columns:  # descriptions may change without the model changing
                     ctx.describe_columns(model.name, model.config.columns)

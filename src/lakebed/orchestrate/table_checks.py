@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakebed.errors import CheckConfigError, LakebedError
+from lakebed.errors import CheckConfigError, LakebedError, ModelError
 from lakebed.govern import (
     Check,
     CheckResult,
@@ -103,6 +103,28 @@ def model_checks(model: Model) -> list[Check]:
     )
 
 
+def unjudgeable(model: Model, columns: Iterable[str]) -> ModelError | None:
+    """The error to give when a check of severity fail or drop names a column the model's
+    table (of `columns`) lacks: such a check could never judge a row, so the model's next
+    rows would be held back, or let through unjudged (caught here, before new rows come)."""
+    have = {c.lower() for c in columns}
+    problems = [
+        f"check {check.name} names {column!r}, which {model.name} does not have"
+        for check in model_checks(model)
+        if check.severity in ("fail", "drop")
+        for column in check.judged_columns() or ()
+        if column.lower() not in have
+    ]
+    if not problems:
+        return None
+    return ModelError(
+        "; ".join(problems) + f" (its columns: {', '.join(columns)})",
+        file=str(model.path.with_suffix(".yml")),
+        model=str(model.name),
+        hint="name one of its columns in the check, or return the column from the model",
+    )
+
+
 def published_checks(model: Model) -> list[Check]:
     """A model's checks as they judge the rows its table holds (`lakebed checks --run`,
     as `dbt test` does): a drop check reports the rows that fail it (published before it
@@ -146,7 +168,9 @@ def judge(
     results: dict[str, CheckResult] = {}
     if summarized:
         rows, newest = _summary(ws, snapshot, summarized)
-        found = audit_summary(rows, newest, summarized, table=str(table))
+        found = audit_summary(
+            rows, newest, summarized, table=str(table), columns=snapshot.schema.names
+        )
         results.update((r.check, r) for r in found)
     if rest:
         results.update(_judge_rows(ws, snapshot, rest, recorded))
