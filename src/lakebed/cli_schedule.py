@@ -47,13 +47,18 @@ def _schedules_view(scheduler: Scheduler, now: datetime) -> RichTable:
         view.add_column(column, no_wrap=column != "select")
     for schedule in scheduler.schedules:
         last = scheduler.last_due(schedule)
+        pending = scheduler.pending(schedule, now)
+        upcoming: str | Text = render.iso_utc(scheduler.next_due(schedule, now))
+        if pending:  # the scheduler runs these first, at its next look
+            more = f" and {len(pending) - 1} more" if len(pending) > 1 else ""
+            upcoming = Text(f"now: {render.iso_utc(pending[0])}{more}", style="yellow")
         view.add_row(
             Text(schedule.name, style="cyan"),
             schedule.cron,
             schedule.select,
             schedule.missed.replace("_", " "),
             render.iso_utc(last) if last is not None else Text("never", style="dim"),
-            render.iso_utc(scheduler.next_due(schedule, now)),
+            upcoming,
         )
     return view
 
@@ -129,6 +134,7 @@ def register(app: typer.Typer) -> None:
                             "missed": s.missed,
                             "last_due": scheduler.last_due(s),
                             "next_due": scheduler.next_due(s, now),
+                            "due_now": scheduler.pending(s, now),
                             "file": s.file,
                         }
                         for s in scheduler.schedules

@@ -600,3 +600,30 @@ def test_schedules_lists_each_schedule_with_its_last_and_next_due(lh: Lakehouse)
     )
     assert "nightly" in table.stdout
     assert "catch up" not in table.stdout  # both skip missed runs
+
+
+def test_a_schedule_due_now_is_listed_as_due_now(lh: Lakehouse) -> None:
+    from typer.testing import CliRunner
+
+    from lakebed.cli import app
+
+    _schedules_yml(
+        lh, "schedules:\n  nightly: {cron: '0 3 * * *', select: 'layer:silver', missed: catch_up}\n"
+    )
+    nightly = next(s for s in Scheduler(lh).schedules if s.name == "nightly")
+    # Never run: its latest due time is run at the scheduler's first look.
+    scheduler = Scheduler(lh, clock=Clock(at("2025-01-01 10:45")))
+    assert scheduler.pending(nightly) == [at("2025-01-01 03:00")]
+    scheduler.tick()
+    assert scheduler.pending(nightly) == []
+    later = Scheduler(lh, clock=Clock(at("2025-01-03 04:00")))
+    assert later.pending(nightly) == [at("2025-01-02 03:00"), at("2025-01-03 03:00")]
+    # The listing (by the real clock, long after) says what a scheduler would run first: the
+    # latest 100 missed days (MAX_CATCH_UP).
+    table = CliRunner().invoke(
+        app, ["--project", str(lh.root), "schedules"], env={"COLUMNS": "200"}
+    )
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if "nightly" in line)
+    assert "now: " in row, row
+    assert " and 99 more" in row, row

@@ -429,6 +429,13 @@ class Scheduler:
     def next_due(self, schedule: Schedule, now: datetime | None = None) -> datetime:
         return schedule.next_due(self.now() if now is None else now)
 
+    def pending(self, schedule: Schedule, now: datetime | None = None) -> list[datetime]:
+        """The due times of `schedule` that the scheduler would run at `now`, oldest first
+        (a schedule that never ran: its latest due time)."""
+        moment = self.now() if now is None else _utc(now)
+        times, _ = schedule.due(moment, last=self.last_due(schedule), limit=self.max_catch_up)
+        return times
+
     # -- running ---------------------------------------------------------------------------
 
     def tick(
