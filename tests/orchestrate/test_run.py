@@ -817,6 +817,8 @@ def test_backfill_recomputes_exactly_the_given_partitions(lh: Lakehouse) -> None
     sales.update({"amount": "amount * 10"})  # every day changes upstream...
     summary = lh.run(backfill="2025-01-02..2025-01-03")
     assert summary.ok
+    node = summary.nodes[-1]
+    assert (node.mode, node.reason) == ("full", "backfill of day 2025-01-02..2025-01-03")
     # ...but only the backfilled days are recomputed.
     assert _rows(lh, "gold.daily") == [
         ("2025-01-01", 1.0),

@@ -176,6 +176,10 @@ def _backfill(ws: Workspace, model: Model, backfill: Backfill) -> Computed:
     result = ws.sql(f"select * from ({model.sql}) as __lakebed_model where {condition}")
     computed = Computed(model, "full", result.arrow(), dict(result.versions))
     computed.notes.append(condition)
+    window = (
+        backfill.start if backfill.start == backfill.end else backfill.start + ".." + backfill.end
+    )
+    computed.reason = f"backfill of {column} {window}"
     return computed
 
 
