@@ -655,6 +655,14 @@ def test_scd2_with_updated_at_dates_versions_by_the_source(lh: Lakehouse) -> Non
     assert closed[4] >= before  # a key gone from the source closes when the run saw it go
 
 
+def test_scd2_validity_is_traced_to_its_updated_at_column(lh: Lakehouse) -> None:
+    _accounts(lh, "updated_at: changed_at\n")
+    edges = lh.metastore.lineage_edges(downstream="gold.account_history")
+    found = {(e.downstream_column, e.upstream_column, e.transform) for e in edges}
+    assert ("valid_from", "changed_at", "expression") in found
+    assert ("valid_to", "changed_at", "expression") in found
+
+
 def test_scd2_with_check_cols_versions_only_their_changes(lh: Lakehouse) -> None:
     _accounts(lh, "check_cols: plan\n")
     accounts = lh.table("silver.accounts")

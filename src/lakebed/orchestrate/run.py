@@ -4,6 +4,7 @@ audited (write-audit-publish) and published; a failure skips only what depends o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import logging
@@ -162,6 +163,14 @@ def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
         edges = [*_lineage(model.sql, model.name, frozen, tuple(columns)), *tables]
     except LakebedError:
         edges = tables  # column lineage is best effort: it never fails a build
+    stamp = model.config.updated_at if model.config.materialized == "scd2" else None
+    if stamp:  # an scd2 version is valid from its `updated_at` until the next one's
+        edges += [
+            dataclasses.replace(edge, downstream_column=column, transform="expression")
+            for edge in edges
+            if edge.downstream_column == stamp and edge.transform != "table"
+            for column in ("valid_from", "valid_to")
+        ]
     ctx.metastore.replace_lineage(str(model.name), edges)
 
 
