@@ -1,4 +1,5 @@
-"""`lakebed run`, `runs` and `checks` from the terminal: JSON output and --fail-fast."""
+"""`lakebed run`, `runs`, `models` and `checks` from the terminal: JSON output and
+--fail-fast."""
 
 from __future__ import annotations
 
@@ -99,6 +100,24 @@ def test_runs_of_one_model_and_status(root: Path) -> None:
     assert {(r["target"], r["status"]) for r in positive} == {("gold.positive", "success")}
     # The table names the run each build belongs to, as `lakebed run` printed it.
     assert positive[0]["params"]["run"][:12] in cli(root, "runs", "gold.positive").stdout
+
+
+def test_models_lists_each_model_with_its_latest_build(root: Path) -> None:
+    write_model(root, "gold.broken", "select cast('x' || id as integer) as n from silver.orders")
+    before = cli(root, "models")
+    assert before.exit_code == 0, before.output
+    assert "never" in before.stdout
+    assert cli(root, "run").exit_code == 1
+    listed = cli(root, "models")
+    lines = {line.split()[1]: line for line in listed.stdout.splitlines() if "gold." in line}
+    assert "success" in lines["gold.positive"]
+    assert "failed" in lines["gold.broken"]
+    assert "silver.orders" in lines["gold.positive"]  # its input
+    chosen = json.loads(
+        cli(root, "models", "-s", "gold.*", "-x", "gold.broken", "-f", "json").stdout
+    )
+    assert [(m["model"], m["last"]["rows"]) for m in chosen] == [("gold.positive", 2)]
+    assert cli(root, "models", "-s", "gold.nothing").exit_code == 1  # an unknown model
 
 
 def test_a_view_has_lineage_and_a_description(root: Path) -> None:

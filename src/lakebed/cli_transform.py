@@ -1,4 +1,5 @@
-"""`lakebed run`, `runs`, `checks` and `lineage`: the model graph from the terminal."""
+"""`lakebed run`, `runs`, `models`, `checks` and `lineage`: the model graph from the
+terminal."""
 
 from __future__ import annotations
 
@@ -24,6 +25,25 @@ from lakebed.govern import CheckResult, blocking
 from lakebed.orchestrate import NodeResult, RunSummary
 
 _STYLE = {"success": "green", "up_to_date": "dim", "failed": "red", "skipped": "yellow"}
+
+SelectOption = Annotated[
+    str | None,
+    typer.Option(
+        "--select",
+        "-s",
+        help="Models: name, gold.*, +name (with upstream), name+ (with downstream), 2+name "
+        "(two steps up), @name, tag:x, layer:gold, materialized:incremental, source:x, "
+        "state:modified (new or changed since their last build), result:failed (in the "
+        "last run); separated by spaces for their union, by commas for their intersection "
+        "(tag:daily,layer:gold).",
+    ),
+]
+ExcludeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--exclude", "-x", help="Models to leave out of the selection, in the same syntax."
+    ),
+]
 
 
 def _in_brief(results: list[CheckResult]) -> str:
@@ -82,27 +102,8 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_command(
         ctx: typer.Context,
-        select: Annotated[
-            str | None,
-            typer.Option(
-                "--select",
-                "-s",
-                help="Models to build: name, gold.*, +name (with upstream), name+ (with "
-                "downstream), 2+name (two steps up), @name, tag:x, layer:gold, "
-                "materialized:incremental, source:x, state:modified (new or changed since "
-                "their last build), result:failed (in the last run); separated by spaces "
-                "for their union, "
-                "by commas for their intersection (tag:daily,layer:gold).",
-            ),
-        ] = None,
-        exclude: Annotated[
-            str | None,
-            typer.Option(
-                "--exclude",
-                "-x",
-                help="Models to leave out of the selection, in the same syntax.",
-            ),
-        ] = None,
+        select: SelectOption = None,
+        exclude: ExcludeOption = None,
         full_refresh: Annotated[
             bool, typer.Option("--full-refresh", help="Rebuild incremental models in full.")
         ] = False,
@@ -229,6 +230,49 @@ def register(app: typer.Typer) -> None:
                 "" if r.bytes is None else render.human_size(r.bytes),
                 "" if seconds is None else f"{seconds:.2f}",
                 Text((r.error or "")[:80], style="red"),
+            )
+        stdout().print(view)
+
+    @app.command()
+    def models(
+        ctx: typer.Context,
+        select: SelectOption = None,
+        exclude: ExcludeOption = None,
+        fmt: FormatOption = "table",
+        project: ProjectOption = None,
+    ) -> None:
+        """List the models in build order: materialization, inputs, tags, schedule, and how
+        each one's latest build ended (as dbt ls).
+
+        Example: [bold]lakebed models -s tag:daily+[/bold]
+        """
+        with open_project(ctx, project) as lh:
+            listed = lh.model_statuses(select, exclude=exclude)
+        if fmt == "json":
+            print_json([m.to_dict() for m in listed])
+            return
+        if not listed:
+            stdout().print("no models: write models/<layer>/<name>.sql (or .py)")
+            return
+        view = RichTable(header_style="bold")
+        for column in ("model", "materialized", "inputs", "tags", "schedule", "last build"):
+            view.add_column(column, justify="left")
+        view.add_column("rows", justify="right")
+        for m in listed:
+            kind = m.materialized + (f" on {', '.join(m.unique_key)}" if m.unique_key else "")
+            last = m.last
+            built: Text | str = Text("never", style="dim")
+            if last is not None:
+                style = {"success": "green", "failed": "red"}.get(last.status, "yellow")
+                built = Text(f"{last.status} {render.relative_time(last.started_at)}", style)
+            view.add_row(
+                Text(m.model, style="cyan") if m.kind == "sql" else Text(f"{m.model} (py)"),
+                kind,
+                ", ".join(m.inputs),
+                ", ".join(m.tags),
+                m.schedule or "",
+                built,
+                "" if last is None or last.rows is None else f"{last.rows:,}",
             )
         stdout().print(view)
 

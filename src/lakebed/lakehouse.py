@@ -39,7 +39,7 @@ from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
 from lakebed.orchestrate import NodeResult, RunSummary
 from lakebed.orchestrate import run as run_graph
-from lakebed.orchestrate.results import last_results
+from lakebed.orchestrate.results import ModelStatus, last_results, model_statuses
 from lakebed.orchestrate.table_checks import (
     TableChecks,
     model_checks,
@@ -459,6 +459,14 @@ class Lakehouse:
             results=lambda: last_results(self.metastore),
         )
 
+    def model_statuses(
+        self, select: str | None = None, *, exclude: str | None = None
+    ) -> list[ModelStatus]:
+        """The models (all, or those `select` picks less those `exclude` picks) in build
+        order, with their settings and how each one's latest build ended."""
+        graph = self.graph()
+        return model_statuses(self.metastore, graph.models, _selected(graph, select, exclude))
+
     def run(
         self,
         select: str | None = None,
@@ -480,10 +488,7 @@ class Lakehouse:
         """
         window = Backfill.parse(backfill) if backfill else None
         graph = self.graph()
-        selected = graph.select(select) if select else graph.order()
-        if exclude:
-            left_out = set(graph.select(exclude))
-            selected = [name for name in selected if name not in left_out]
+        selected = _selected(graph, select, exclude)
         if window is not None and not any(graph.models[n].config.partition_by for n in selected):
             raise TransformError(
                 f"--backfill {backfill} recomputes partitions, and no selected model is "
@@ -725,3 +730,12 @@ class Lakehouse:
 def open(path: str | os.PathLike[str] | None = None) -> Lakehouse:
     """Open the lakehouse of a project folder (default: $LAKEBED_PROJECT or the current one)."""
     return Lakehouse(project_dir(path))
+
+
+def _selected(graph: ModelGraph, select: str | None, exclude: str | None) -> list[TableName]:
+    """The models `select` picks (all by default) less those `exclude` picks, in build order."""
+    selected = graph.select(select) if select else graph.order()
+    if exclude:
+        left_out = set(graph.select(exclude))
+        selected = [name for name in selected if name not in left_out]
+    return selected

@@ -55,3 +55,38 @@ def test_an_unknown_result_names_the_known_ones(lh: Lakehouse) -> None:
     with pytest.raises(lakebed.LakebedError, match="unknown result 'error'") as raised:
         lh.graph().select("result:error")
     assert "result:failed" in (raised.value.hint or "")
+
+
+def test_models_are_listed_with_their_settings_and_latest_build(lh: Lakehouse) -> None:
+    write_model(
+        lh.root,
+        "silver.orders",
+        "select id, amount from bronze.orders",
+        "materialized: incremental\nunique_key: id\ntags: [daily]\nschedule: '0 * * * *'\n",
+    )
+    before = {m.model: m for m in lh.model_statuses()}
+    order = list(before)  # build order: a model after what it reads
+    assert set(order) == {"silver.broken", "silver.orders", "gold.count", "gold.total"}
+    assert order.index("silver.orders") < order.index("gold.count")
+    assert order.index("silver.broken") < order.index("gold.total")
+    assert before["silver.orders"].last is None  # never ran
+    assert not lh.run().ok
+    listed = {m.model: m for m in lh.model_statuses()}
+    orders = listed["silver.orders"]
+    assert (orders.materialized, orders.unique_key, orders.tags, orders.schedule) == (
+        "incremental",
+        ("id",),
+        ("daily",),
+        "0 * * * *",
+    )
+    assert orders.inputs == ("bronze.orders",)
+    assert orders.last is not None
+    assert (orders.last.status, orders.last.rows) == ("success", 2)
+    broken = listed["silver.broken"].last
+    assert broken is not None
+    assert broken.status == "failed"
+    assert "amont" in (broken.error or "")
+    assert listed["gold.total"].last is None  # skipped: never built
+    chosen = lh.model_statuses("tag:daily+", exclude="gold.count")
+    assert [m.model for m in chosen] == ["silver.orders"]
+    assert chosen[0].to_dict()["last"]["status"] == "success"
