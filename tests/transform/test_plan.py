@@ -338,6 +338,7 @@ def test_cli_plan_table_and_json(lh: Lakehouse) -> None:
             "column": "customer",
             "change": "removed",
             "outputs": ["customer"],
+            "traced": True,
         }
     ]
     assert document["summary"]["breaking"] == 1
@@ -369,6 +370,10 @@ def test_python_models_are_unknown_changes_and_assumed_to_read_everything(
         ("gold.order_count", "status")
     ]
     assert any("Python model" in note for note in orders.notes)
+    # Its use of the column is assumed, not traced: the plan says so.
+    assert "breaks gold.order_count may use status (removed; its uses are not traced)" in (
+        orders.details()
+    )
     count = result["gold.order_count"]
     assert (count.status, count.change) == ("changed", "unknown")
     assert result.summary() == "2 changed (1 breaking, 1 unknown), 2 to rebuild downstream"

@@ -47,8 +47,13 @@ class Affected:
     # The downstream's output columns computed from it; empty when it only filters, joins,
     # groups or orders by it.
     outputs: tuple[str, ...] = ()
+    # False when the downstream is assumed to use every column (a Python model, or SQL
+    # whose columns could not be traced).
+    traced: bool = True
 
     def __str__(self) -> str:
+        if not self.traced:
+            return f"{self.model} may use {self.column} ({self.change}; its uses are not traced)"
         uses = f"feeds {', '.join(self.outputs)}" if self.outputs else "filters/joins on it"
         return f"{self.model} uses {self.column} ({self.change}; {uses})"
 
@@ -90,6 +95,7 @@ class Classification:
                     "column": a.column,
                     "change": a.change,
                     "outputs": list(a.outputs),
+                    "traced": a.traced,
                 }
                 for a in self.affected
             ],
@@ -125,9 +131,11 @@ def classify(
         for column in uses:
             outputs = uses[column] if isinstance(uses, Mapping) else ()
             outputs_of.setdefault(column.lower(), set()).update(outputs)
+        traced = isinstance(uses, Mapping)
         for key, outputs in outputs_of.items():
             if key in changed:
-                affected.append(Affected(model, old[key][0], changed[key], tuple(sorted(outputs))))
+                found = Affected(model, old[key][0], changed[key], tuple(sorted(outputs)), traced)
+                affected.append(found)
     affected.sort(key=lambda a: (a.model, a.column.lower()))
     kind: Literal["breaking", "non-breaking"] = "breaking" if affected else "non-breaking"
     return Classification(kind, added, removed, retyped, tuple(affected))

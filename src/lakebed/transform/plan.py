@@ -461,15 +461,16 @@ def _reading(sql: str, relations: Mapping[TableName, str]) -> str:
 
 def _downstream_uses(
     lh: PlanSource, graph: ModelGraph, states: Mapping[TableName, _State], name: TableName
-) -> tuple[dict[str, dict[str, set[str]]], list[str]]:
+) -> tuple[dict[str, dict[str, set[str]] | list[str]], list[str]]:
     """Per direct downstream model, the columns of `name` it uses (lineage against the
-    current schemas), and notes on the ones that had to be assumed."""
+    current schemas: each with what it feeds), and notes on the ones that had to be
+    assumed (every column, as a plain list: how it is used is not known)."""
     old = states[name].old or {}
-    uses: dict[str, dict[str, set[str]]] = {}
+    uses: dict[str, dict[str, set[str]] | list[str]] = {}
     notes: list[str] = []
     for reader in graph.downstream(name, transitive=False):
         model = graph.models[reader]
-        everything: dict[str, set[str]] = {column: set() for column in old}
+        everything = list(old)
         if model.kind != "sql" or model.sql is None:
             uses[str(reader)] = everything
             notes.append(f"{reader} is a Python model: assumed to use every column")
