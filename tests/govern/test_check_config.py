@@ -216,6 +216,10 @@ def test_compact_sql_kinds_name_themselves_after_the_sql() -> None:
         ),
         ({"query": "delete from this"}, ["must be one SELECT statement"]),
         ({"query": "select 1; select 2"}, ["got 2 statement(s)"]),
+        (
+            {"query": "select count(*) from this where amount < 0"},
+            ["always returns one row", "having count(*) > 0"],
+        ),
         ({"unique": {"column": "a", "columns": ["b"]}}, ["`column` or `columns` (one of them)"]),
         ({"unique": {"columns": ["a", "A"]}}, ["names a column twice"]),
         ({"not_null": "a", "name": ""}, ["`name` must be a non-empty string"]),

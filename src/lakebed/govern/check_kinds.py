@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
 
 from lakebed.errors import InvalidTableNameError
 from lakebed.storage import TableName
@@ -153,6 +156,22 @@ def _single_select(spec: Spec, sql: str, *, shown: str) -> None:
             f"`sql` must be {shown}, got {len(statements)} statement(s)",
             hint="checks only read; write one expression or one SELECT, without `;`",
         )
+
+
+def _one_row_always(sql: str) -> bool:
+    """Whether a SELECT aggregates without GROUP BY, HAVING, LIMIT 0 or a set operation
+    (`select count(*) from this where ...`): it returns exactly one row."""
+    try:
+        tree = sqlglot.parse_one(sql, dialect="duckdb")
+    except SqlglotError:
+        return False  # DuckDB parsed it: judged when it runs
+    if not isinstance(tree, exp.Select) or any(
+        tree.args.get(key) for key in ("group", "having", "limit", "qualify")
+    ):
+        return False
+    return all(
+        e.find(exp.AggFunc) is not None and e.find(exp.Window) is None for e in tree.expressions
+    )
 
 
 # -- the check kinds ----------------------------------------------------------------------
@@ -592,6 +611,13 @@ class Query(TableCheck):
         assert sql is not None
         sql = sql.rstrip().rstrip(";").rstrip()
         _single_select(spec, sql, shown="one SELECT statement")
+        if _one_row_always(sql):
+            raise spec.error(
+                "`sql` always returns one row (an aggregate without GROUP BY), so the check "
+                "would always fail: every row the query returns is a failure",
+                hint="return the failing rows (select * from this where amount < 0), or "
+                "keep the aggregate's row only when it fails (... having count(*) > 0)",
+            )
         return cls(name=name or f"query({' '.join(sql.split())})", severity=severity, sql=sql)
 
     def evaluate(self, ctx: Context) -> Outcome:
