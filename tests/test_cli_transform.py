@@ -150,3 +150,17 @@ def test_lineage_json_lists_the_edges(root: Path) -> None:
         ("gold.doubled", "twice", "gold.positive", "expression"),
         ("gold.positive", "amount", "silver.orders", "copy"),
     ]
+
+
+def test_lineage_of_a_column_the_table_lacks_is_an_error(root: Path) -> None:
+    assert cli(root, "run").exit_code == 0
+    missing = cli(root, "lineage", "gold.positive", "-c", "amont")
+    assert missing.exit_code == 1
+    assert "gold.positive has no column 'amont'" in missing.output
+    assert "did you mean amount?" in missing.output
+    spelled = cli(root, "lineage", "gold.positive", "-c", "AMOUNT")  # as DuckDB matches names
+    assert spelled.exit_code == 0, spelled.output
+    assert "silver.orders.amount" in spelled.stdout
+    both = cli(root, "lineage", "gold.positive", "--upstream", "--downstream")
+    assert both.exit_code == 2
+    assert "not both" in both.output

@@ -4,6 +4,7 @@ terminal."""
 from __future__ import annotations
 
 import dataclasses
+from difflib import get_close_matches
 from typing import Annotated, Literal
 
 import typer
@@ -21,6 +22,7 @@ from lakebed.cli_common import (
     stderr,
     stdout,
 )
+from lakebed.errors import LakebedError
 from lakebed.govern import CheckResult, blocking
 from lakebed.orchestrate import NodeResult, RunSummary
 
@@ -75,6 +77,18 @@ def _table_checks_view(summary: RunSummary) -> RichTable:
             Text(_in_brief(results), style="red" if blocked else ""),
         )
     return view
+
+
+def _column_of(names: list[str], column: str, table: str) -> str:
+    """The table's own spelling of `column` (DuckDB matches names case-insensitively)."""
+    for name in names:
+        if name.lower() == column.lower():
+            return name
+    close = get_close_matches(column, names, n=3)
+    raise LakebedError(
+        f"{table} has no column {column!r}",
+        hint=f"did you mean {', '.join(close)}?" if close else f"its columns: {', '.join(names)}",
+    )
 
 
 def _summary_view(summary: RunSummary) -> RichTable:
@@ -367,11 +381,13 @@ def register(app: typer.Typer) -> None:
         """
         from lakebed.govern import lineage_reach, lineage_tree
 
-        direction: Literal["upstream", "downstream"] = (
-            "downstream" if downstream and not upstream else "upstream"
-        )
+        if downstream and upstream:
+            raise typer.BadParameter("give --upstream or --downstream, not both")
+        direction: Literal["upstream", "downstream"] = "downstream" if downstream else "upstream"
         with open_project(ctx, project) as lh:
             name = lh.describe(table).name  # a table or a view
+            if column is not None:
+                column = _column_of(lh.schema(name).names, column, name)
             edges = lh.metastore.lineage_edges()
         if fmt == "json":
             reached = lineage_reach(edges, name, column, direction, tables=tables)
