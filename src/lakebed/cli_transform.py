@@ -79,6 +79,13 @@ def _table_checks_view(summary: RunSummary) -> RichTable:
     return view
 
 
+def _first_line(error: str | None, limit: int = 200) -> str:
+    """An error as a table cell: its first line (the hint follows on others), shortened
+    when very long (`lakebed runs -f json` has it whole)."""
+    line = (error or "").strip().splitlines()[0] if (error or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _column_of(names: list[str], column: str, table: str) -> str:
     """The table's own spelling of `column` (DuckDB matches names case-insensitively)."""
     for name in names:
@@ -243,7 +250,7 @@ def register(app: typer.Typer) -> None:
                 "" if r.rows is None else f"{r.rows:,}",
                 "" if r.bytes is None else render.human_size(r.bytes),
                 "" if seconds is None else f"{seconds:.2f}",
-                Text((r.error or "")[:80], style="red"),
+                Text(_first_line(r.error), style="red"),
             )
         stdout().print(view)
 
