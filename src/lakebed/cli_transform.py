@@ -276,7 +276,7 @@ def register(app: typer.Typer) -> None:
             stdout().print("no models: write models/<layer>/<name>.sql (or .py)")
             return
         view = RichTable(header_style="bold")
-        for column in ("model", "materialized", "inputs", "tags", "schedule", "last build"):
+        for column in ("model", "materialized", "inputs", "tags", "schedule", "last run"):
             view.add_column(column, justify="left")
         view.add_column("rows", justify="right")
         for m in listed:
@@ -284,8 +284,9 @@ def register(app: typer.Typer) -> None:
             last = m.last
             built: Text | str = Text("never", style="dim")
             if last is not None:
-                style = {"success": "green", "failed": "red"}.get(last.status, "yellow")
-                built = Text(f"{last.status} {render.relative_time(last.started_at)}", style)
+                status = (m.last_status or "").replace("_", " ")
+                style = {"success": "green", "failed": "red", "up to date": "dim"}.get(status)
+                built = Text(f"{status} {render.relative_time(last.started_at)}", style or "yellow")
             view.add_row(
                 Text(m.model, style="cyan") if m.kind == "sql" else Text(f"{m.model} (py)"),
                 kind,

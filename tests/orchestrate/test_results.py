@@ -87,6 +87,11 @@ def test_models_are_listed_with_their_settings_and_latest_build(lh: Lakehouse) -
     assert broken.status == "failed"
     assert "amont" in (broken.error or "")
     assert listed["gold.total"].last is None  # skipped: never built
+    assert listed["silver.orders"].last_status == "success"
+    lh.run()
+    again = {m.model: m for m in lh.model_statuses()}
+    assert again["silver.orders"].last_status == "up_to_date"  # found so, nothing built
+    assert again["silver.broken"].last_status == "failed"
     chosen = lh.model_statuses("tag:daily+", exclude="gold.count")
     assert [m.model for m in chosen] == ["silver.orders"]
-    assert chosen[0].to_dict()["last"]["status"] == "success"
+    assert chosen[0].to_dict()["last"]["status"] == "up_to_date"

@@ -50,6 +50,14 @@ class ModelStatus:
     path: str
     last: RunRecord | None
 
+    @property
+    def last_status(self) -> str | None:
+        """How the latest run ended for it: success, failed, running, or up_to_date (found
+        so, nothing built)."""
+        if self.last is None:
+            return None
+        return "up_to_date" if self.last.params.get("up_to_date") else self.last.status
+
     def to_dict(self) -> dict[str, Any]:
         found = dataclasses.asdict(self)
         last = self.last
@@ -57,7 +65,7 @@ class ModelStatus:
         if last is not None:
             found["last"] = {
                 "run": last.params.get("run"),
-                "status": last.status,
+                "status": self.last_status,
                 "started_at": last.started_at,
                 "rows": last.rows,
                 "error": last.error,

@@ -532,7 +532,7 @@ def run_models(
                         report("finished", node)
             for recorded in lineage:
                 recorded.result()  # lineage is best effort, but a bug in it is not hidden
-        ctx.metastore.record_finished_runs("model", current, {"run": run_id})
+        ctx.metastore.record_finished_runs("model", current, {"run": run_id, "up_to_date": True})
         nodes = [results[n] for n in chosen]
         run.rows = sum(n.rows for n in nodes)
         run.bytes = sum(n.bytes for n in nodes)
