@@ -327,3 +327,9 @@ def test_a_check_added_to_an_up_to_date_model_on_a_column_it_lacks_fails_the_mod
     assert "check not_null(knd) names 'knd', which silver.events does not have" in error
     assert "(its columns: id, kind, amount)" in error
     assert nodes["gold.kinds"].status == "skipped"
+    # A check that does not parse fails its model alone, not the whole run.
+    write_model(lh.root, "silver.events", sql, merged + "checks:\n  - not_nul: kind\n")
+    nodes = {n.model: n for n in lh.run().nodes}
+    assert nodes["silver.events"].status == "failed"
+    assert "unknown check kind not_nul" in (nodes["silver.events"].error or "")
+    assert nodes["silver.other"].status == "up_to_date"

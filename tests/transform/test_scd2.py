@@ -89,3 +89,16 @@ def test_plan_counts_the_history_columns_as_the_models_own(tmp_path: Path) -> No
     changed = plan(lh)["gold.plan_history"]
     assert changed.change == "non-breaking", changed.details()
     assert not any("valid_from" in d for d in changed.details()), changed.details()
+
+
+def test_a_redefinition_that_changes_no_version_is_recorded_once(tmp_path: Path) -> None:
+    lh = _history_project(tmp_path)
+    sql = "select id, seats from silver.plans where id is not null"
+    write_model(lh.root, "gold.plan_history", sql, "materialized: scd2\nunique_key: [id]\n")
+    before = lh.table("gold.plan_history").version()
+    node = lh.run().nodes[0]
+    assert (node.status, node.rows) == ("success", 0)
+    assert lh.table("gold.plan_history").version() == before + 1  # the build is recorded
+    assert plan(lh)["gold.plan_history"].status == "unchanged"
+    assert lh.run().nodes[0].status == "up_to_date"
+    assert lh.sql("select count(*) from gold.plan_history").scalar() == 2

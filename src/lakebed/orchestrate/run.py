@@ -261,10 +261,16 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     return _audited(ctx, model, checks, rows, run_id).results
 
 
-def _checks_unjudgeable(ctx: RunContext, model: Model) -> ModelError | None:
+def _checks_unjudgeable(ctx: RunContext, model: Model) -> LakebedError | None:
+    """Why the checks of a model found up to date could not judge its next rows (they do
+    not parse, or name a column it lacks): its build fails with it, as a built model's
+    would."""
     if not model.config.checks or not ctx.storage.exists(model.name):
         return None
-    return unjudgeable(model, ctx.table(model.name).schema().names)
+    try:
+        return unjudgeable(model, ctx.table(model.name).schema().names)
+    except LakebedError as exc:
+        return exc
 
 
 def build_model(

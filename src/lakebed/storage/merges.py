@@ -85,6 +85,14 @@ def apply_history(
         partition_by=table.partition_by,
     )
     merge_schema = table._evolve(fitted.data, fitted.new_columns)
+    if changes.num_rows == 0 and not merge_schema:
+        # delta-rs commits no merge of nothing, and the build (its new definition, the
+        # input versions it saw) must still be recorded: an empty append records it.
+        properties = table._commit_properties(app_transaction, metadata)
+        dt = table.delta()
+        with table._errors("merge"):
+            dt.create_write_transaction([], "append", dt.schema(), commit_properties=properties)
+        return table._latest("WRITE")
     changes = fitted.data.append_column(action, changes.column(action))
     closing = pc.equal(changes.column(action), "close")
     merge_key = [
