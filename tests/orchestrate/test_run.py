@@ -797,7 +797,7 @@ def test_an_up_to_date_model_is_reported_without_taking_its_lease(lh: Lakehouse)
     newest = {r.target: r for r in records[:2]}
     assert set(newest) == {"silver.enriched", "gold.big"}
     assert all(r.status == "success" for r in newest.values())
-    assert newest["gold.big"].params == {"run": summary.run_id}
+    assert newest["gold.big"].params == {"run": summary.run_id, "up_to_date": True}
     # Once the input changes, the model needs a build, and the lease holds it back.
     lh.table("silver.orders").append({"id": [9], "customer": [10], "amount": [100.0]})
     assert lh.run().nodes[0].status == "failed"

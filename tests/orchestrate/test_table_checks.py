@@ -333,3 +333,15 @@ def test_a_check_added_to_an_up_to_date_model_on_a_column_it_lacks_fails_the_mod
     assert nodes["silver.events"].status == "failed"
     assert "unknown check kind not_nul" in (nodes["silver.events"].error or "")
     assert nodes["silver.other"].status == "up_to_date"
+
+
+def test_a_table_dropped_and_written_anew_is_judged_again(lh: Lakehouse) -> None:
+    assert lh.run().ok
+    version = lh.table("bronze.events").version()
+    lh.drop_table("bronze.events")
+    lh.write("bronze.events", {"id": [1, 2], "kind": ["a", None], "amount": [1.0, 2.0]})
+    assert lh.table("bronze.events").version() == version  # as many commits as before
+    summary = lh.run()
+    status = {r.check: r.status for r in summary.table_checks["bronze.events"]}
+    assert status["not_null(kind)"] == "fail"
+    assert not summary.ok

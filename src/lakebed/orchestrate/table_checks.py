@@ -151,8 +151,10 @@ def judge(
     column maxima of its files) where it holds them exactly, else from one aggregate query:
     no rows are read. Row checks of a table that only had rows appended since they last
     judged it judge the new rows alone, and add their counts to the earlier ones."""
-    digests = {check.name: _digest(check) for check in checks}
     snapshot = ws.table(table).snapshot()
+    # A result stands for the check as defined now, on this table: not on one dropped
+    # before it and written anew, whose versions count from the start again.
+    digests = {check.name: _digest(check, snapshot.table_id) for check in checks}
     recorded: dict[str, CheckResult] = {}
     if not again and all(check.self_contained for check in checks):
         recorded = {
@@ -292,10 +294,10 @@ def _record(
     return stamped
 
 
-def _digest(check: Check) -> str:
-    """A hash of what the check is (its kind and every option): a changed check judges the
-    table again though the table did not change."""
-    return hashlib.sha256(repr(check).encode()).hexdigest()[:16]
+def _digest(check: Check, table_id: str) -> str:
+    """A hash of what the check is (its kind and every option) and of the table it judges:
+    a changed check judges the table again though the table did not change."""
+    return hashlib.sha256(f"{check!r} {table_id}".encode()).hexdigest()[:16]
 
 
 def _read(checks: list[Check], names: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -203,6 +204,21 @@ class Table:
             if newest is not None:
                 return newest
         return int(self.delta().version())
+
+    def table_id(self) -> str:
+        """The table's id, fixed for its life: a table dropped and written anew under the
+        same name has another (so what was read of the old one says nothing of it)."""
+        if "://" not in self.path:
+            # The first commit names it, where opening the table replays the whole log.
+            first = f"{self.path}/_delta_log/{0:020d}.json"
+            with (
+                contextlib.suppress(OSError, ValueError, KeyError),
+                open(first, encoding="utf-8") as log,
+            ):
+                for line in log:
+                    if line.startswith('{"metaData"'):
+                        return str(json.loads(line)["metaData"]["id"])
+        return str(self.delta().metadata().id)
 
     def schema(self, as_of: AsOf | None = None) -> pa.Schema:
         return _arrow_schema(self._at(as_of))

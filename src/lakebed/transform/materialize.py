@@ -301,7 +301,23 @@ def _unchanged_since(
     if not all(ws.storage.exists(name) for name in model.inputs):
         return None  # a view input has no versions to compare
     now = _input_versions(ws, model)
-    return now if _processed(previous) == now else None
+    if _processed(previous) != now or _replaced(ws, previous):
+        return None
+    return now
+
+
+def _replaced(ws: Workspace, previous: Mapping[str, Any]) -> list[str]:
+    """The inputs of a build that are other tables now (dropped and written anew): their
+    versions count from the start again, and say nothing of what the build read."""
+    ids = previous.get("input_ids")
+    if not isinstance(ids, dict):
+        return []  # built before ids were recorded
+    return [
+        str(name)
+        for name, table_id in ids.items()
+        if ws.storage.exists(TableName.parse(name))
+        and ws.table(TableName.parse(name)).table_id() != table_id
+    ]
 
 
 def _processed(record: dict[str, Any] | None) -> dict[str, int] | None:
@@ -326,25 +342,37 @@ def _compute(
         return _full(ws, model)
     if not ws.storage.exists(model.name):
         return _full(ws, model)
-    if not all(ws.storage.exists(name) for name in model.inputs):
-        return _full(ws, model)  # a view input has no versions to read changes from
+    views = [str(name) for name in model.inputs if not ws.storage.exists(name)]
+    if views:
+        return _rebuilt(
+            _full(ws, model), f"it reads {', '.join(views)}: a view has no changes to read"
+        )
     last = _processed(previous)
     now = _input_versions(ws, model)
+    replaced = _replaced(ws, previous or {})
+    if replaced:
+        return _rebuilt(
+            _full(ws, model), f"{', '.join(replaced)}: a new table since its last build"
+        )
     if last is None or set(last) != set(now):
-        return _full(ws, model)
+        return _rebuilt(_full(ws, model), "its inputs are not those of its last build")
     changed = [TableName.parse(n) for n, v in now.items() if v != last[n]]
     if not changed:
         return Computed(model, "up_to_date", pa.table({}), now)
-    if any(now[str(n)] < last[str(n)] for n in changed):
-        return _full(ws, model)  # an input was restored to an older version
+    restored = [str(n) for n in changed if now[str(n)] < last[str(n)]]
+    if restored:
+        return _rebuilt(_full(ws, model), f"{', '.join(restored)} went back to an older version")
     found = read_increment(ws, model, changed, last, now)
     if isinstance(found, Rebuild):
-        rebuilt = _full(ws, model)
-        rebuilt.reason = found.reason
-        return rebuilt
+        return _rebuilt(_full(ws, model), found.reason)
     computed = Computed(model, "incremental", found.data, now, deleted_keys=found.deleted_keys)
     computed.recomputed = found.recomputed
     computed.looked_up = found.looked_up
+    return computed
+
+
+def _rebuilt(computed: Computed, reason: str | None) -> Computed:
+    computed.reason = reason
     return computed
 
 
@@ -389,6 +417,7 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
     config = model.config
     state = {
         "inputs": computed.inputs,
+        "input_ids": {name: ws.table(name).table_id() for name in computed.inputs},
         "fingerprint": fingerprint(model),
         "code": code_fingerprint(model),
         "definition": definition_fingerprint(model),
