@@ -371,3 +371,70 @@ def test_start_must_be_earliest_latest_or_a_time(project: Path) -> None:
     lh = stream_project(project, {"orders": {"topic": "orders", "start": "yesterday"}})
     with pytest.raises(ConfigError, match="expected earliest, latest or an ISO time"):
         lh.pipelines()
+
+
+def test_later_batches_are_parsed_into_the_types_of_the_table_the_pipeline_created(
+    project: Path,
+) -> None:
+    lh = stream_project(project, {"orders": {"topic": "orders", "event_time": "ts"}})
+    lh.bus.create_topic("orders", 1)
+    processor = StreamProcessor(lh, lh.pipelines()["orders"], lh.bus)
+    processor.recover()  # no table yet: the first batch's types make it
+    lh.produce("orders", [event(i, i + 0.5) for i in range(10)])  # ts with fractions: text
+    assert processor.step() == 10
+    # Alone, a ts without fractions would be read as a timestamp, which the table refuses.
+    lh.produce("orders", [event(10, 20)])
+    processor.run(threading.Event(), max_batches=1)
+    assert lh.sql("SELECT count(*) FROM bronze.orders").scalar() == 11
+    assert str(lh.table("bronze.orders").schema().field("ts").type) == "string"
+
+
+class _StuckGroupBus:
+    """The bus, except that commits to a consumer group wait until `release` is set, as a
+    commit does while the group's coordinator is away (a broker restart)."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+        self.release = threading.Event()
+        self.commits = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bus, name)
+
+    def consumer(self, group: str | None = None) -> Any:
+        consumer = self.bus.consumer(group)
+        if group is not None:
+            commit = consumer.commit
+
+            def stuck_commit(offsets: Any = None) -> None:
+                self.commits += 1
+                self.release.wait()
+                commit(offsets)
+
+            consumer.commit = stuck_commit
+        return consumer
+
+
+def test_a_group_commit_that_does_not_return_does_not_hold_the_pipeline(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lakebed.process.stream.MIRROR_CLOSE_SECONDS", 0.1)
+    lh = stream_project(
+        project, {"orders": {"topic": "orders", "event_time": "ts", "max_batch_records": 10}}
+    )
+    lh.produce("orders", [event(i, i) for i in range(100)])
+    bus = _StuckGroupBus(lh.bus)
+    processor = StreamProcessor(lh, lh.pipelines()["orders"], bus)  # type: ignore[arg-type]
+    done: list[object] = []
+    runner = threading.Thread(
+        target=lambda: done.append(processor.run(threading.Event(), until_caught_up=True))
+    )
+    runner.start()
+    try:
+        runner.join(60)
+        assert done, "the pipeline stood still while its mirror commit waited on the broker"
+        assert lh.sql("SELECT count(*) FROM bronze.orders").scalar() == 100
+        assert bus.commits >= 1  # the mirror did try, on its own thread
+    finally:
+        bus.release.set()
+        runner.join(10)

@@ -43,6 +43,7 @@ from lakebed.ingest.runner import Catalog
 from lakebed.process.result import QueryResult
 from lakebed.process.stream_decode import QUARANTINE_SCHEMA, Decoded, decode, quarantine_rows
 from lakebed.process.stream_metrics import REGISTRY, MetricsRegistry, PipelineMetrics, write_status
+from lakebed.process.stream_mirror import GroupMirror
 from lakebed.process.stream_progress import (
     STREAM_KEY,
     Progress,
@@ -61,8 +62,10 @@ _REPLAY_STALL_SECONDS = 30.0
 # failures have gone on for 5 minutes.
 RETRY_GIVE_UP_SECONDS = 300.0
 RETRY_MAX_SECONDS = 5.0
-# How often progress is mirrored to the consumer group (a synchronous broker round trip).
+# How often progress is mirrored to the consumer group (on a thread of its own), and how
+# long a stopping pipeline waits for its last positions to reach the group.
 MIRROR_SECONDS = 2.0
+MIRROR_CLOSE_SECONDS = 10.0
 
 
 class StreamCatalog(Catalog, Protocol):
@@ -106,6 +109,7 @@ class StreamProcessor:
         self.pending_end: dict[int, int] | None = None
         self._uncommitted = False
         self._last_mirror = 0.0
+        self._group_mirror: GroupMirror | None = None
         self.stop_when_caught_up = False
         self._last_commit = time.monotonic()
         self._output: Table | None = None
@@ -158,16 +162,24 @@ class StreamProcessor:
             self.positions[partition] = max(self.positions[partition], first)
         self.durable = dict(self.positions)
         self._replay(replay, quarantine)
-        self.consumer = self.bus.consumer(spec.group)
+        # No group: this consumer never waits on the group's coordinator (see GroupMirror).
+        self.consumer = self.bus.consumer()
         self.consumer.assign(
             {TopicPartition(spec.topic, p): o for p, o in sorted(self.positions.items())}
         )
         self._output = self._existing(spec.target)
-        if self._output is not None and self.schema_hint is None and spec.query is None:
-            # Parse new events into the types the table already has.
-            schema = self._output.schema()
-            payload = [f for f in schema if f.name not in ("_topic", "_partition", "_offset")]
-            self.schema_hint = pa.schema([f for f in payload if f.name != EVENT_TIME])
+        if self._output is not None:
+            self._hint_from(self._output)
+
+    def _hint_from(self, table: Table) -> None:
+        """Parse new events into the types the target table already has: each batch's own
+        inference could differ (ISO times with and without fractions read as text and as
+        timestamps), and the table would refuse the batch."""
+        if self.schema_hint is not None or self.spec.query is not None:
+            return
+        schema = table.schema()
+        payload = [f for f in schema if f.name not in ("_topic", "_partition", "_offset")]
+        self.schema_hint = pa.schema([f for f in payload if f.name != EVENT_TIME])
 
     def _start_offsets(self, starts: dict[int, int]) -> dict[int, int]:
         """Where a pipeline with nothing committed begins: `start:` in its settings. A
@@ -413,6 +425,7 @@ class StreamProcessor:
                 domain=config.domain,
                 exist_ok=True,
             )
+            self._hint_from(self._output)
         return self._output
 
     def _commit(
@@ -512,17 +525,23 @@ class StreamProcessor:
 
     def _mirror(self, *, force: bool = False) -> None:
         """Copy the durable positions to the bus's consumer group (at most every few
-        seconds), so Kafka's own tools show this pipeline's lag too. The Delta log stays
-        the truth; before a pipeline's first commit, the group remembers where a `latest`
-        or timed start began."""
-        if self.consumer is None or (
+        seconds, without waiting for the broker), so Kafka's own tools show this pipeline's
+        lag too. The Delta log stays the truth; before a pipeline's first commit, the group
+        remembers where a `latest` or timed start began."""
+        if not self.durable or (
             not force and time.monotonic() - self._last_mirror < MIRROR_SECONDS
         ):
             return
         self._last_mirror = time.monotonic()
-        offsets = {TopicPartition(self.spec.topic, p): o for p, o in self.durable.items()}
-        with contextlib.suppress(Exception):
-            self.consumer.commit(offsets)
+        if self._group_mirror is None:
+            spec = self.spec
+            self._group_mirror = GroupMirror(self.bus, spec.group, spec.topic, name=spec.name)
+        self._group_mirror.offer(self.durable)
+
+    def _close_mirror(self) -> None:
+        if self._group_mirror is not None:
+            self._group_mirror.close(MIRROR_CLOSE_SECONDS)
+            self._group_mirror = None
 
     def _report(self, events: int, started: float) -> None:
         metrics = self.metrics
@@ -638,6 +657,7 @@ class StreamProcessor:
             with contextlib.suppress(Exception):
                 write_status(self.catalog.state_dir, self.metrics)
             self._close_consumer()
+            self._close_mirror()
             if self._producer is not None:
                 self._producer.close()
         return self.metrics
