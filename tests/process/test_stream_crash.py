@@ -44,6 +44,17 @@ def _count(root: Path, table: str) -> int:
         return int(lh.sql(f"SELECT count(*) FROM {table}").scalar())
 
 
+def _wait_for_progress(root: Path, before: int, process: subprocess.Popen[bytes]) -> None:
+    """Until the stream process has loaded events beyond `before` (or had nothing left)."""
+    deadline = time.monotonic() + 120
+    while before < EVENTS and _count(root, "bronze.orders") <= before:
+        if process.poll() is not None:
+            error = process.stderr.read().decode() if process.stderr else ""
+            raise AssertionError(f"lakebed stream exited: {error}")
+        assert time.monotonic() < deadline, "lakebed stream loaded nothing in 2 minutes"
+        time.sleep(0.05)
+
+
 def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path: Path, bus_url: str) -> None:
     topic = f"orders_{uuid.uuid4().hex[:8]}"
     window_sql = (
@@ -75,10 +86,14 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path: Path, bus_u
     env = {**os.environ, "LAKEBED_PROJECT": str(root)}
     partial = 0
     for _ in range(KILLS):
+        before = _count(root, "bronze.orders")
         process = subprocess.Popen(
             [*LAKEBED, "stream"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        time.sleep(rng.uniform(0.8, 2.5))
+        # Kill at a random moment once it is at work (a loaded machine may take seconds to
+        # start the process): mid-batch, mid-commit, between commits.
+        _wait_for_progress(root, before, process)
+        time.sleep(rng.uniform(0.0, 1.2))
         process.send_signal(signal.SIGKILL)
         process.wait(30)
         loaded = _count(root, "bronze.orders")
