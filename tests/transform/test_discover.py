@@ -208,6 +208,13 @@ def test_empty_settings_file_means_defaults(tmp_path: Path) -> None:
     assert load_models(tmp_path)[T("silver.orders")].config == ModelConfig()
 
 
+def test_a_list_or_mapping_left_empty_means_none(tmp_path: Path) -> None:
+    write(tmp_path, "models/silver/orders.sql", "SELECT * FROM bronze.orders")
+    settings = "checks:\n  # - not_null: id\ntags:\ncolumns:\nproperties:\nunique_key:\n"
+    write(tmp_path, "models/silver/orders.yml", settings)
+    assert load_models(tmp_path)[T("silver.orders")].config == ModelConfig()
+
+
 @pytest.mark.parametrize(
     ("settings", "line", "key", "text"),
     [

@@ -59,11 +59,15 @@ class ModelConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _shorthands(cls, data: Any) -> Any:
-        """`unique_key: id` for `[id]` (and so for partition_by and tags), and the merge
-        strategy implied by an incremental model's unique_key."""
+        """`unique_key: id` for `[id]` (and so for partition_by and tags), a list or mapping
+        left empty for none, and the merge strategy implied by an incremental model's
+        unique_key."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        for key in (*_LIST_SETTINGS, "checks", "columns", "properties"):
+            if key in data and data[key] is None:
+                del data[key]  # `checks:` with every entry commented out: none
         for key in _LIST_SETTINGS:
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
