@@ -164,3 +164,13 @@ def test_lineage_of_a_column_the_table_lacks_is_an_error(root: Path) -> None:
     both = cli(root, "lineage", "gold.positive", "--upstream", "--downstream")
     assert both.exit_code == 2
     assert "not both" in both.output
+
+
+def test_run_says_when_it_has_nothing_to_build(tmp_path: Path, root: Path) -> None:
+    empty = lakebed.init_project(tmp_path / "empty")
+    assert "no models yet: write models/<layer>/<name>.sql" in cli(empty, "run").stdout
+    done = cli(root, "run", "-s", "gold.positive", "-x", "gold.positive")
+    assert done.exit_code == 0, done.output
+    assert "no model selected by --select 'gold.positive' --exclude 'gold.positive'" in (
+        done.stdout
+    )

@@ -73,6 +73,11 @@ def test_empty_text_gives_the_defaults() -> None:
     assert config.engine == "duckdb"
 
 
+def test_a_section_left_empty_has_none() -> None:
+    text = "sources:\n  # orders: {kind: files, path: x.csv}\nchecks:\npipelines:\ndomains:\n"
+    assert parse_config(text, file=FILE) == ProjectConfig()
+
+
 def test_config_is_frozen() -> None:
     config = parse_config("name: a\n")
     with pytest.raises(ValueError, match="frozen"):

@@ -192,10 +192,15 @@ def register(app: typer.Typer) -> None:
                 stdout().print(_table_checks_view(summary))
             if summary.nodes:
                 stdout().print(_summary_view(summary))
-            else:
-                stdout().print(
-                    f"no model selected{f' by {select!r}' if select else ''}: nothing to build"
+            elif select or exclude:
+                chosen = " ".join(
+                    f"{flag} {value!r}"
+                    for flag, value in (("--select", select), ("--exclude", exclude))
+                    if value
                 )
+                stdout().print(f"no model selected by {chosen}: nothing to build")
+            else:
+                stdout().print("no models yet: write models/<layer>/<name>.sql (or .py)")
         if not summary.ok:
             raise typer.Exit(1)
 

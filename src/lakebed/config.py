@@ -70,6 +70,15 @@ class ProjectConfig(_Model):
     # Quality checks of tables no model builds (bronze, stream outputs): table → checks.
     checks: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left empty (`sources:` with every entry commented out) has none."""
+        if isinstance(data, dict):
+            empty = ("domains", "sources", "pipelines", "checks")
+            return {k: v for k, v in data.items() if not (k in empty and v is None)}
+        return data
+
     @model_validator(mode="after")
     def _one_quarantine_each(self) -> ProjectConfig:
         shared = sorted(set(self.sources) & set(self.pipelines))
