@@ -312,6 +312,12 @@ def build_model(
         (later or _now)(lambda: _record_lineage(ctx, model, view_columns))
         seconds = time.perf_counter() - started
         return NodeResult(str(model.name), "success", "view", seconds=seconds, checks=checks)
+    config = model.config
+    appending = config.materialized == "incremental" and config.incremental_strategy == "append"
+    if backfill is not None and appending and config.partition_by and not is_current(ctx, model):
+        # Append what its inputs gained first: the backfill then records the versions it
+        # read for the whole table (an append applied after it would repeat rows).
+        build_model(ctx, model, run_id=run_id, inputs_changed=inputs_changed, later=later)
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
     if computed.mode == "up_to_date":

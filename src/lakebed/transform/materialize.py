@@ -161,8 +161,21 @@ def _scd2(ws: Workspace, model: Model, previous: Mapping[str, Any] | None) -> Co
     return Computed(model, mode, changes, snapshot.inputs)
 
 
-def _backfill(ws: Workspace, model: Model, backfill: Backfill) -> Computed:
+def _backfill(
+    ws: Workspace, model: Model, backfill: Backfill, previous: Mapping[str, Any] | None
+) -> Computed:
+    """The window's partitions computed again. Its commit records the input versions the
+    build before it processed, not the ones it read: the table's other partitions still
+    reflect those, so the next run applies what changed since then to the whole table (a
+    table is rebuilt; a merged model merges the changes, its window's rows again, which
+    computes them as they are). An appending model is caught up first (see `run`)."""
     partitions = model.config.partition_by
+    if model.config.materialized == "scd2":
+        raise TransformError(
+            f"{model.name} is an scd2 model: its partitions hold history, which a backfill "
+            "would replace",
+            hint="leave it out of the run (--exclude), or --full-refresh it",
+        )
     if len(partitions) != 1 or model.kind != "sql" or model.sql is None:
         raise TransformError(
             f"{model.name} cannot be backfilled: it needs exactly one partition column "
@@ -175,6 +188,10 @@ def _backfill(ws: Workspace, model: Model, backfill: Backfill) -> Computed:
     condition = backfill.predicate(column, dtype)
     result = ws.sql(f"select * from ({model.sql}) as __lakebed_model where {condition}")
     computed = Computed(model, "full", result.arrow(), dict(result.versions))
+    processed = _processed(dict(previous)) if previous is not None else None
+    appending = model.config.incremental_strategy == "append"
+    if processed is not None and not (model.config.materialized == "incremental" and appending):
+        computed.inputs = processed
     computed.notes.append(condition)
     window = (
         backfill.start if backfill.start == backfill.end else backfill.start + ".." + backfill.end
@@ -335,7 +352,7 @@ def _compute(
     backfill: Backfill | None,
 ) -> Computed:
     if backfill is not None and model.config.partition_by:
-        return _backfill(ws, model, backfill)
+        return _backfill(ws, model, backfill, previous)
     if model.config.materialized == "scd2":
         return _scd2(ws, model, previous)
     if model.config.materialized != "incremental" or full_refresh:
