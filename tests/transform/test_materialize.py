@@ -65,3 +65,24 @@ def test_an_input_dropped_and_written_anew_is_read_in_full(tmp_path: Path) -> No
     assert lh.sql("select id, amount from silver.orders order by id").rows() == expected
     assert lh.sql("select total from silver.total").scalar() == sum(a for _, a in expected)
     assert {n.status for n in lh.run().nodes} == {"up_to_date"}
+
+
+def test_a_model_table_restored_to_an_earlier_build_is_brought_up_to_date(
+    tmp_path: Path,
+) -> None:
+    lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
+    lh.write("bronze.orders", {"id": [1, 2], "amount": [5.0, 7.5]})
+    merged = "materialized: incremental\nunique_key: id\n"
+    write_model(lh.root, "silver.orders", "select id, amount from bronze.orders", merged)
+    write_model(lh.root, "silver.total", "select sum(amount) as total from bronze.orders")
+    assert lh.run().ok
+    lh.table("bronze.orders").append({"id": [3], "amount": [1.0]})
+    assert lh.run().ok
+    # `lakebed restore` undoes the last builds: the rows are those of the first build again.
+    lh.table("silver.orders").restore(0)
+    lh.table("silver.total").restore(0)
+    modes = {n.model: n.mode for n in lh.run().nodes}
+    assert modes == {"silver.orders": "incremental", "silver.total": "full"}
+    assert lh.sql("select count(*) from silver.orders").scalar() == 3
+    assert lh.sql("select total from silver.total").scalar() == 13.5
+    assert {n.status for n in lh.run().nodes} == {"up_to_date"}

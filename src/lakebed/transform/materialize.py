@@ -93,11 +93,32 @@ def last_build(table: Table) -> dict[str, Any] | None:
         # Else newest first, a page at a time: reading the whole history costs a read per
         # commit the table ever had.
         entries = table.history(limit)
-        found = next((s for s in map(_state_of, entries) if s is not None), None)
-        if found is None and len(entries) < limit:
+        found, known = _newest_state(entries)
+        if not known or (found is None and len(entries) < limit):
             return None
         limit *= 16
     return found
+
+
+def _newest_state(entries: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """The model state of the newest build among commits (newest first) that the table's
+    rows still reflect: a restore to version k brings back the rows, and so the build, of
+    the newest build at or before k. False when a restore's target is not known."""
+    bound: int | None = None
+    for entry in entries:
+        version = int(entry.get("version", -1))
+        if bound is not None and version > bound:
+            continue  # undone by a restore
+        if entry.get("operation") == "RESTORE":
+            target = (entry.get("operationParameters") or {}).get("version")
+            if target is None or not str(target).isdigit():
+                return None, False  # restored to a time: rebuild rather than guess
+            bound = int(target)
+            continue
+        found = _state_of(entry)
+        if found is not None:
+            return found, True
+    return None, True
 
 
 def _state_of(commit: dict[str, Any]) -> dict[str, Any] | None:
