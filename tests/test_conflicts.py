@@ -50,3 +50,19 @@ def test_a_model_file_in_no_layer_is_left_to_the_model_loader(tmp_path: Path) ->
     assert lh.ingest("raw").rows == 1  # the stray file is no model of bronze.orders
     with pytest.raises(ModelError, match="layer folder"):
         lh.run()
+
+
+def test_a_model_in_an_undeclared_domain_is_refused_once_domains_are_declared(
+    tmp_path: Path,
+) -> None:
+    lh = _project(tmp_path, "")
+    write_model(lh.root, "silver.orders", "select 1 as id", "domain: salez\n")
+    assert lh.graph()  # no domains declared: a domain is a free label
+    (lh.root / "lakebed.yml").write_text("domains:\n  sales: {owner: sales@example.com}\n")
+    lh = lakebed.open(lh.root)
+    with pytest.raises(ConfigError, match=r"domain 'salez', which lakebed\.yml does not") as info:
+        lh.graph()
+    assert info.value.hint == "did you mean sales?"
+    write_model(lh.root, "silver.orders", "select 1 as id", "domain: sales\n")
+    assert lh.run().ok
+    assert lh.describe("silver.orders").owner == "sales@example.com"  # the domain's owner

@@ -8,6 +8,7 @@ replaces it). Sources and pipelines sharing a quarantine table are refused by th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from difflib import get_close_matches
 from pathlib import Path
 
 from lakebed.config import CONFIG_FILE, ProjectConfig
@@ -31,6 +32,26 @@ def refuse_shared_quarantine(config: ProjectConfig, models: Iterable[Model]) -> 
             f"same table, {model.quarantine}",
             file=str(model.path),
             hint=f"rename the {kind} in {CONFIG_FILE}",
+        )
+
+
+def refuse_unknown_domains(config: ProjectConfig, models: Iterable[Model]) -> None:
+    """A ConfigError when a project that declares its domains has a model in another one
+    (a misspelt domain would leave the table without its owner, unseen by the domain)."""
+    if not config.domains:
+        return  # no domains declared: a model's domain is a free label
+    for model in models:
+        domain = model.config.domain
+        if domain is None or domain in config.domains:
+            continue
+        close = get_close_matches(domain, list(config.domains), n=1)
+        raise ConfigError(
+            f"{model.name} is in domain {domain!r}, which {CONFIG_FILE} does not declare",
+            file=str(model.path.with_suffix(".yml")),
+            key="domain",
+            hint=f"did you mean {close[0]}?"
+            if close
+            else f"declared domains: {', '.join(sorted(config.domains))}",
         )
 
 

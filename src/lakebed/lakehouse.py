@@ -188,18 +188,40 @@ class Lakehouse(ModelsMixin):
             properties={VIEW_PROPERTY: sql},
         )
 
-    def describe_columns(self, name: str | TableName, descriptions: dict[str, str]) -> None:
-        """Record what each column means in the catalog (`lakebed describe` shows it)."""
+    def describe_table(
+        self,
+        name: str | TableName,
+        *,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+        columns: dict[str, str] | None = None,
+    ) -> None:
+        """Bring a table's catalog entry to what is declared of it (a model's settings):
+        each of these given replaces the one stored, `columns` (what each column means,
+        for `lakebed describe`) all of them; written only when something differs."""
         record = self.metastore.get_table(str(TableName.parse(name)))
-        if record is None or not descriptions:
+        if record is None:
             return
-        properties = {
-            k: v for k, v in record.properties.items() if not k.startswith(COLUMN_PROPERTY)
+        if owner is None and domain is not None and domain in self.config.domains:
+            owner = self.config.domains[domain].owner
+        properties = None
+        if columns:
+            kept = {k: v for k, v in record.properties.items() if not k.startswith(COLUMN_PROPERTY)}
+            properties = kept | {f"{COLUMN_PROPERTY}{c}": d for c, d in columns.items()}
+        wanted: dict[str, Any] = {
+            "description": description,
+            "owner": owner,
+            "domain": domain,
+            "tags": tags,
+            "properties": properties,
         }
-        properties.update({f"{COLUMN_PROPERTY}{c}": d for c, d in descriptions.items()})
-        self.metastore.upsert_table(
-            record.name, layer=record.layer, path=record.path, properties=properties
-        )
+        changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(record, k)}
+        if changes:
+            self.metastore.upsert_table(
+                record.name, layer=record.layer, path=record.path, **changes
+            )
 
     def _table_names(self) -> list[str]:
         return [record.name for record in self.metastore.list_tables()]

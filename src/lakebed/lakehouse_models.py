@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from lakebed.config import CONFIG_FILE
-from lakebed.conflicts import refuse_shared_quarantine
+from lakebed.conflicts import refuse_shared_quarantine, refuse_unknown_domains
 from lakebed.errors import ConfigError, LakebedError, TransformError
 from lakebed.govern import CheckResult
 from lakebed.orchestrate import NodeResult, RunSummary
@@ -70,6 +70,7 @@ class ModelsMixin:
         sources |= set(targets.values())
         models = self.models()
         refuse_shared_quarantine(self.config, models.values())
+        refuse_unknown_domains(self.config, models.values())
         streams: dict[str, TableName] = {}
         with contextlib.suppress(LakebedError):  # a broken pipeline stops `lakebed stream` only
             streams = {name: spec.target for name, spec in self.pipelines().items()}

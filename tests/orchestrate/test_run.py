@@ -899,3 +899,36 @@ def test_column_descriptions_of_a_model_reach_the_catalog(lh: Lakehouse) -> None
     properties = lh.describe("silver.enriched").properties
     assert properties["lakebed.column.id"] == "The order number."
     assert properties["lakebed.column.amount"] == "Gross amount in EUR."
+
+
+def test_the_catalog_follows_a_models_settings_when_they_change(lh: Lakehouse) -> None:
+    sql = "select id, amount from silver.orders"
+    write_model(lh.root, "silver.enriched", sql)
+    assert lh.run().ok
+    settings = (
+        "description: Orders with amounts.\nowner: ana@example.com\ntags: [finance]\n"
+        "columns:\n  amount: Gross amount in EUR.\n"
+    )
+    write_model(lh.root, "silver.enriched", sql, settings)
+    assert lh.run().nodes[0].status == "up_to_date"  # settings alone: nothing to build
+    record = lh.describe("silver.enriched")
+    assert (record.description, record.owner, record.tags) == (
+        "Orders with amounts.",
+        "ana@example.com",
+        ["finance"],
+    )
+    assert record.properties["lakebed.column.amount"] == "Gross amount in EUR."
+
+
+def test_a_description_of_a_column_the_model_lacks_fails_it(lh: Lakehouse) -> None:
+    sql = "select id, amount from silver.orders"
+    write_model(lh.root, "silver.enriched", sql, "columns:\n  amont: Gross amount.\n")
+    node = lh.run().nodes[0]
+    assert node.status == "failed"
+    assert "`columns` describes amont, which silver.enriched does not return" in (node.error or "")
+    assert "did you mean amount?" in (node.error or "")
+    assert "silver.enriched" not in [t.name for t in lh.tables()]  # nothing published
+    write_model(lh.root, "silver.enriched", sql, "columns:\n  amount: Gross amount.\n")
+    assert lh.run().ok
+    write_model(lh.root, "silver.enriched", sql, "columns:\n  amont: Gross amount.\n")
+    assert lh.run().nodes[0].status == "failed"  # found so though up to date

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
@@ -62,7 +63,16 @@ class RunContext(Workspace, Protocol):
 
     def view_sql(self, name: TableName) -> str | None: ...
 
-    def describe_columns(self, name: str | TableName, descriptions: dict[str, str]) -> None: ...
+    def describe_table(
+        self,
+        name: str | TableName,
+        *,
+        description: str | None = None,
+        owner: str | None = None,
+        domain: str | None = None,
+        tags: list[str] | None = None,
+        columns: dict[str, str] | None = None,
+    ) -> None: ...
 
     def drop_table(self, name: str | TableName) -> None: ...
 
@@ -261,16 +271,48 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     return _audited(ctx, model, checks, rows, run_id).results
 
 
-def _checks_unjudgeable(ctx: RunContext, model: Model) -> LakebedError | None:
-    """Why the checks of a model found up to date could not judge its next rows (they do
-    not parse, or name a column it lacks): its build fails with it, as a built model's
-    would."""
-    if not model.config.checks or not ctx.storage.exists(model.name):
+def _settings_problem(ctx: RunContext, model: Model) -> LakebedError | None:
+    """Why the settings of a model found up to date do not fit it (checks that do not parse
+    or name a column it lacks, a description of a column it lacks): its build fails with
+    it, as a built model's would."""
+    config = model.config
+    if not (config.checks or config.columns) or not ctx.storage.exists(model.name):
         return None
+    columns = ctx.table(model.name).schema().names
     try:
-        return unjudgeable(model, ctx.table(model.name).schema().names)
+        problem = unjudgeable(model, columns) if config.checks else None
     except LakebedError as exc:
         return exc
+    return problem or _undescribed(model, columns)
+
+
+def _undescribed(model: Model, columns: list[str]) -> ModelError | None:
+    """The error for column descriptions of columns the model does not return."""
+    have = {c.lower() for c in columns}
+    unknown = [c for c in model.config.columns if c.lower() not in have]
+    if not unknown:
+        return None
+    close = [m for c in unknown for m in get_close_matches(c, columns, n=1)]
+    return ModelError(
+        f"`columns` describes {', '.join(unknown)}, which {model.name} does not return",
+        file=str(model.path.with_suffix(".yml")),
+        model=str(model.name),
+        hint=f"did you mean {', '.join(close)}?" if close else f"its columns: {', '.join(columns)}",
+    )
+
+
+def _describe(ctx: RunContext, model: Model) -> None:
+    """The model's table in the catalog as its settings describe it."""
+    c = model.config
+    if c.description or c.owner or c.domain or c.tags or c.columns:
+        ctx.describe_table(
+            model.name,
+            description=c.description,
+            owner=c.owner,
+            domain=c.domain,
+            tags=c.tags or None,
+            columns=c.columns or None,
+        )
 
 
 def build_model(
@@ -321,16 +363,18 @@ def build_model(
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
     if computed.mode == "up_to_date":
-        problem = _checks_unjudgeable(ctx, model)  # checks may change without the model
+        problem = _settings_problem(ctx, model)  # checks may change without the model
         if problem is not None:
             raise problem
-        if model.config.columns:  # descriptions may change without the model changing
-            ctx.describe_columns(model.name, model.config.columns)
-        sync_properties(ctx, model)  # so may its table properties
+        _describe(ctx, model)  # so may its descriptions, owner...
+        sync_properties(ctx, model)  # ...and its table properties
         result.status = "up_to_date"
         result.seconds = time.perf_counter() - started
         return result
     data = computed.data
+    problem = _undescribed(model, data.schema.names)
+    if problem is not None:
+        raise problem
     if model.config.checks:
         outcome = _audited(ctx, model, model_checks(model), data, run_id)
         result.checks = outcome.results
@@ -351,8 +395,7 @@ def build_model(
     written = publish(ctx, computed, data)
     if written is not None:
         result.bytes = ctx.table(model.name).bytes_written(written.version) or 0
-    if model.config.columns:
-        ctx.describe_columns(model.name, model.config.columns)
+    _describe(ctx, model)
     # An unchanged model has the lineage recorded at its last build (--full-refresh
     # records it again).
     unchanged = computed.previous_fingerprint == fingerprint(model) and not full_refresh
@@ -439,10 +482,9 @@ def run_models(
                 if inputs_changed(name) or model.sql is None or not _view_current(ctx, model):
                     return None
                 mode = "view"
-            elif is_current(ctx, model) and not _checks_unjudgeable(ctx, model):
+            elif is_current(ctx, model) and not _settings_problem(ctx, model):
                 mode = "up_to_date"
-                if model.config.columns:  # descriptions may change without the model changing
-                    ctx.describe_columns(model.name, model.config.columns)
+                _describe(ctx, model)  # descriptions may change without the model changing
                 sync_properties(ctx, model)  # so may an incremental model's table properties
             else:
                 return None
