@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
         Example: [bold]lakebed plan --select silver.orders+[/bold]
         """
         with open_project(ctx, project) as lh:
+            lh.validate_checks()  # a check that does not parse would fail the run
             result = plan(lh, select, exclude=exclude)
         if fmt == "json":
             json.dump(result.to_dict(), sys.stdout, indent=2)

@@ -134,6 +134,16 @@ class ModelsMixin:
             fail_fast=fail_fast,
         )
 
+    def validate_checks(self) -> None:
+        """Parse every check declared (lakebed.yml's, and each enabled model's) as a run
+        would; the first one that does not parse raises `CheckConfigError` (`lakebed plan`
+        says so before anything runs)."""
+        graph = self.graph()
+        self.table_checks(graph.models, known=self._checkable(graph))
+        for model in graph.models.values():
+            if model.config.checks:
+                model_checks(model)
+
     def _checkable(self, graph: ModelGraph) -> set[TableName]:
         """The tables lakebed.yml's checks may name: those in the catalog, on disk, or
         written by a source or pipeline."""

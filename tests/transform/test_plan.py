@@ -312,6 +312,18 @@ def test_an_invalid_project_is_an_error(lh: Lakehouse) -> None:
         plan(lh)
 
 
+def test_cli_plan_fails_on_a_check_that_would_fail_the_run(lh: Lakehouse) -> None:
+    if not any(c.name == "plan" for c in app.registered_commands):
+        cli_plan.register(app)
+    bad = "checks:\n  - range: {column: amount, min: 10, max: 1}\n"
+    write_model(lh.root, "silver.orders", "select id, amount from bronze.orders", bad)
+    shown = CliRunner().invoke(app, ["-p", str(lh.root), "plan"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 1
+    assert "check range(amount) on silver.orders: `min` 10 is greater than `max` 1" in (
+        shown.output
+    )
+
+
 def test_cli_plan_table_and_json(lh: Lakehouse) -> None:
     if not any(c.name == "plan" for c in app.registered_commands):
         cli_plan.register(app)  # until lakebed.cli registers it itself
