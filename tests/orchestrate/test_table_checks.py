@@ -3,6 +3,7 @@ only at a new version; a failed check of severity fail skips those models."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -345,3 +346,23 @@ def test_a_table_dropped_and_written_anew_is_judged_again(lh: Lakehouse) -> None
     status = {r.check: r.status for r in summary.table_checks["bronze.events"]}
     assert status["not_null(kind)"] == "fail"
     assert not summary.ok
+
+
+def test_freshness_is_judged_again_while_the_table_does_not_change(tmp_path: Path) -> None:
+    config = (
+        "checks:\n  bronze.events:\n"
+        "    - freshness: {column: seen_at, max_age: 2 seconds, severity: warn}\n"
+        "    - not_null: kind\n"
+    )
+    lh = _open(tmp_path, config)
+    lh.table("bronze.events").overwrite(
+        {"id": [1], "kind": ["a"], "amount": [1.0], "seen_at": [datetime.now(UTC)]},
+        schema_mode="overwrite",
+    )
+    first = {r.check: r for r in lh.run().table_checks["bronze.events"]}
+    assert first["freshness(seen_at)"].status == "pass"
+    time.sleep(2.5)  # no new version: only the time moves on
+    second = {r.check: r for r in lh.run().table_checks["bronze.events"]}
+    assert second["freshness(seen_at)"].status == "warn"
+    # The row check's result stands for the version it judged: not judged again.
+    assert second["not_null(kind)"].checked_at == first["not_null(kind)"].checked_at

@@ -187,8 +187,8 @@ class Check:
     example: ClassVar[str]
     options: ClassVar[tuple[str, ...]]  # the keys it takes besides name and severity
     no_drop: ClassVar[str | None] = "a table-level check has no failing rows to drop"
-    # False when its verdict also depends on other tables (it may change while this one
-    # does not).
+    # False when its verdict also depends on other tables or on the time (it may change
+    # while this table does not).
     self_contained: ClassVar[bool] = True
     # True when a table's row count and the newest value of its `judged_columns` are all
     # it needs (a committed table's are in its Delta log: no rows are read).
@@ -547,6 +547,7 @@ class Freshness(TableCheck):
     options = ("column", "max_age")
     example = "- freshness: {column: ordered_at, max_age: 2 days}"
     summarizable = True
+    self_contained = False  # a table that stops changing grows stale
     column: str
     max_age: timedelta
 

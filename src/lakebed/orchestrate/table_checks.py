@@ -143,9 +143,10 @@ def judge(
     run_id: str | None,
     again: bool = False,
 ) -> list[CheckResult]:
-    """The results of `checks` on the table's latest version: recorded ones when every
-    check, as it is defined now, already judged that version (unless `again`, or a check
-    also reads other tables), else fresh ones, recorded.
+    """The results of `checks` on the table's latest version: the recorded one of a check,
+    as it is defined now, that already judged that version (unless `again`, or its verdict
+    also depends on other tables or on the time: `relationships`, `query`, `freshness`),
+    else a fresh one, recorded.
 
     `row_count` and `freshness` are judged from the table's Delta log (row counts and
     column maxima of its files) where it holds them exactly, else from one aggregate query:
@@ -156,28 +157,31 @@ def judge(
     # before it and written anew, whose versions count from the start again.
     digests = {check.name: _digest(check, snapshot.table_id) for check in checks}
     recorded: dict[str, CheckResult] = {}
-    if not again and all(check.self_contained for check in checks):
+    if not again:
+        own = {check.name for check in checks if check.self_contained}
         recorded = {
             r.check: r
             for r in ws.metastore.latest_check_results(str(table))
-            if digests.get(r.check) == r.check_digest and r.table_version is not None
+            if r.check in own and digests[r.check] == r.check_digest and r.table_version is not None
         }
-        judged = {r.table_version for r in recorded.values()}
-        if set(recorded) == set(digests) and judged == {snapshot.version}:
-            return [recorded[check.name] for check in checks]
-    summarized = [c for c in checks if isinstance(c, TableCheck) and c.summarizable]
-    rest = [c for c in checks if c not in summarized]
+    standing = {n: r for n, r in recorded.items() if r.table_version == snapshot.version}
+    if len(standing) == len(checks):
+        return [standing[check.name] for check in checks]
+    judged = [c for c in checks if c.name not in standing]
+    summarized = [c for c in judged if isinstance(c, TableCheck) and c.summarizable]
+    rest = [c for c in judged if c not in summarized]
     results: dict[str, CheckResult] = {}
     if summarized:
         rows, newest = _summary(ws, snapshot, summarized)
-        found = audit_summary(
+        summary = audit_summary(
             rows, newest, summarized, table=str(table), columns=snapshot.schema.names
         )
-        results.update((r.check, r) for r in found)
+        results.update((r.check, r) for r in summary)
     if rest:
         results.update(_judge_rows(ws, snapshot, rest, recorded))
-    ordered = [results[check.name] for check in checks]
-    return _record(ws, ordered, snapshot.version, digests, run_id)
+    fresh = _record(ws, [results[c.name] for c in judged], snapshot.version, digests, run_id)
+    now = standing | {r.check: r for r in fresh}
+    return [now[check.name] for check in checks]
 
 
 def _judge_rows(
