@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -932,3 +933,18 @@ def test_a_description_of_a_column_the_model_lacks_fails_it(lh: Lakehouse) -> No
     assert lh.run().ok
     write_model(lh.root, "silver.enriched", sql, "columns:\n  amont: Gross amount.\n")
     assert lh.run().nodes[0].status == "failed"  # found so though up to date
+
+
+def test_a_model_that_stops_changing_is_judged_stale(lh: Lakehouse) -> None:
+    lh.write("silver.events", {"id": [1], "seen_at": [datetime.now(UTC)]})
+    fresh = "checks:\n  - freshness: {column: seen_at, max_age: 2 seconds}\n"
+    write_model(lh.root, "gold.events", "select id, seen_at from silver.events", fresh)
+    first = lh.run().nodes[0]
+    assert (first.status, first.checks[0].status) == ("success", "pass")
+    assert lh.run().nodes[0].status == "up_to_date"
+    time.sleep(2.5)  # no new rows: only the time moves on
+    node = lh.run().nodes[0]
+    assert node.status == "failed"
+    assert "freshness(seen_at)" in (node.error or "")
+    latest = {r.check: r.status for r in lh.check_results("gold.events")}
+    assert latest == {"freshness(seen_at)": "fail"}

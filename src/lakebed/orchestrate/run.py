@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from lakebed.errors import LakebedError, ModelError, Retryable, TransformError
+from lakebed.errors import CheckFailedError, LakebedError, ModelError, Retryable, TransformError
 from lakebed.govern import (
     Audit,
     Check,
@@ -271,6 +271,30 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     return _audited(ctx, model, checks, rows, run_id).results
 
 
+def _freshness_checks(model: Model) -> list[Check]:
+    if not any("freshness" in spec for spec in model.config.checks):
+        return []  # read before parsing: most models have none
+    return [c for c in model_checks(model) if c.kind == "freshness"]
+
+
+def _freshness(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult]:
+    """A model found up to date still ages: its freshness checks judge its table as it is
+    now (from the Delta log), recorded; one of severity fail that fails fails the model."""
+    checks = _freshness_checks(model)
+    if not checks:
+        return []
+    results = judge(ctx, model.name, checks, run_id=run_id, again=True)
+    failures = blocking(results)
+    if failures:
+        raise CheckFailedError(
+            str(model.name),
+            {r.check: r.failing_rows for r in failures},
+            reasons={r.check: r.message for r in failures},
+            unevaluated=any(r.status == "error" for r in failures),
+        )
+    return results
+
+
 def _settings_problem(ctx: RunContext, model: Model) -> LakebedError | None:
     """Why the settings of a model found up to date do not fit it (checks that do not parse
     or name a column it lacks, a description of a column it lacks): its build fails with
@@ -368,6 +392,7 @@ def build_model(
             raise problem
         _describe(ctx, model)  # so may its descriptions, owner...
         sync_properties(ctx, model)  # ...and its table properties
+        result.checks = _freshness(ctx, model, run_id)
         result.status = "up_to_date"
         result.seconds = time.perf_counter() - started
         return result
@@ -482,7 +507,11 @@ def run_models(
                 if inputs_changed(name) or model.sql is None or not _view_current(ctx, model):
                     return None
                 mode = "view"
-            elif is_current(ctx, model) and not _settings_problem(ctx, model):
+            elif (
+                is_current(ctx, model)
+                and not _settings_problem(ctx, model)
+                and not _freshness_checks(model)  # judged on the table, by a build's lease
+            ):
                 mode = "up_to_date"
                 _describe(ctx, model)  # descriptions may change without the model changing
                 sync_properties(ctx, model)  # so may an incremental model's table properties
