@@ -948,3 +948,17 @@ def test_a_model_that_stops_changing_is_judged_stale(lh: Lakehouse) -> None:
     assert "freshness(seen_at)" in (node.error or "")
     latest = {r.check: r.status for r in lh.check_results("gold.events")}
     assert latest == {"freshness(seen_at)": "fail"}
+
+
+def test_a_model_whose_input_model_was_never_built_says_how_to_build_both(
+    lh: Lakehouse,
+) -> None:
+    write_model(lh.root, "silver.enriched", "select id, amount from silver.orders")
+    write_model(lh.root, "gold.total", "select sum(amount) as total from silver.enriched")
+    node = lh.run("gold.total").nodes[0]
+    assert node.status == "failed"
+    assert node.error == (
+        "gold.total reads silver.enriched: a model not built yet\n"
+        "  hint: build them with it: lakebed run --select +gold.total"
+    )
+    assert lh.run("+gold.total").ok

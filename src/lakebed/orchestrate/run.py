@@ -271,6 +271,22 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     return _audited(ctx, model, checks, rows, run_id).results
 
 
+def _require_built_inputs(ctx: RunContext, graph: ModelGraph, name: TableName) -> None:
+    """A TransformError naming the models the model reads that were never built (and were
+    not selected with it), with the selector that builds them first."""
+    unbuilt = [
+        str(i)
+        for i in graph.models[name].inputs
+        if i in graph.models and not ctx.storage.exists(i) and ctx.view_sql(i) is None
+    ]
+    if unbuilt:
+        what = "a model" if len(unbuilt) == 1 else "models"
+        raise TransformError(
+            f"{name} reads {', '.join(unbuilt)}: {what} not built yet",
+            hint=f"build them with it: lakebed run --select +{name}",
+        )
+
+
 def _freshness_checks(model: Model) -> list[Check]:
     if not any("freshness" in spec for spec in model.config.checks):
         return []  # read before parsing: most models have none
@@ -543,6 +559,7 @@ def run_models(
                 tries += 1
                 try:
                     with ctx.track_run("model", str(name), run=run_id) as record:
+                        _require_built_inputs(ctx, graph, name)
                         node = build_model(
                             ctx,
                             model,
