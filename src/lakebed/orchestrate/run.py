@@ -17,13 +17,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from difflib import get_close_matches
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from lakebed.errors import CheckFailedError, LakebedError, ModelError, Retryable, TransformError
+from lakebed.errors import LakebedError, ModelError, Retryable, TransformError
 from lakebed.govern import (
     Audit,
     Check,
@@ -35,7 +34,15 @@ from lakebed.govern import (
     table_edges,
 )
 from lakebed.orchestrate.quarantine import keep_dropped
-from lakebed.orchestrate.table_checks import TableChecks, judge, model_checks, unjudgeable
+from lakebed.orchestrate.settings import (
+    describe,
+    freshness_checks,
+    judge_freshness,
+    require_built_inputs,
+    settings_problem,
+    undescribed,
+)
+from lakebed.orchestrate.table_checks import TableChecks, judge, model_checks
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
 from lakebed.transform.backfill import Backfill
@@ -271,90 +278,6 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     return _audited(ctx, model, checks, rows, run_id).results
 
 
-def _require_built_inputs(ctx: RunContext, graph: ModelGraph, name: TableName) -> None:
-    """A TransformError naming the models the model reads that were never built (and were
-    not selected with it), with the selector that builds them first."""
-    unbuilt = [
-        str(i)
-        for i in graph.models[name].inputs
-        if i in graph.models and not ctx.storage.exists(i) and ctx.view_sql(i) is None
-    ]
-    if unbuilt:
-        what = "a model" if len(unbuilt) == 1 else "models"
-        raise TransformError(
-            f"{name} reads {', '.join(unbuilt)}: {what} not built yet",
-            hint=f"build them with it: lakebed run --select +{name}",
-        )
-
-
-def _freshness_checks(model: Model) -> list[Check]:
-    if not any("freshness" in spec for spec in model.config.checks):
-        return []  # read before parsing: most models have none
-    return [c for c in model_checks(model) if c.kind == "freshness"]
-
-
-def _freshness(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult]:
-    """A model found up to date still ages: its freshness checks judge its table as it is
-    now (from the Delta log), recorded; one of severity fail that fails fails the model."""
-    checks = _freshness_checks(model)
-    if not checks:
-        return []
-    results = judge(ctx, model.name, checks, run_id=run_id, again=True)
-    failures = blocking(results)
-    if failures:
-        raise CheckFailedError(
-            str(model.name),
-            {r.check: r.failing_rows for r in failures},
-            reasons={r.check: r.message for r in failures},
-            unevaluated=any(r.status == "error" for r in failures),
-        )
-    return results
-
-
-def _settings_problem(ctx: RunContext, model: Model) -> LakebedError | None:
-    """Why the settings of a model found up to date do not fit it (checks that do not parse
-    or name a column it lacks, a description of a column it lacks): its build fails with
-    it, as a built model's would."""
-    config = model.config
-    if not (config.checks or config.columns) or not ctx.storage.exists(model.name):
-        return None
-    columns = ctx.table(model.name).schema().names
-    try:
-        problem = unjudgeable(model, columns) if config.checks else None
-    except LakebedError as exc:
-        return exc
-    return problem or _undescribed(model, columns)
-
-
-def _undescribed(model: Model, columns: list[str]) -> ModelError | None:
-    """The error for column descriptions of columns the model does not return."""
-    have = {c.lower() for c in columns}
-    unknown = [c for c in model.config.columns if c.lower() not in have]
-    if not unknown:
-        return None
-    close = [m for c in unknown for m in get_close_matches(c, columns, n=1)]
-    return ModelError(
-        f"`columns` describes {', '.join(unknown)}, which {model.name} does not return",
-        file=str(model.path.with_suffix(".yml")),
-        model=str(model.name),
-        hint=f"did you mean {', '.join(close)}?" if close else f"its columns: {', '.join(columns)}",
-    )
-
-
-def _describe(ctx: RunContext, model: Model) -> None:
-    """The model's table in the catalog as its settings describe it."""
-    c = model.config
-    if c.description or c.owner or c.domain or c.tags or c.columns:
-        ctx.describe_table(
-            model.name,
-            description=c.description,
-            owner=c.owner,
-            domain=c.domain,
-            tags=c.tags or None,
-            columns=c.columns or None,
-        )
-
-
 def build_model(
     ctx: RunContext,
     model: Model,
@@ -403,17 +326,17 @@ def build_model(
     computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
     if computed.mode == "up_to_date":
-        problem = _settings_problem(ctx, model)  # checks may change without the model
+        problem = settings_problem(ctx, model)  # checks may change without the model
         if problem is not None:
             raise problem
-        _describe(ctx, model)  # so may its descriptions, owner...
+        describe(ctx, model)  # so may its descriptions, owner...
         sync_properties(ctx, model)  # ...and its table properties
-        result.checks = _freshness(ctx, model, run_id)
+        result.checks = judge_freshness(ctx, model, run_id)
         result.status = "up_to_date"
         result.seconds = time.perf_counter() - started
         return result
     data = computed.data
-    problem = _undescribed(model, data.schema.names)
+    problem = undescribed(model, data.schema.names)
     if problem is not None:
         raise problem
     if model.config.checks:
@@ -436,7 +359,7 @@ def build_model(
     written = publish(ctx, computed, data)
     if written is not None:
         result.bytes = ctx.table(model.name).bytes_written(written.version) or 0
-    _describe(ctx, model)
+    describe(ctx, model)
     # An unchanged model has the lineage recorded at its last build (--full-refresh
     # records it again).
     unchanged = computed.previous_fingerprint == fingerprint(model) and not full_refresh
@@ -525,11 +448,11 @@ def run_models(
                 mode = "view"
             elif (
                 is_current(ctx, model)
-                and not _settings_problem(ctx, model)
-                and not _freshness_checks(model)  # judged on the table, by a build's lease
+                and not settings_problem(ctx, model)
+                and not freshness_checks(model)  # judged on the table, by a build's lease
             ):
                 mode = "up_to_date"
-                _describe(ctx, model)  # descriptions may change without the model changing
+                describe(ctx, model)  # descriptions may change without the model changing
                 sync_properties(ctx, model)  # so may an incremental model's table properties
             else:
                 return None
@@ -559,7 +482,7 @@ def run_models(
                 tries += 1
                 try:
                     with ctx.track_run("model", str(name), run=run_id) as record:
-                        _require_built_inputs(ctx, graph, name)
+                        require_built_inputs(ctx, graph, name)
                         node = build_model(
                             ctx,
                             model,

@@ -1,0 +1,102 @@
+"""A model's settings around its build, including when it is found up to date: inputs
+that must be built, checks and column descriptions that must fit its columns, freshness
+judged on its table (its rows do not change, the time does), the catalog entry its settings
+describe."""
+
+from __future__ import annotations
+
+from difflib import get_close_matches
+from typing import TYPE_CHECKING
+
+from lakebed.errors import CheckFailedError, LakebedError, ModelError, TransformError
+from lakebed.govern import Check, CheckResult, blocking
+from lakebed.orchestrate.table_checks import judge, model_checks, unjudgeable
+from lakebed.storage import TableName
+from lakebed.transform import Model, ModelGraph
+
+if TYPE_CHECKING:
+    from lakebed.orchestrate.run import RunContext
+
+
+def require_built_inputs(ctx: RunContext, graph: ModelGraph, name: TableName) -> None:
+    """A TransformError naming the models the model reads that were never built (and were
+    not selected with it), with the selector that builds them first."""
+    unbuilt = [
+        str(i)
+        for i in graph.models[name].inputs
+        if i in graph.models and not ctx.storage.exists(i) and ctx.view_sql(i) is None
+    ]
+    if unbuilt:
+        what = "a model" if len(unbuilt) == 1 else "models"
+        raise TransformError(
+            f"{name} reads {', '.join(unbuilt)}: {what} not built yet",
+            hint=f"build them with it: lakebed run --select +{name}",
+        )
+
+
+def freshness_checks(model: Model) -> list[Check]:
+    if not any("freshness" in spec for spec in model.config.checks):
+        return []  # read before parsing: most models have none
+    return [c for c in model_checks(model) if c.kind == "freshness"]
+
+
+def judge_freshness(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult]:
+    """A model found up to date still ages: its freshness checks judge its table as it is
+    now (from the Delta log), recorded; one of severity fail that fails fails the model."""
+    checks = freshness_checks(model)
+    if not checks:
+        return []
+    results = judge(ctx, model.name, checks, run_id=run_id, again=True)
+    failures = blocking(results)
+    if failures:
+        raise CheckFailedError(
+            str(model.name),
+            {r.check: r.failing_rows for r in failures},
+            reasons={r.check: r.message for r in failures},
+            unevaluated=any(r.status == "error" for r in failures),
+        )
+    return results
+
+
+def settings_problem(ctx: RunContext, model: Model) -> LakebedError | None:
+    """Why the settings of a model found up to date do not fit it (checks that do not parse
+    or name a column it lacks, a description of a column it lacks): its build fails with
+    it, as a built model's would."""
+    config = model.config
+    if not (config.checks or config.columns) or not ctx.storage.exists(model.name):
+        return None
+    columns = ctx.table(model.name).schema().names
+    try:
+        problem = unjudgeable(model, columns) if config.checks else None
+    except LakebedError as exc:
+        return exc
+    return problem or undescribed(model, columns)
+
+
+def undescribed(model: Model, columns: list[str]) -> ModelError | None:
+    """The error for column descriptions of columns the model does not return."""
+    have = {c.lower() for c in columns}
+    unknown = [c for c in model.config.columns if c.lower() not in have]
+    if not unknown:
+        return None
+    close = [m for c in unknown for m in get_close_matches(c, columns, n=1)]
+    return ModelError(
+        f"`columns` describes {', '.join(unknown)}, which {model.name} does not return",
+        file=str(model.path.with_suffix(".yml")),
+        model=str(model.name),
+        hint=f"did you mean {', '.join(close)}?" if close else f"its columns: {', '.join(columns)}",
+    )
+
+
+def describe(ctx: RunContext, model: Model) -> None:
+    """The model's table in the catalog as its settings describe it."""
+    c = model.config
+    if c.description or c.owner or c.domain or c.tags or c.columns:
+        ctx.describe_table(
+            model.name,
+            description=c.description,
+            owner=c.owner,
+            domain=c.domain,
+            tags=c.tags or None,
+            columns=c.columns or None,
+        )
