@@ -10,28 +10,9 @@ from helpers import write_model
 from lakebed.transform.plan import plan
 
 
-def test_a_null_keys_version_closes_when_it_changes(tmp_path: Path) -> None:
+def _history_project(tmp_path: Path, ids: list[int | None] | None = None) -> lakebed.Lakehouse:
     lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
-    lh.write("silver.plans", {"id": [1, None], "seats": [1, 2]})
-    write_model(
-        lh.root,
-        "gold.plan_history",
-        "select id, seats from silver.plans",
-        "materialized: scd2\nunique_key: [id]\n",
-    )
-    lh.run()
-    lh.table("silver.plans").update({"seats": "5"}, predicate="id is null")
-    assert lh.run().nodes[0].mode == "incremental"
-    versions = lh.sql(
-        "select seats, is_current, valid_to is not null as closed from gold.plan_history "
-        "where id is null order by seats"
-    ).rows()
-    assert versions == [(2, False, True), (5, True, False)]
-
-
-def _history_project(tmp_path: Path) -> lakebed.Lakehouse:
-    lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
-    lh.write("silver.plans", {"id": [1, 2], "seats": [1, 2]})
+    lh.write("silver.plans", {"id": ids or [1, 2], "seats": [1, 2]})
     write_model(
         lh.root,
         "gold.plan_history",
@@ -40,6 +21,17 @@ def _history_project(tmp_path: Path) -> lakebed.Lakehouse:
     )
     lh.run()
     return lh
+
+
+def test_a_null_keys_version_closes_when_it_changes(tmp_path: Path) -> None:
+    lh = _history_project(tmp_path, [1, None])
+    lh.table("silver.plans").update({"seats": "5"}, predicate="id is null")
+    assert lh.run().nodes[0].mode == "incremental"
+    versions = lh.sql(
+        "select seats, is_current, valid_to is not null as closed from gold.plan_history "
+        "where id is null order by seats"
+    ).rows()
+    assert versions == [(2, False, True), (5, True, False)]
 
 
 def test_a_column_added_to_the_sql_is_added_to_the_table_without_new_versions(
