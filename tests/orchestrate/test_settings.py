@@ -1,6 +1,6 @@
 """A model's settings around its build (orchestrate/settings.py): the catalog follows them,
 column descriptions and checks must fit its columns, freshness is judged while it stays up
-to date, and an input model never built is named."""
+to date, and an input never written (a model never built, a source never loaded) is named."""
 
 from __future__ import annotations
 
@@ -82,3 +82,18 @@ def test_a_model_whose_input_model_was_never_built_says_how_to_build_both(
         "  hint: build them with it: lakebed run --select +gold.total"
     )
     assert lh.run("+gold.total").ok
+
+
+def test_a_model_reading_a_source_that_loaded_nothing_says_how_to_load_it(
+    tmp_path: Path,
+) -> None:
+    root = lakebed.init_project(tmp_path / "q")
+    config = "sources:\n  orders: {kind: files, path: drops/*.csv}\n"
+    (root / "lakebed.yml").write_text(config)
+    write_model(root, "silver.orders", "select * from bronze.orders")
+    node = lakebed.open(root).run().nodes[0]
+    assert node.status == "failed"
+    assert node.error == (
+        "silver.orders reads bronze.orders, which nothing has loaded yet\n"
+        "  hint: load it first: lakebed ingest orders"
+    )

@@ -19,18 +19,31 @@ if TYPE_CHECKING:
 
 
 def require_built_inputs(ctx: RunContext, graph: ModelGraph, name: TableName) -> None:
-    """A TransformError naming the models the model reads that were never built (and were
-    not selected with it), with the selector that builds them first."""
-    unbuilt = [
-        str(i)
+    """A TransformError naming what the model reads that was never written: models never
+    built (and not selected with it), with the selector that builds them first, or the
+    tables of sources and pipelines that have loaded nothing yet, with the command that
+    loads them."""
+    missing = [
+        i
         for i in graph.models[name].inputs
-        if i in graph.models and not ctx.storage.exists(i) and ctx.view_sql(i) is None
+        if not ctx.storage.exists(i) and (i not in graph.models or ctx.view_sql(i) is None)
     ]
+    unbuilt = [str(i) for i in missing if i in graph.models]
     if unbuilt:
         what = "a model" if len(unbuilt) == 1 else "models"
         raise TransformError(
             f"{name} reads {', '.join(unbuilt)}: {what} not built yet",
             hint=f"build them with it: lakebed run --select +{name}",
+        )
+    writers = {t: f"lakebed ingest {s}" for s, t in graph.source_targets.items()}
+    writers |= {
+        t: f"lakebed stream {p} --until-caught-up" for p, t in graph.pipeline_targets.items()
+    }
+    unloaded = [i for i in missing if i in writers]
+    if unloaded:
+        raise TransformError(
+            f"{name} reads {', '.join(map(str, unloaded))}, which nothing has loaded yet",
+            hint="load it first: " + "; ".join(writers[i] for i in unloaded),
         )
 
 
