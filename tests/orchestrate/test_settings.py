@@ -97,3 +97,14 @@ def test_a_model_reading_a_source_that_loaded_nothing_says_how_to_load_it(
         "silver.orders reads bronze.orders, which nothing has loaded yet\n"
         "  hint: load it first: lakebed ingest orders"
     )
+
+
+def test_a_views_freshness_is_judged_at_every_run(lh: Lakehouse) -> None:
+    lh.write("silver.events", {"id": [1], "seen_at": [datetime.now(UTC)]})
+    view = "materialized: view\nchecks:\n  - freshness: {column: seen_at, max_age: 2 seconds}\n"
+    write_model(lh.root, "gold.events", "select id, seen_at from silver.events", view)
+    assert lh.run().ok
+    time.sleep(2.5)
+    node = lh.run().nodes[0]
+    assert node.status == "failed"
+    assert "freshness(seen_at)" in (node.error or "")

@@ -299,7 +299,9 @@ def build_model(
     if model.config.materialized == "view":
         if model.sql is None:
             raise TransformError(f"{model.name}: only SQL models can be views ({model.path})")
-        if not inputs_changed and not full_refresh and _view_current(ctx, model):
+        # A view's freshness is judged on its rows at every run (they age unchanged).
+        fresh = not freshness_checks(model)
+        if not inputs_changed and not full_refresh and fresh and _view_current(ctx, model):
             seconds = time.perf_counter() - started
             return NodeResult(str(model.name), "up_to_date", "view", seconds=seconds)
         if ctx.storage.exists(model.name):
@@ -443,7 +445,12 @@ def run_models(
             model = graph.models[name]
             started, clock = datetime.now(UTC), time.perf_counter()
             if model.config.materialized == "view":
-                if inputs_changed(name) or model.sql is None or not _view_current(ctx, model):
+                if (
+                    inputs_changed(name)
+                    or model.sql is None
+                    or freshness_checks(model)  # its rows age unchanged: judged by a build
+                    or not _view_current(ctx, model)
+                ):
                     return None
                 mode = "view"
             elif (
