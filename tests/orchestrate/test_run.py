@@ -899,3 +899,23 @@ def test_column_descriptions_of_a_model_reach_the_catalog(lh: Lakehouse) -> None
     properties = lh.describe("silver.enriched").properties
     assert properties["lakebed.column.id"] == "The order number."
     assert properties["lakebed.column.amount"] == "Gross amount in EUR."
+
+
+def test_a_relationships_target_is_built_before_the_model_it_judges(lh: Lakehouse) -> None:
+    check = "relationships: {column: customer, to: silver.buyers, field: customer, severity: drop}"
+    write_model(lh.root, "silver.buyers", "select customer from silver.customers")
+    write_model(
+        lh.root,
+        "silver.placed",
+        "select id, customer from silver.orders where customer is not null",
+        f"checks:\n  - {check}\n",
+    )
+    assert lh.run().ok
+    # A new customer and their order arrive together: the check reads the buyers built
+    # in this same run, not the ones before it.
+    lh.table("silver.customers").append({"customer": [30], "country": ["IT"]})
+    lh.table("silver.orders").append({"id": [9], "customer": [30], "amount": [1.0]})
+    summary = lh.run(workers=2)
+    assert summary.ok
+    assert 9 in [row[0] for row in lh.sql("select id from silver.placed").rows()]
+    assert "quarantine.silver_placed" not in [t.name for t in lh.tables()]
