@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import ClusterMetadata, TopicMetadata  # type: ignore[attr-defined]
 
 from lakebed.bus import BEGINNING, END, RECORD_SCHEMA, Record, TopicPartition, open_bus
 from lakebed.bus.base import partition_for
@@ -332,3 +334,27 @@ def test_graceful_restart_keeps_records_and_address(
     producer.close()
     values = read_topic(bus, topic).column("value").to_pylist()
     assert values == [b"%d" % i for i in range(100)] + [b"after"]
+
+
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [
+        (KafkaError.LEADER_NOT_AVAILABLE, BusUnavailableError),
+        (KafkaError.UNKNOWN_TOPIC_OR_PART, TopicNotFoundError),
+    ],
+)
+def test_a_topic_electing_its_leaders_is_retried_not_missing(
+    monkeypatch: pytest.MonkeyPatch, code: int, raised: type[BusError]
+) -> None:
+    # The metadata a broker returns for a few seconds after a restart: the topic with an
+    # error. Only the broker produces it, and only in that window; it is built here.
+    meta = TopicMetadata()
+    meta.topic, meta.partitions, meta.error = "orders", {}, KafkaError(code)
+    cluster = ClusterMetadata()
+    cluster.topics = {"orders": meta}
+    bus = KafkaBus("kafka://127.0.0.1:9", timeout=1.0)
+    monkeypatch.setattr(bus, "_metadata", lambda *_: cluster)
+    monkeypatch.setattr(bus, "_topic_names", lambda: ["orders"])
+    with pytest.raises(raised) as caught:
+        bus._partitions("orders")
+    assert isinstance(caught.value, Retryable) == (raised is BusUnavailableError)

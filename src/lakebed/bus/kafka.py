@@ -199,6 +199,13 @@ class KafkaBus:
 
     def _partitions(self, topic: str) -> int:
         meta = self._metadata(topic).topics.get(topic)
+        if meta is not None and meta.error is not None and is_unavailable(meta.error):
+            # A broker just restarted elects the topic's leaders for a few seconds: a
+            # pipeline waits that out (retries) rather than stop as if the topic were gone.
+            raise BusUnavailableError(
+                f"topic {topic!r} on {self.bootstrap} is not ready: {meta.error.str()}",
+                hint="the broker is starting or electing leaders; this is retried",
+            )
         if meta is None or meta.error is not None or not meta.partitions:
             raise TopicNotFoundError(topic, self._topic_names())
         return len(meta.partitions)
