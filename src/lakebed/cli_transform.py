@@ -4,7 +4,6 @@ terminal."""
 from __future__ import annotations
 
 import dataclasses
-from difflib import get_close_matches
 from typing import Annotated, Literal
 
 import typer
@@ -25,6 +24,7 @@ from lakebed.cli_common import (
 from lakebed.errors import LakebedError
 from lakebed.govern import CheckResult, blocking
 from lakebed.orchestrate import NodeResult, RunSummary
+from lakebed.transform.graph import close_matches
 
 _STYLE = {"success": "green", "up_to_date": "dim", "failed": "red", "skipped": "yellow"}
 
@@ -91,7 +91,7 @@ def _column_of(names: list[str], column: str, table: str) -> str:
     for name in names:
         if name.lower() == column.lower():
             return name
-    close = get_close_matches(column, names, n=3)
+    close = close_matches(column, names)
     raise LakebedError(
         f"{table} has no column {column!r}",
         hint=f"did you mean {', '.join(close)}?" if close else f"its columns: {', '.join(names)}",

@@ -8,13 +8,13 @@ replaces it). Sources and pipelines sharing a quarantine table are refused by th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from difflib import get_close_matches
 from pathlib import Path
 
 from lakebed.config import CONFIG_FILE, ProjectConfig
 from lakebed.errors import ConfigError
 from lakebed.storage import TableName
 from lakebed.transform import Model, model_tables
+from lakebed.transform.graph import close_matches
 
 __all__ = ["refuse_model_table", "refuse_shared_quarantine"]
 
@@ -44,12 +44,12 @@ def refuse_unknown_domains(config: ProjectConfig, models: Iterable[Model]) -> No
         domain = model.config.domain
         if domain is None or domain in config.domains:
             continue
-        close = get_close_matches(domain, list(config.domains), n=1)
+        close = close_matches(domain, config.domains)
         raise ConfigError(
             f"{model.name} is in domain {domain!r}, which {CONFIG_FILE} does not declare",
             file=str(model.path.with_suffix(".yml")),
             key="domain",
-            hint=f"did you mean {close[0]}?"
+            hint=f"did you mean {', '.join(close)}?"
             if close
             else f"declared domains: {', '.join(sorted(config.domains))}",
         )

@@ -204,8 +204,7 @@ class Lakehouse(ModelsMixin):
         record = self.metastore.get_table(str(TableName.parse(name)))
         if record is None:
             return
-        if owner is None and domain is not None and domain in self.config.domains:
-            owner = self.config.domains[domain].owner
+        owner = self._owner(owner, domain)
         properties = None
         if columns:
             kept = {k: v for k, v in record.properties.items() if not k.startswith(COLUMN_PROPERTY)}
@@ -246,6 +245,12 @@ class Lakehouse(ModelsMixin):
             columns=columns_of(snapshot.schema),
         )
 
+    def _owner(self, owner: str | None, domain: str | None) -> str | None:
+        """The owner given, else the owner of the declared domain a table is in."""
+        if owner is None and domain is not None and domain in self.config.domains:
+            return self.config.domains[domain].owner
+        return owner
+
     def _register(
         self,
         table: Table,
@@ -255,8 +260,7 @@ class Lakehouse(ModelsMixin):
         description: str | None = None,
         tags: list[str] | None = None,
     ) -> TableRecord:
-        if owner is None and domain is not None and domain in self.config.domains:
-            owner = self.config.domains[domain].owner
+        owner = self._owner(owner, domain)
         record = self.metastore.upsert_table(
             str(table.name),
             layer=table.name.layer,

@@ -16,6 +16,7 @@ from lakebed.govern.checks import (
     audit_summary,
     blocking,
     parse_checks,
+    raise_if_blocking,
 )
 from lakebed.govern.lineage import ColumnEdge, Transform, column_lineage
 from lakebed.govern.lineage_view import lineage_reach, lineage_tree, table_edges
@@ -40,5 +41,6 @@ __all__ = [
     "lineage_reach",
     "lineage_tree",
     "parse_checks",
+    "raise_if_blocking",
     "table_edges",
 ]

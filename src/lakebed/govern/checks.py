@@ -81,14 +81,19 @@ class Audit:
 
     def raise_if_failed(self) -> None:
         """Raise `CheckFailedError` naming the blocking checks, their counts and messages."""
-        failures = self.failures
-        if failures:
-            raise CheckFailedError(
-                failures[0].table,
-                {r.check: r.failing_rows for r in failures},
-                reasons={r.check: r.message for r in failures},
-                unevaluated=any(r.status == "error" for r in failures),
-            )
+        raise_if_blocking(self.results)
+
+
+def raise_if_blocking(results: Iterable[CheckResult]) -> None:
+    """Raise `CheckFailedError` naming the `blocking` results, their counts and messages."""
+    failures = blocking(results)
+    if failures:
+        raise CheckFailedError(
+            failures[0].table,
+            {r.check: r.failing_rows for r in failures},
+            reasons={r.check: r.message for r in failures},
+            unevaluated=any(r.status == "error" for r in failures),
+        )
 
 
 def blocking(results: Iterable[CheckResult]) -> list[CheckResult]:

@@ -5,14 +5,14 @@ describe."""
 
 from __future__ import annotations
 
-from difflib import get_close_matches
 from typing import TYPE_CHECKING
 
-from lakebed.errors import CheckFailedError, LakebedError, ModelError, TransformError
-from lakebed.govern import Check, CheckResult, blocking
+from lakebed.errors import LakebedError, ModelError, TransformError
+from lakebed.govern import Check, CheckResult, raise_if_blocking
 from lakebed.orchestrate.table_checks import judge, model_checks, unjudgeable
 from lakebed.storage import TableName
 from lakebed.transform import Model, ModelGraph
+from lakebed.transform.graph import close_matches
 
 if TYPE_CHECKING:
     from lakebed.orchestrate.run import RunContext
@@ -60,14 +60,7 @@ def judge_freshness(ctx: RunContext, model: Model, run_id: str) -> list[CheckRes
     if not checks:
         return []
     results = judge(ctx, model.name, checks, run_id=run_id, again=True)
-    failures = blocking(results)
-    if failures:
-        raise CheckFailedError(
-            str(model.name),
-            {r.check: r.failing_rows for r in failures},
-            reasons={r.check: r.message for r in failures},
-            unevaluated=any(r.status == "error" for r in failures),
-        )
+    raise_if_blocking(results)
     return results
 
 
@@ -92,7 +85,7 @@ def undescribed(model: Model, columns: list[str]) -> ModelError | None:
     unknown = [c for c in model.config.columns if c.lower() not in have]
     if not unknown:
         return None
-    close = [m for c in unknown for m in get_close_matches(c, columns, n=1)]
+    close = [found[0] for c in unknown if (found := close_matches(c, columns))]
     return ModelError(
         f"`columns` describes {', '.join(unknown)}, which {model.name} does not return",
         file=str(model.path.with_suffix(".yml")),

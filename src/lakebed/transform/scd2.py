@@ -27,8 +27,8 @@ _STAMP = pa.timestamp("us", tz="UTC")
 
 def with_history_columns(schema: pa.Schema) -> pa.Schema:
     """The schema of an scd2 model's table, from the schema of the rows its SQL returns."""
-    extra = [("valid_from", _STAMP), ("valid_to", _STAMP), ("is_current", pa.bool_())]
-    return pa.schema([*schema, *(pa.field(name, kind) for name, kind in extra)])
+    kinds = (_STAMP, _STAMP, pa.bool_())
+    return pa.schema([*schema, *map(pa.field, SCD2_COLUMNS, kinds)])
 
 
 def _quoted(names: list[str], alias: str = "") -> str:
