@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +35,9 @@ from lakebed.ingest import (
 )
 from lakebed.lakehouse_models import ModelsMixin
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
+from lakebed.metastore.deferred import Deferred
 from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
+from lakebed.metastore.store import Write
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.process.stream_metrics import PipelineMetrics, read_status
 from lakebed.process.stream_runner import run_pipelines
@@ -108,6 +110,7 @@ class Lakehouse(ModelsMixin):
         # asking the metastore each time costs a query (only this process drops entries).
         self._catalogued: set[TableName] = set()
         self._lock = threading.RLock()
+        self._catalog_writes = Deferred(self._record_writes)
         self.engine = DuckDBEngine(self._snapshot, self._table_names, view_sql=self.view_sql)
         self._sources: dict[str, SourceSpec] | None = None
         self._pipelines: dict[str, PipelineSpec] | None = None
@@ -226,9 +229,7 @@ class Lakehouse(ModelsMixin):
         return [record.name for record in self.metastore.list_tables()]
 
     def _record_commit(self, table: Table, result: WriteResult) -> None:
-        snapshot = table.snapshot()
         with self._lock:
-            self._snapshots[table.name] = snapshot
             # The committing handle has the table open at this version: later reads use it.
             self._handles.setdefault(table.name, table)
         self._ensure_catalogued(table)
@@ -236,14 +237,33 @@ class Lakehouse(ModelsMixin):
             for spec in self.sources().values() if self.config.sources else ():
                 if spec.target == table.name:
                     rewind_state(self, spec, int(result.metrics["restored_version"]))
-        self.metastore.record_write(
-            str(table.name),
-            version=snapshot.version,
-            operation=result.operation,
-            row_count=snapshot.num_rows,
-            size_bytes=snapshot.size_bytes,
-            columns=columns_of(snapshot.schema),
-        )
+        self._catalog_writes.submit((table, result))
+
+    def _record_writes(self, commits: Sequence[tuple[Table, WriteResult]]) -> None:
+        writes: list[Write] = []
+        for table, result in commits:
+            try:
+                snapshot = table.snapshot()  # the latest: a later commit records what it left
+            except TableNotFoundError:
+                continue  # dropped since its commit
+            with self._lock:
+                self._snapshots[table.name] = snapshot
+            columns = columns_of(snapshot.schema)
+            writes.append(
+                Write(
+                    str(table.name),
+                    snapshot.version,
+                    result.operation,
+                    snapshot.num_rows,
+                    snapshot.size_bytes,
+                    columns,
+                )
+            )
+        self.metastore.record_writes(writes, dropped_ok=True)
+
+    def deferring_catalog_writes(self) -> AbstractContextManager[None]:
+        """Record commits in the catalog when this ends, together (a run's)."""
+        return self._catalog_writes.deferring()
 
     def _owner(self, owner: str | None, domain: str | None) -> str | None:
         """The owner given, else the owner of the declared domain a table is in."""
@@ -591,6 +611,10 @@ class Lakehouse(ModelsMixin):
         as it was then.
         """
         return self.engine.sql(query, as_of=as_of, params=params, relations=relations)
+
+    def warm(self) -> None:
+        """Prepare the query engine for a first query (a run does it while it starts)."""
+        self.engine.warm()
 
 
 def open(path: str | os.PathLike[str] | None = None) -> Lakehouse:

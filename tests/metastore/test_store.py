@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from lakebed.errors import MetastoreError
 from lakebed.metastore import MIGRATIONS, Metastore, TableRecord
+from lakebed.metastore.store import Write
 from services.postgres import PostgresServer
 
 ORDERS_V1 = [
@@ -185,6 +186,27 @@ def test_record_write_updates_version_stats_and_last_write(metastore: Metastore)
     assert record.last_operation == "MERGE"
     assert record.last_write_at == written_at
     _assert_utc(record.last_write_at)
+
+
+def test_record_writes_records_several_at_once_passing_over_dropped_tables(
+    metastore: Metastore,
+) -> None:
+    _register_orders(metastore)
+    metastore.upsert_table("silver.customers", layer="silver", path="/lake/customers")
+    writes = [
+        Write("silver.orders", 2, "MERGE", 20, 200, ORDERS_V1),
+        Write("silver.gone", 1, "WRITE", 1, 1, ORDERS_V1),  # dropped after its commit
+        Write("silver.customers", 4, "WRITE", 40, 400, ORDERS_V1),
+    ]
+    with pytest.raises(MetastoreError, match=r"silver\.gone is not in the metastore"):
+        metastore.record_writes(writes)
+    # The failed transaction recorded nothing.
+    orders = metastore.get_table("silver.orders")
+    assert orders is not None
+    assert orders.version is None
+    metastore.record_writes(writes, dropped_ok=True)
+    recorded = {t.name: (t.version, t.row_count) for t in metastore.list_tables()}
+    assert recorded == {"silver.customers": (4, 40), "silver.orders": (2, 20)}
 
 
 def test_record_write_of_an_older_version_does_not_move_the_catalog_back(

@@ -201,6 +201,40 @@ def test_incremental_merge_equals_a_full_rebuild_after_inserts_updates_deletes(
     assert lh.run().nodes[0].status == "up_to_date"
 
 
+def test_the_catalog_records_every_commit_of_a_run_when_it_ends(lh: Lakehouse) -> None:
+    """A run records its models' commits in the catalog together at its end (not one
+    transaction per commit in each model's build): afterwards the catalog holds every
+    table's latest version, rows and columns."""
+    write_model(
+        lh.root,
+        "gold.big_orders",
+        "select id, customer, amount from silver.orders where amount > 2",
+        "materialized: incremental\nincremental_strategy: merge\nunique_key: [id]\n",
+    )
+    write_model(
+        lh.root, "gold.totals", "select count(*) as n, sum(amount) as s from gold.big_orders"
+    )
+    seen: list[bool] = []
+
+    def report(event: str, node: object) -> None:
+        if event == "started" and getattr(node, "model", None) == "gold.totals":
+            seen.append(lh.metastore.get_table("gold.big_orders") is not None)
+
+    assert lh.run(report=report).ok
+    lh.table("silver.orders").append({"id": [9], "customer": [20], "amount": [8.0]})
+    assert lh.run().ok
+    for name in ("gold.big_orders", "gold.totals"):
+        record = lh.describe(name)
+        table = lh.table(name)
+        assert record.version == table.version()
+        assert record.row_count == table.read().num_rows
+        assert [c["name"] for c in lh.metastore.schema_history(name)[-1].columns] == (
+            table.schema().names
+        )
+    assert lh.describe("gold.big_orders").row_count == 4
+    assert seen == [True]  # the table was catalogued at its commit, its figures at the end
+
+
 def test_an_increment_marks_the_rows_it_replaces_instead_of_rewriting_the_table(
     lh: Lakehouse,
 ) -> None:

@@ -155,6 +155,40 @@ def test_the_writing_handle_keeps_its_change_rows_as_delta_rs_reads_them(orders:
     assert sorted(both.column("_commit_version").to_pylist()) == [version] * 8 + [version + 1] * 2
 
 
+def test_a_merge_of_new_keys_alone_writes_no_change_file_and_reads_as_inserts(
+    orders: Table,
+) -> None:
+    """The Delta protocol reads a commit without change data files from its added files,
+    every row an insert: a merge that only adds keys writes none, and the feed (kept by
+    the writing handle, read by delta-rs through another) shows its rows inserted."""
+    version = orders.merge(rows([2000, 2001], "n"), ["id"]).version
+    entry = log_entry(orders.path, version)
+    assert not [a for a in entry if "cdc" in a]
+    assert [a["add"]["dataChange"] for a in entry if "add" in a] == [True]
+    kept = orders.changes(version, version)
+    read = Table(orders.name, orders.path).changes(version, version)
+    assert kept is not None
+    assert read is not None
+    assert kept.schema == read.schema
+    assert sorted(kept.to_pylist(), key=lambda r: r["id"]) == sorted(
+        read.to_pylist(), key=lambda r: r["id"]
+    )
+    assert sorted((r["_change_type"], r["id"]) for r in read.to_pylist()) == [
+        ("insert", 2000),
+        ("insert", 2001),
+    ]
+    # With an update in the same range, the feed still reads both commits right.
+    orders.merge(rows([1], "u"), ["id"])
+    both = Table(orders.name, orders.path).changes(version, version + 1)
+    assert both is not None
+    assert sorted((r["_change_type"], r["id"]) for r in both.to_pylist()) == [
+        ("insert", 2000),
+        ("insert", 2001),
+        ("update_postimage", 1),
+        ("update_preimage", 1),
+    ]
+
+
 def test_the_merge_commits_its_transaction_and_metadata_once(orders: Table) -> None:
     orders.merge(rows([1], "b"), ["id"], app_transaction=("model", 1), metadata={"k": "v1"})
     assert orders.transaction_version("model") == 1

@@ -6,8 +6,9 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -187,42 +188,15 @@ class Metastore:
         written_at: datetime | None = None,
     ) -> None:
         """Record a committed write; a changed schema adds a `SchemaVersion`."""
-        at = _now() if written_at is None else _utc(written_at, "written_at")
-        stored_form = _json_roundtrip(columns, "columns")
-        where = tables_t.c.name == name
+        write = Write(name, version, operation, row_count, size_bytes, columns, written_at)
+        self.record_writes([write])
+
+    def record_writes(self, writes: Sequence[Write], *, dropped_ok: bool = False) -> None:
+        """`record_write` of each write, in one transaction; with `dropped_ok`, the writes
+        of tables no longer in the catalog (dropped since) are passed over."""
         with self._guard("record_write"), self._begin(write=True) as conn:
-            # The row lock orders concurrent writers' schema checks on PostgreSQL.
-            row = conn.execute(select(tables_t.c.version).where(where).with_for_update()).first()
-            if row is None:
-                raise MetastoreError(
-                    f"table {name} is not in the metastore",
-                    hint="register it with upsert_table() before recording writes",
-                )
-            if row.version is not None and version < row.version:
-                return  # a writer in another process already recorded a later version
-            conn.execute(
-                update(tables_t)
-                .where(where)
-                .values(
-                    version=version,
-                    row_count=row_count,
-                    size_bytes=size_bytes,
-                    last_write_at=at,
-                    last_operation=operation,
-                )
-            )
-            latest = conn.execute(
-                select(history_t.c.columns)
-                .where(history_t.c.table_name == name)
-                .order_by(history_t.c.table_version.desc(), history_t.c.id.desc())
-                .limit(1)
-            ).scalar()
-            if latest != stored_form:
-                conn.execute(
-                    insert(history_t).values(
-                        table_name=name, table_version=version, columns=stored_form, recorded_at=at
-                    )
-                )
+            for write in writes:
+                _record_write(conn, write, dropped_ok=dropped_ok)
 
     def get_table(self, name: str) -> TableRecord | None:
         """The catalog entry for `name`, or None."""
@@ -491,6 +465,62 @@ class Metastore:
             for form in {str(password), quote(str(password), safe="")}:
                 reason = reason.replace(form, "***")
         return reason
+
+
+@dataclass(frozen=True)
+class Write:
+    """A committed write of a table, as the catalog records it."""
+
+    name: str
+    version: int
+    operation: str
+    row_count: int | None
+    size_bytes: int | None
+    columns: list[dict[str, Any]]
+    written_at: datetime | None = None
+
+
+def _record_write(conn: Connection, write: Write, *, dropped_ok: bool = False) -> None:
+    at = _now() if write.written_at is None else _utc(write.written_at, "written_at")
+    stored_form = _json_roundtrip(write.columns, "columns")
+    where = tables_t.c.name == write.name
+    # The row lock orders concurrent writers' schema checks on PostgreSQL.
+    row = conn.execute(select(tables_t.c.version).where(where).with_for_update()).first()
+    if row is None and dropped_ok:
+        return
+    if row is None:
+        raise MetastoreError(
+            f"table {write.name} is not in the metastore",
+            hint="register it with upsert_table() before recording writes",
+        )
+    if row.version is not None and write.version < row.version:
+        return  # a writer in another process already recorded a later version
+    conn.execute(
+        update(tables_t)
+        .where(where)
+        .values(
+            version=write.version,
+            row_count=write.row_count,
+            size_bytes=write.size_bytes,
+            last_write_at=at,
+            last_operation=write.operation,
+        )
+    )
+    latest = conn.execute(
+        select(history_t.c.columns)
+        .where(history_t.c.table_name == write.name)
+        .order_by(history_t.c.table_version.desc(), history_t.c.id.desc())
+        .limit(1)
+    ).scalar()
+    if latest != stored_form:
+        conn.execute(
+            insert(history_t).values(
+                table_name=write.name,
+                table_version=write.version,
+                columns=stored_form,
+                recorded_at=at,
+            )
+        )
 
 
 def _create_parent_folder(url: URL, masked: str) -> None:

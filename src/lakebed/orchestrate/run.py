@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -67,6 +68,10 @@ class RunContext(Workspace, Protocol):
     """What a run needs of the lakehouse beyond building one model."""
 
     def views(self) -> dict[TableName, str]: ...
+
+    def warm(self) -> None: ...
+
+    def deferring_catalog_writes(self) -> AbstractContextManager[None]: ...
 
     def view_sql(self, name: TableName) -> str | None: ...
 
@@ -157,6 +162,17 @@ def _warm_imports() -> None:
     threading.Thread(target=load, name="lakebed-warm-imports", daemon=True).start()
 
 
+def _warm_engine(ctx: RunContext) -> None:
+    """Open the query engine's first workspace on a thread of its own (a DuckDB cursor,
+    its catalog and schemas: milliseconds a process's first query would wait for)."""
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # what fails here fails again where it counts
+            ctx.warm()
+
+    threading.Thread(target=warm, name="lakebed-warm-engine", daemon=True).start()
+
+
 def _now(job: Callable[[], None]) -> None:
     job()
 
@@ -226,11 +242,41 @@ def _give_way_to_view(ctx: RunContext, model: Model) -> None:
     )
 
 
-def _view_current(ctx: RunContext, model: Model) -> bool:
-    """Whether the catalog holds the view as the model defines it now."""
-    if ctx.view_sql(model.name) != model.sql:
-        return False
-    record = ctx.metastore.get_table(str(model.name))
+@dataclass(frozen=True)
+class _Catalog:
+    """The catalog's views (their SELECTs) and records, read once for a run's views."""
+
+    views: dict[TableName, str]
+    records: dict[str, Any]  # name → TableRecord
+
+    @classmethod
+    def soon(cls, ctx: RunContext) -> Future[_Catalog]:
+        """The catalog, read on a thread of its own while the run's first models build: by
+        the time its views come up it is at hand (two queries, not two per view)."""
+        future: Future[_Catalog] = Future()
+
+        def read() -> None:
+            try:
+                records = {r.name: r for r in ctx.metastore.list_tables()}
+                future.set_result(cls(ctx.views(), records))
+            except BaseException as exc:  # handed to whoever waits for it
+                future.set_exception(exc)
+
+        threading.Thread(target=read, name="lakebed-catalog", daemon=True).start()
+        return future
+
+
+def _view_current(ctx: RunContext, model: Model, catalog: _Catalog | None = None) -> bool:
+    """Whether the catalog (read now, or `catalog` read at the run's start) holds the view
+    as the model defines it now."""
+    if catalog is None:
+        if ctx.view_sql(model.name) != model.sql:
+            return False
+        record = ctx.metastore.get_table(str(model.name))
+    else:
+        if catalog.views.get(model.name) != model.sql or ctx.storage.exists(model.name):
+            return False
+        record = catalog.records.get(str(model.name))
     if record is None:
         return False
     config = model.config
@@ -391,6 +437,9 @@ def run_models(
     its downstream; with `fail_fast`, every model not started yet (as dbt's --fail-fast)."""
     _warm_imports()
     chosen = list(dict.fromkeys(selected))
+    _warm_engine(ctx)
+    views = [n for n in chosen if graph.models[n].config.materialized == "view"]
+    catalog = _Catalog.soon(ctx) if views and not full_refresh and backfill is None else None
     wanted = set(chosen)
     deps = {n: [u for u in graph.upstream(n, transitive=False) if u in wanted] for n in chosen}
     for name in chosen:
@@ -406,7 +455,9 @@ def run_models(
                 if parsed in wanted and parsed != name and parsed not in deps[name]:
                     deps[name].append(parsed)
     results: dict[TableName, NodeResult] = {}
-    with ctx.track_run("run", None, models=[str(n) for n in chosen]) as run:
+    tracked = ctx.track_run("run", None, models=[str(n) for n in chosen])
+    # Commits are recorded in the catalog beside the builds, all before the run ends.
+    with tracked as run, ctx.deferring_catalog_writes():
         run_id = str(run.run_id)
 
         me = f"{run_id}@{socket.gethostname()}:{os.getpid()}"
@@ -449,7 +500,7 @@ def run_models(
                     inputs_changed(name)
                     or model.sql is None
                     or freshness_checks(model)  # its rows age unchanged: judged by a build
-                    or not _view_current(ctx, model)
+                    or not _view_current(ctx, model, catalog.result() if catalog else None)
                 ):
                     return None
                 mode = "view"
@@ -461,6 +512,9 @@ def run_models(
                 mode = "up_to_date"
                 describe(ctx, model)  # descriptions may change without the model changing
                 sync_properties(ctx, model)  # so may an incremental model's table properties
+                if any(name in graph.models[d].inputs for d in chosen):
+                    # Its files, for the models downstream to query (this worker is free).
+                    ctx.table(name).snapshot()
             else:
                 return None
             current.append((str(name), started, datetime.now(UTC)))

@@ -128,6 +128,11 @@ class DuckDBEngine:
             for workspace in self._workspaces:
                 workspace.stale.add(name)
 
+    def warm(self) -> None:
+        """Open a workspace now (a DuckDB cursor with its catalog and schemas), so that the
+        first query does not wait for it."""
+        self._release(self._acquire())
+
     def _acquire(self) -> _Workspace:
         with self._lock:
             if self._closed:

@@ -245,8 +245,13 @@ def _plan(
     data = matched.drop_columns([FILE, ROW])
     updated = pc.is_in(source_keys, matched_keys)
     replaced = pc.is_in(matched_keys, source_keys)
-    if feed:
+    if feed and data.num_rows:
         _record_changes(table, plan, _change_rows(source, data, updated, replaced))
+    elif feed:
+        # Only new rows: the feed reads a commit without change data files from its added
+        # files, every row an insert (the Delta protocol's rule, as delta-rs and Spark
+        # read it), so none is written; the rows are kept for readers in this process.
+        plan.changes = _change_rows(source, data, updated, replaced)
     inserted = source.num_rows - int(pc.sum(updated.cast(pa.int64())).as_py() or 0)
     plan.metrics = {
         "num_source_rows": source.num_rows,

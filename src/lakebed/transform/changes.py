@@ -178,6 +178,8 @@ def newer_rows(
         current = looked_up.rows().select(columns)
     else:
         current = rows_of_keys(ws, model, None, wanted, columns)
+    if current.num_rows == 0:
+        return found, looked_up  # every key is new to the model (as appended keys are)
     numbered = found.select(columns).append_column(index, pa.array(range(found.num_rows)))
     partition = ", ".join(f'"{k}"' for k in keys)
     # The current row numbers NULL, and NULLS FIRST puts it first among equals.
