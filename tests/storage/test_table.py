@@ -69,6 +69,47 @@ def test_silver_and_gold_tables_record_a_change_data_feed(
         assert "delta.enableChangeDataFeed" not in properties
 
 
+@pytest.mark.parametrize("partition_by", [None, ["p"]])
+def test_the_feed_of_appends_is_read_from_their_files_as_delta_rs_reads_it(
+    lh: Lakehouse, partition_by: list[str] | None
+) -> None:
+    """Appends' feed comes from their added files (every row an insert, at its commit's
+    version and time), exactly as delta-rs's feed reader gives it; a range with a commit
+    that did more is read by delta-rs."""
+    from deltalake import DeltaTable
+
+    from lakebed.storage import changes
+
+    table = lh.create_table("silver.t", SCHEMA, partition_by=partition_by)
+    first = table.append(rows((1, "a", 1.0), (2, "b", 2.0))).version
+    last = table.append(rows((3, "a", 3.0))).version
+
+    def delta_rs(start: int, end: int) -> pa.Table:
+        feed = pa.table(DeltaTable(table.path).load_cdf(start, end).read_all())
+        plain = [f.with_type(pa.string()) if f.type == pa.string_view() else f for f in feed.schema]
+        return feed.cast(pa.schema(plain))
+
+    def ordered(data: pa.Table) -> list[dict[str, object]]:
+        return sorted(data.to_pylist(), key=lambda r: (r["_commit_version"], r["id"]))
+
+    fast = changes._appended_feed(table, first, last)
+    assert fast is not None
+    assert fast.schema == delta_rs(first, last).schema
+    assert ordered(fast) == ordered(delta_rs(first, last))
+    assert [r["_change_type"] for r in ordered(fast)] == ["insert"] * 3
+    assert ordered(table.changes(first, last) or pa.table({})) == ordered(fast)
+    table.delete("id = 1")
+    assert changes._appended_feed(table, first, last + 1) is None
+    read = table.changes(first, last + 1)
+    assert read is not None
+    assert sorted(read.column("_change_type").to_pylist()) == [
+        "delete",
+        "insert",
+        "insert",
+        "insert",
+    ]
+
+
 def test_create_keeps_extra_properties(lh: Lakehouse) -> None:
     table = lh.create_table("gold.t", SCHEMA, properties={"delta.appendOnly": "true"})
     assert table.properties() == {
