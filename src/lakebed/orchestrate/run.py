@@ -437,9 +437,6 @@ def run_models(
     its downstream; with `fail_fast`, every model not started yet (as dbt's --fail-fast)."""
     _warm_imports()
     chosen = list(dict.fromkeys(selected))
-    _warm_engine(ctx)
-    views = [n for n in chosen if graph.models[n].config.materialized == "view"]
-    catalog = _Catalog.soon(ctx) if views and not full_refresh and backfill is None else None
     wanted = set(chosen)
     deps = {n: [u for u in graph.upstream(n, transitive=False) if u in wanted] for n in chosen}
     for name in chosen:
@@ -459,6 +456,10 @@ def run_models(
     # Commits are recorded in the catalog beside the builds, all before the run ends.
     with tracked as run, ctx.deferring_catalog_writes():
         run_id = str(run.run_id)
+        # Started once the run is on record (its first write would wait for theirs).
+        _warm_engine(ctx)
+        views = [n for n in chosen if graph.models[n].config.materialized == "view"]
+        catalog = _Catalog.soon(ctx) if views and not full_refresh and backfill is None else None
 
         me = f"{run_id}@{socket.gethostname()}:{os.getpid()}"
         checked, blocked = _judge_inputs(ctx, graph, chosen, table_checks or {}, run_id)
