@@ -369,11 +369,12 @@ def bronze_orders(shape: Shape, seed: int = 21) -> pa.Table:
     return rows.take(pa.array(rng.permutation(rows.num_rows)))
 
 
-def order_increment(shape: Shape, seed: int = 22) -> pa.Table:
-    """1% new bronze rows after the first build: mostly new orders, some updates."""
+def order_increment(shape: Shape, share: float = INCREMENT_UPDATES, seed: int = 22) -> pa.Table:
+    """1% new bronze rows after the first build: new orders, and a `share` of them updates
+    to old orders (picked at random among all)."""
     rng = np.random.default_rng(seed)
     total = shape.increment
-    updates = int(total * INCREMENT_UPDATES)
+    updates = int(total * share)
     new_ids = np.arange(shape.unique_orders + 1, shape.unique_orders + 1 + total - updates)
     old_ids = np.sort(rng.choice(np.arange(1, shape.unique_orders + 1), updates, replace=False))
     ids = np.concatenate([new_ids, old_ids]).astype(np.int64)
@@ -742,7 +743,7 @@ def transform_full_build_1m(settings: Settings) -> Contest:
 
 
 def _built_and_incremented(
-    project: Path, shape: Shape, models: list[ModelSpec], folder: Path
+    project: Path, shape: Shape, models: list[ModelSpec], folder: Path, share: float
 ) -> Path:
     """The project after a full build and 1% new bronze orders (untimed set-up)."""
     side = LakebedProject(project, folder, models)
@@ -751,12 +752,14 @@ def _built_and_incremented(
     started = time.perf_counter()
     side.run(full_refresh=True)
     log(f"  set-up: full build in {time.perf_counter() - started:.2f}s")
-    side.lh.table("bronze.orders").append(order_increment(shape))
+    side.lh.table("bronze.orders").append(order_increment(shape, share))
     side.close()
     return folder
 
 
-def _expected_after_increment(pristine_db: Path, shape: Shape, folder: Path) -> Fingerprint:
+def _expected_after_increment(
+    pristine_db: Path, shape: Shape, folder: Path, share: float
+) -> Fingerprint:
     """Every model rebuilt in full by DuckDB over the bronze rows plus the increment."""
     database = folder / "expected.duckdb"
     folder.mkdir(parents=True, exist_ok=True)
@@ -764,7 +767,7 @@ def _expected_after_increment(pristine_db: Path, shape: Shape, folder: Path) -> 
     con = duckdb.connect(str(database))
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("__increment", order_increment(shape))
+        con.register("__increment", order_increment(shape, share))
         con.execute("INSERT INTO bronze.orders SELECT * FROM __increment")
         for spec in MODELS:
             con.execute(f"CREATE OR REPLACE TABLE {spec.name} AS {spec.sql}")
@@ -773,19 +776,36 @@ def _expected_after_increment(pristine_db: Path, shape: Shape, folder: Path) -> 
     return duckdb_fingerprint(database)
 
 
-def _incremental_floor(base: Path, shape: Shape, threads: int, rounds: int = 5) -> float:
+# A table's files, with each one's lowest and highest order_id (None: no such column).
+_Bounds = tuple[list[str], np.ndarray | None, np.ndarray | None]
+
+
+def _incremental_floor(
+    base: Path, shape: Shape, threads: int, share: float, rounds: int = 5
+) -> float:
     """Seconds DuckDB alone needs for the work no exact incremental run can skip: the two
     merged models' SQL over the changed rows, and finding in each merged table the rows
     they replace: in silver.orders read in full (gold.fct_orders reads its change data
     feed, whose update pre-images are whole old rows, and updates to old orders spread
     over every file; silver.orders keeps the latest version of each order, and those rows
     are what a new version is compared with), in gold.fct_orders (no feed: nothing reads
-    it incrementally) only where they lie. No writes, no commits."""
+    it incrementally) only where they lie. Only the files whose order_id range (from the
+    Delta log's statistics) holds a changed key are read: new orders' ids lie beyond
+    every file's. No writes, no commits."""
     from deltalake import DeltaTable
 
-    def files(name: str) -> str:
+    def files(name: str) -> _Bounds:
+        """The table's files, with each one's lowest and highest order_id if it has one."""
         layer, table = name.split(".")
-        uris = DeltaTable(str(base / "lakehouse" / layer / table)).file_uris()
+        dt = DeltaTable(str(base / "lakehouse" / layer / table))
+        stats = pa.table(dt.get_add_actions(flatten=True))
+        uris = [f"{dt.table_uri.rstrip('/')}/{p}" for p in stats.column("path").to_pylist()]
+        if "min.order_id" not in stats.column_names:
+            return uris, None, None
+        low, high = stats.column("min.order_id"), stats.column("max.order_id")
+        return uris, low.to_numpy(), high.to_numpy()
+
+    def listed(uris: list[str]) -> str:
         return "[" + ", ".join(f"'{u}'" for u in uris) + "]"
 
     specs = {spec.name: spec for spec in incremental_models()}
@@ -795,19 +815,28 @@ def _incremental_floor(base: Path, shape: Shape, threads: int, rounds: int = 5) 
         for layer in ("bronze", "silver", "gold"):
             con.execute(f"CREATE SCHEMA {layer}")
         for name in ("gold.dim_customers", "gold.dim_products"):
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files(name)})")
-        con.register("__increment", order_increment(shape))
+            uris, _, _ = files(name)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({listed(uris)})")
+        con.register("__increment", order_increment(shape, share))
         con.execute("CREATE VIEW bronze.orders AS SELECT * FROM __increment")
         silver_files, fact_files = files("silver.orders"), files("gold.fct_orders")
 
-        def replaced(targets: str, changed: pa.Table, *, whole: bool) -> pa.Table:
+        def replaced(targets: _Bounds, changed: pa.Table, *, whole: bool) -> None:
+            uris, low, high = targets
+            keys = np.sort(changed.column("order_id").to_numpy())
+            if low is not None and high is not None:
+                starts = np.searchsorted(keys, low, side="left")
+                ends = np.searchsorted(keys, high, side="right")
+                uris = [u for u, a, b in zip(uris, starts, ends, strict=True) if b > a]
+            if not uris:
+                return  # no file can hold a changed key
             con.register("__changed", changed.select(["order_id"]))
             query = (
                 f"SELECT * FROM (SELECT file_index, file_row_number, "
-                f"{'*' if whole else 'order_id'} FROM read_parquet({targets})) AS t "
+                f"{'*' if whole else 'order_id'} FROM read_parquet({listed(uris)})) AS t "
                 f"SEMI JOIN __changed AS c USING (order_id)"
             )
-            return con.sql(query).to_arrow_table()
+            con.sql(query).to_arrow_table()
 
         def once() -> float:
             started = time.perf_counter()
@@ -827,11 +856,25 @@ def _incremental_floor(base: Path, shape: Shape, threads: int, rounds: int = 5) 
 
 
 def transform_incremental_1pct(settings: Settings) -> Contest:
+    """An incremental run after 1% new bronze order rows, a tenth of them updates to old
+    orders picked at random over the whole table (so every file of silver.orders holds a
+    row they replace)."""
+    return _incremental(settings, INCREMENT_UPDATES)
+
+
+def transform_incremental_1pct_appends(settings: Settings) -> Contest:
+    """An incremental run after 1% new bronze order rows, all of them new orders (the
+    issue's "1% new rows"): no row of the models' tables is replaced."""
+    return _incremental(settings, 0.0)
+
+
+def _incremental(settings: Settings, share: float) -> Contest:
     shape = Shape(settings.rows // 10)
     project, pristine_db = _bronze(shape)
     models = incremental_models()
-    base = _built_and_incremented(project, shape, models, scratch_dir("transform-incr-base"))
-    log(f"  {shape.increment:,} new bronze orders ({INCREMENT_UPDATES:.0%} update old orders)")
+    base_dir = scratch_dir(f"transform-incr-base-{share:g}")
+    base = _built_and_incremented(project, shape, models, base_dir, share)
+    log(f"  {shape.increment:,} new bronze order rows ({share:.0%} of them update old orders)")
     incremental = LakebedProject(base, scratch_dir("transform-incr"), None)
     full = LakebedProject(project, scratch_dir("transform-full"), models)
 
@@ -847,9 +890,10 @@ def transform_incremental_1pct(settings: Settings) -> Contest:
         wrong = {n: m for n, m in expected_modes.items() if modes[n] != m}
         if wrong:
             raise AssertionError(f"models not built as expected ({expected_modes}): {modes}")
-        expected = _expected_after_increment(pristine_db, shape, scratch_dir("transform-expect"))
+        folder = scratch_dir("transform-expect")
+        expected = _expected_after_increment(pristine_db, shape, folder, share)
         compare(expected, lakebed_fingerprint(incremental.lh), "lakebed's incremental run")
-        floor = _incremental_floor(base, shape, lakebed_threads(incremental.lh))
+        floor = _incremental_floor(base, shape, lakebed_threads(incremental.lh), share)
         return (
             "the incremental run equals a full rebuild (rows and column sums); "
             f"incremental nodes: {_node_times(outputs['lakebed'])}; "
@@ -882,4 +926,5 @@ def _cleanup(prefix: str) -> None:
 FIGURES: dict[str, Figure] = {
     "transform_full_build_1m": transform_full_build_1m,
     "transform_incremental_1pct": transform_incremental_1pct,
+    "transform_incremental_1pct_appends": transform_incremental_1pct_appends,
 }
