@@ -464,10 +464,27 @@ def run_models(
         me = f"{run_id}@{socket.gethostname()}:{os.getpid()}"
         checked, blocked = _judge_inputs(ctx, graph, chosen, table_checks or {}, run_id)
 
+        # Work beside the builds that they need not wait for: opening a model's tables
+        # while it takes its lease, releasing the lease and reading the table its commit
+        # left (for the catalog) once it is built.
+        aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakebed-aside")
+        set_aside: list[Future[None]] = []
+
+        def open_tables(names: list[TableName]) -> None:
+            for table in names:
+                if ctx.storage.exists(table):
+                    with contextlib.suppress(LakebedError):  # the build says what is wrong
+                        ctx.table(table).delta()
+
+        def read_built(table: TableName) -> None:
+            if ctx.storage.exists(table):  # not a view
+                ctx.table(table).snapshot()
+
         def attempt(name: TableName) -> NodeResult:
             quick = unchanged(name)
             if quick is not None:
                 return quick
+            set_aside.append(aside.submit(open_tables, [*graph.models[name].inputs, name]))
             lease = f"model:{name}"
             holder = ctx.metastore.acquire_lease(lease, me, seconds=LEASE_SECONDS)
             if holder is not None and _dead(holder):
@@ -482,9 +499,14 @@ def run_models(
                     error=f"run {holder[:12]} is building {name}; run again when it ends",
                 )
             try:
-                return build(name)
-            finally:
+                node = build(name)
+            except BaseException:
                 ctx.metastore.release_lease(lease, me)
+                raise
+            set_aside.append(aside.submit(ctx.metastore.release_lease, lease, me))
+            if node.status == "success":  # what the catalog records at the run's end
+                set_aside.append(aside.submit(read_built, name))
+            return node
 
         # Models found up to date without a lease; their run records are written together.
         current: list[tuple[str, datetime, datetime]] = []
@@ -583,7 +605,7 @@ def run_models(
         # models downstream run their queries, and is all recorded before the run ends.
         lineage: list[Future[None]] = []
         recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakebed-lineage")
-        with recorder, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with aside, recorder, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             while pending or running:
                 for name in sorted(pending):
                     states = [results.get(d) for d in deps[name]]
@@ -617,6 +639,10 @@ def run_models(
                         report("finished", node)
             for recorded in lineage:
                 recorded.result()  # lineage is best effort, but a bug in it is not hidden
+        for job in set_aside:
+            failure = job.exception()
+            if failure is not None:  # a lease left behind expires; its run is not alive
+                _log.warning("run %s: bookkeeping beside a build failed: %s", run_id, failure)
         ctx.metastore.record_finished_runs("model", current, {"run": run_id, "up_to_date": True})
         nodes = [results[n] for n in chosen]
         run.rows = sum(n.rows for n in nodes)
