@@ -20,15 +20,16 @@ if TYPE_CHECKING:
 
 def change_feed(table: Table, from_version: int, to_version: int) -> pa.Table | None:
     """See `Table.changes`."""
+    written = table._written_changes
+    if written is not None and from_version == to_version:
+        # The one commit asked for was written by this handle (with the feed on): its rows
+        # are at hand, and the handle need not read the new version first.
+        (table_id, version), rows = written
+        if version == to_version and table_id == table.table_id():
+            return rows
     dt = table.delta()
     if table.properties().get(CHANGE_FEED) != "true":
         return None
-    written = table._written_changes
-    if written is not None and from_version == to_version:
-        # The one commit asked for was written by this handle: its rows are at hand.
-        (table_id, version), rows = written
-        if version == to_version and table_id == str(dt.metadata().id):
-            return rows
     appended = _appended_feed(table, from_version, to_version)
     if appended is not None:
         return appended

@@ -87,6 +87,7 @@ class _Plan:
     files_removed: int = 0
     vectors_added: int = 0
     rows_copied: int = 0  # by rewrites of files that lost many rows
+    checkpoint_interval: int = 100  # the table's, at the version planned against
 
 
 def lookup(
@@ -214,22 +215,24 @@ def _plan(
     paths = [snapshot.paths[i] for i in indexes]
     predicate = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in keys)
     plan = _Plan(version=snapshot.version, table_id=snapshot.table_id, predicate=predicate)
+    plan.checkpoint_interval = int(snapshot.properties.get("delta.checkpointInterval") or 100)
     plan.deleted = dict(snapshot.deleted)
-    # The new rows' file is written while the scan below looks for the rows they replace.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        new_file = pool.submit(_data_file, table, source) if source.num_rows else None
-        try:
-            if found is not None:
-                matched = found[1]
-            elif paths:
+    if found is not None or not paths:
+        # Nothing to scan for: the file is written here (on a thread of its own, it would
+        # wait for this one's interpreter lock at every step).
+        matched = found[1] if found is not None else empty(read)
+        written = _data_file(table, source) if source.num_rows else None
+    else:
+        # The new rows' file is written while the scan looks for the rows they replace.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            new_file = pool.submit(_data_file, table, source) if source.num_rows else None
+            try:
                 matched = matches(snapshot, paths, wanted, keys, read)
-            else:
-                matched = empty(read)
-        except BaseException:
-            if new_file is not None and new_file.exception() is None:
-                _remove_quietly(new_file.result()[0])
-            raise
-        written = new_file.result() if new_file is not None else None
+            except BaseException:
+                if new_file is not None and new_file.exception() is None:
+                    _remove_quietly(new_file.result()[0])
+                raise
+            written = new_file.result() if new_file is not None else None
     if written is not None:
         plan.written.append(written[0])
     matched_keys = key_strings(matched, keys)
@@ -476,10 +479,10 @@ def _commit(
         raise _NoAtomicCommitError from exc
     finally:
         _remove_quietly(staged)
-    dt = table.delta()
-    interval = int(dt.metadata().configuration.get("delta.checkpointInterval") or 100)
-    if version % interval == 0:
-        dt.create_checkpoint()
+    # The handle reads the new version when next asked (a reader, or the catalog's record
+    # on a thread of its own), not here: refreshing it replays the log.
+    if version % plan.checkpoint_interval == 0:
+        table.delta().create_checkpoint()
     table._deleted = ((plan.table_id, version), plan.deleted)
     if plan.changes is not None:
         table._remember_changes(plan.table_id, version, plan.changes, now)

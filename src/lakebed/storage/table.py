@@ -197,9 +197,15 @@ class Table:
         return max(found)
 
     def version(self) -> int:
-        if self._dt is None and "://" not in self.path:
-            # Not opened yet: the newest commit file names the version, where opening the
-            # table replays its log (a run asks this of every model's inputs).
+        if "://" not in self.path:
+            # On local disk the commit files tell, where opening the table or bringing an
+            # open handle up to date replays its log (a run asks this of every input).
+            dt = self._dt
+            if dt is not None:
+                version = int(dt.version())  # one stat per newer commit
+                while os.path.exists(f"{self.path}/_delta_log/{version + 1:020d}.json"):
+                    version += 1
+                return version
             newest = _newest_commit(self.path)
             if newest is not None:
                 return newest

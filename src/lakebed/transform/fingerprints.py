@@ -46,16 +46,21 @@ def _python_code(path: Path, function: str) -> str:
         return function  # defined elsewhere than in its file: the function alone
 
 
+@lru_cache(maxsize=1)
+def _later_defaults() -> dict[str, Any]:
+    """The defaults of `_LATER_SETTINGS` (pydantic inspects a default factory each time)."""
+    fields = ModelConfig.model_fields
+    return {n: fields[n].get_default(call_default_factory=True) for n in _LATER_SETTINGS}
+
+
 def fingerprint(model: Model) -> str:
     """A hash of what the model computes: its SQL normalised by sqlglot (so whitespace,
     comments and keyword case do not count), or a Python model's source, plus its settings."""
     settings = model.config.model_dump(
         exclude={"description", "columns", "owner", "tags", "enabled", "full_refresh"}
     )
-    for name in _LATER_SETTINGS:
-        if settings.get(name) == ModelConfig.model_fields[name].get_default(
-            call_default_factory=True
-        ):
+    for name, default in _later_defaults().items():
+        if settings.get(name) == default:
             del settings[name]
     text = pydantic_core.to_json(settings).decode()  # as model_dump_json writes it
     return hashlib.sha256(f"{_code(model)}\n{text}".encode()).hexdigest()[:16]
