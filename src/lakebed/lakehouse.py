@@ -242,23 +242,20 @@ class Lakehouse(ModelsMixin):
     def _record_writes(self, commits: Sequence[tuple[Table, WriteResult]]) -> None:
         writes: list[Write] = []
         for table, result in commits:
-            try:
-                snapshot = table.snapshot()  # the latest: a later commit records what it left
-            except TableNotFoundError:
-                continue  # dropped since its commit
-            with self._lock:
-                self._snapshots[table.name] = snapshot
-            columns = columns_of(snapshot.schema)
-            writes.append(
-                Write(
-                    str(table.name),
-                    snapshot.version,
-                    result.operation,
-                    snapshot.num_rows,
-                    snapshot.size_bytes,
-                    columns,
-                )
-            )
+            if result.after is not None:  # the write knows what it left
+                rows, size, schema = result.after
+                figures = (result.version, rows, size, columns_of(schema))
+            else:
+                try:
+                    snapshot = table.snapshot()  # the latest: a later commit records its own
+                except TableNotFoundError:
+                    continue  # dropped since its commit
+                with self._lock:
+                    self._snapshots[table.name] = snapshot
+                columns = columns_of(snapshot.schema)
+                figures = (snapshot.version, snapshot.num_rows, snapshot.size_bytes, columns)
+            version, rows, size, columns = figures
+            writes.append(Write(str(table.name), version, result.operation, rows, size, columns))
         self.metastore.record_writes(writes, dropped_ok=True)
 
     def deferring_catalog_writes(self) -> AbstractContextManager[None]:

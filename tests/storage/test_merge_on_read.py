@@ -109,13 +109,18 @@ def test_repeated_merges_and_deletes_leave_what_a_merge_means(lh: Lakehouse, ord
         ids = sorted({*rng.choice(fresh, 60).tolist(), *range(fresh, fresh + 40)})
         upserts = rows(ids, f"s{step}")
         doomed = rng.choice(fresh, 10, replace=False).tolist()
-        orders.merge(upserts, ["id"], delete_keys=pa.table({"id": pa.array(doomed, pa.int64())}))
+        result = orders.merge(
+            upserts, ["id"], delete_keys=pa.table({"id": pa.array(doomed, pa.int64())})
+        )
         for key in set(doomed) - set(ids):
             expected.pop(key, None)
         expected.update(as_dict(upserts))
         for seen in every_reader(lh, orders):
             assert seen == expected, f"step {step}"
-        assert orders.snapshot().num_rows == len(expected)
+        snapshot = orders.snapshot()
+        assert snapshot.num_rows == len(expected)
+        # What the merge says it left (for the catalog) is what a reader finds.
+        assert result.after == (snapshot.num_rows, snapshot.size_bytes, snapshot.schema)
 
 
 def test_the_change_data_feed_holds_pre_and_post_images(orders: Table) -> None:
@@ -200,8 +205,9 @@ def test_the_merge_commits_its_transaction_and_metadata_once(orders: Table) -> N
 
 def test_a_file_losing_many_rows_is_rewritten_without_them(lh: Lakehouse, orders: Table) -> None:
     (old,) = orders.snapshot().paths
-    orders.merge(rows(list(range(0, 1000, 3)), "b"), ["id"])  # a third of the rows
+    result = orders.merge(rows(list(range(0, 1000, 3)), "b"), ["id"])  # a third of the rows
     snapshot = orders.snapshot()
+    assert result.after == (snapshot.num_rows, snapshot.size_bytes, snapshot.schema)
     assert old not in snapshot.paths
     assert not snapshot.deleted
     assert snapshot.num_rows == 1000

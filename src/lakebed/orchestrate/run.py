@@ -162,17 +162,6 @@ def _warm_imports() -> None:
     threading.Thread(target=load, name="lakebed-warm-imports", daemon=True).start()
 
 
-def _warm_engine(ctx: RunContext) -> None:
-    """Open the query engine's first workspace on a thread of its own (a DuckDB cursor,
-    its catalog and schemas: milliseconds a process's first query would wait for)."""
-
-    def warm() -> None:
-        with contextlib.suppress(Exception):  # what fails here fails again where it counts
-            ctx.warm()
-
-    threading.Thread(target=warm, name="lakebed-warm-engine", daemon=True).start()
-
-
 def _now(job: Callable[[], None]) -> None:
     job()
 
@@ -244,30 +233,19 @@ def _give_way_to_view(ctx: RunContext, model: Model) -> None:
 
 @dataclass(frozen=True)
 class _Catalog:
-    """The catalog's views (their SELECTs) and records, read once for a run's views."""
+    """The catalog's views (their SELECTs) and records, read once for a run's views (beside
+    its first builds: by the time its views come up it is at hand)."""
 
     views: dict[TableName, str]
     records: dict[str, Any]  # name → TableRecord
 
     @classmethod
-    def soon(cls, ctx: RunContext) -> Future[_Catalog]:
-        """The catalog, read on a thread of its own while the run's first models build: by
-        the time its views come up it is at hand (two queries, not two per view)."""
-        future: Future[_Catalog] = Future()
-
-        def read() -> None:
-            try:
-                records = {r.name: r for r in ctx.metastore.list_tables()}
-                future.set_result(cls(ctx.views(), records))
-            except BaseException as exc:  # handed to whoever waits for it
-                future.set_exception(exc)
-
-        threading.Thread(target=read, name="lakebed-catalog", daemon=True).start()
-        return future
+    def read(cls, ctx: RunContext) -> _Catalog:
+        return cls(ctx.views(), {r.name: r for r in ctx.metastore.list_tables()})
 
 
 def _view_current(ctx: RunContext, model: Model, catalog: _Catalog | None = None) -> bool:
-    """Whether the catalog (read now, or `catalog` read at the run's start) holds the view
+    """Whether the catalog (read now, or `catalog` read earlier in the run) holds the view
     as the model defines it now."""
     if catalog is None:
         if ctx.view_sql(model.name) != model.sql:
@@ -456,10 +434,6 @@ def run_models(
     # Commits are recorded in the catalog beside the builds, all before the run ends.
     with tracked as run, ctx.deferring_catalog_writes():
         run_id = str(run.run_id)
-        # Started once the run is on record (its first write would wait for theirs).
-        _warm_engine(ctx)
-        views = [n for n in chosen if graph.models[n].config.materialized == "view"]
-        catalog = _Catalog.soon(ctx) if views and not full_refresh and backfill is None else None
 
         me = f"{run_id}@{socket.gethostname()}:{os.getpid()}"
         checked, blocked = _judge_inputs(ctx, graph, chosen, table_checks or {}, run_id)
@@ -469,6 +443,24 @@ def run_models(
         # left (for the catalog) once it is built.
         aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakebed-aside")
         set_aside: list[Future[None]] = []
+        begun: dict[str, Future[Any]] = {}
+        begun_lock = threading.Lock()
+
+        def once(key: str, job: Callable[[], Any]) -> Future[Any]:
+            """`job` set aside, the first time `key` is asked for."""
+            with begun_lock:
+                if key not in begun:
+                    begun[key] = aside.submit(job)
+                return begun[key]
+
+        def read_catalog() -> _Catalog:
+            return _Catalog.read(ctx)
+
+        def warm() -> None:
+            # The engine's first workspace (a DuckDB cursor, its catalog and schemas), for
+            # the first build's query; what fails here fails again where it counts.
+            with contextlib.suppress(Exception):
+                ctx.warm()
 
         def open_tables(names: list[TableName]) -> None:
             for table in names:
@@ -485,6 +477,7 @@ def run_models(
             if quick is not None:
                 return quick
             set_aside.append(aside.submit(open_tables, [*graph.models[name].inputs, name]))
+            once("engine", warm)
             lease = f"model:{name}"
             holder = ctx.metastore.acquire_lease(lease, me, seconds=LEASE_SECONDS)
             if holder is not None and _dead(holder):
@@ -504,8 +497,12 @@ def run_models(
                 ctx.metastore.release_lease(lease, me)
                 raise
             set_aside.append(aside.submit(ctx.metastore.release_lease, lease, me))
-            if node.status == "success":  # what the catalog records at the run's end
-                set_aside.append(aside.submit(read_built, name))
+            config = graph.models[name].config
+            merged = node.mode == "incremental" and config.incremental_strategy == "merge"
+            if node.status == "success" and not merged:  # a merge knows what it left
+                set_aside.append(aside.submit(read_built, name))  # for the catalog at the end
+            if any(graph.models[n].config.materialized == "view" for n in chosen):
+                once("catalog", read_catalog)  # for the views, read as the builds end
             return node
 
         # Models found up to date without a lease; their run records are written together.
@@ -523,7 +520,7 @@ def run_models(
                     inputs_changed(name)
                     or model.sql is None
                     or freshness_checks(model)  # its rows age unchanged: judged by a build
-                    or not _view_current(ctx, model, catalog.result() if catalog else None)
+                    or not _view_current(ctx, model, once("catalog", read_catalog).result())
                 ):
                     return None
                 mode = "view"

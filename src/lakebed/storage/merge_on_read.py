@@ -88,6 +88,7 @@ class _Plan:
     vectors_added: int = 0
     rows_copied: int = 0  # by rewrites of files that lost many rows
     checkpoint_interval: int = 100  # the table's, at the version planned against
+    after: tuple[int, int, pa.Schema] | None = None  # live rows, bytes, columns once committed
 
 
 def lookup(
@@ -256,6 +257,10 @@ def _plan(
         # read it), so none is written; the rows are kept for readers in this process.
         plan.changes = _change_rows(source, data, updated, replaced)
     inserted = source.num_rows - int(pc.sum(updated.cast(pa.int64())).as_py() or 0)
+    added = sum(int(a["add"]["size"]) for a in plan.actions if "add" in a)
+    removed = sum(int(a["remove"]["size"]) for a in plan.actions if "remove" in a)
+    rows = snapshot.num_rows + source.num_rows - data.num_rows
+    plan.after = (rows, snapshot.size_bytes + added - removed, snapshot.schema)
     plan.metrics = {
         "num_source_rows": source.num_rows,
         "num_target_rows_inserted": inserted,
@@ -486,7 +491,7 @@ def _commit(
     table._deleted = ((plan.table_id, version), plan.deleted)
     if plan.changes is not None:
         table._remember_changes(plan.table_id, version, plan.changes, now)
-    result = WriteResult(str(table.name), version, "MERGE", dict(plan.metrics))
+    result = WriteResult(str(table.name), version, "MERGE", dict(plan.metrics), plan.after)
     if table._on_commit is not None:
         table._on_commit(table, result)
     return result

@@ -65,6 +65,9 @@ class WriteResult:
     version: int
     operation: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The table's live rows, bytes and columns at `version`, when the write knows them
+    # without reading the new version (lakebed's own merges do).
+    after: tuple[int, int, pa.Schema] | None = None
 
     @property
     def rows_written(self) -> int:
