@@ -462,11 +462,17 @@ def run_models(
             with contextlib.suppress(Exception):
                 ctx.warm()
 
-        def open_tables(names: list[TableName]) -> None:
-            for table in names:
-                if ctx.storage.exists(table):
-                    with contextlib.suppress(LakebedError):  # the build says what is wrong
-                        ctx.table(table).delta()
+        def open_tables(name: TableName) -> None:
+            """Open the tables a model's build reads, in the order it needs them: each
+            table (its schema comes first), then the files of its own (where a merge looks;
+            those of the up-to-date models it queries are read as they are found so)."""
+            inputs = graph.models[name].inputs
+            with contextlib.suppress(LakebedError):  # the build says what is wrong
+                for table in [*inputs, name]:
+                    if ctx.storage.exists(table):
+                        ctx.table(table).delta(refresh=False)
+                if ctx.storage.exists(name):
+                    ctx.table(name).snapshot()
 
         def read_built(table: TableName) -> None:
             if ctx.storage.exists(table):  # not a view
@@ -476,7 +482,7 @@ def run_models(
             quick = unchanged(name)
             if quick is not None:
                 return quick
-            set_aside.append(aside.submit(open_tables, [*graph.models[name].inputs, name]))
+            set_aside.append(aside.submit(open_tables, name))
             once("engine", warm)
             lease = f"model:{name}"
             holder = ctx.metastore.acquire_lease(lease, me, seconds=LEASE_SECONDS)
@@ -533,8 +539,8 @@ def run_models(
                 describe(ctx, model)  # descriptions may change without the model changing
                 sync_properties(ctx, model)  # so may an incremental model's table properties
                 if any(name in graph.models[d].inputs for d in chosen):
-                    # Its files, for the models downstream to query (this worker is free).
-                    ctx.table(name).snapshot()
+                    # Its files, for the models downstream to query.
+                    set_aside.append(aside.submit(read_built, name))
             else:
                 return None
             current.append((str(name), started, datetime.now(UTC)))

@@ -57,9 +57,7 @@ def _appended_feed(table: Table, from_version: int, to_version: int) -> pa.Table
     delta-rs reads the feed then (its reader costs several times more for a few files)."""
     if "://" in table.path or table.version() != to_version:
         return None
-    snapshot = table.snapshot()
-    if snapshot.version != to_version:
-        return None
+    schema, partition_by = table.schema(), table.partition_by
     parts: list[pa.Table] = []
     for version in range(from_version, to_version + 1):
         lines = table.log_entry(version)
@@ -73,12 +71,12 @@ def _appended_feed(table: Table, from_version: int, to_version: int) -> pa.Table
         if not info or "timestamp" not in info[0] or not all(a.get("dataChange") for a in added):
             return None
         paths = [absolute_file_path(table.path, a["path"]) for a in added]
-        rows = read_files(table.path, paths, snapshot.schema, snapshot.partition_by)
+        rows = read_files(table.path, paths, schema, partition_by)
         if rows is None:
             return None
         # delta-rs gives partition columns last.
         names = rows.column_names
-        parted = set(snapshot.partition_by)
+        parted = set(partition_by)
         rows = rows.select(
             [n for n in names if n not in parted] + [n for n in names if n in parted]
         )

@@ -491,6 +491,8 @@ def _commit(
     table._deleted = ((plan.table_id, version), plan.deleted)
     if plan.changes is not None:
         table._remember_changes(plan.table_id, version, plan.changes, now)
+    if plan.after is not None:
+        table._written_schema = (version, plan.after[2])
     result = WriteResult(str(table.name), version, "MERGE", dict(plan.metrics), plan.after)
     if table._on_commit is not None:
         table._on_commit(table, result)

@@ -138,6 +138,9 @@ class Table:
         # version) → rows, so a model reading what its input just changed need not read the
         # files back (see `changes`).
         self._written_changes: tuple[tuple[str, int], pa.Table] | None = None
+        # The columns at the version of the last commit this handle wrote itself, when it
+        # knows them without reading that version (its merges do).
+        self._written_schema: tuple[int, pa.Schema] | None = None
 
     def __repr__(self) -> str:
         return f"Table({self.name}, path={self.path!r})"
@@ -230,6 +233,9 @@ class Table:
         return str(self.delta().metadata().id)
 
     def schema(self, as_of: AsOf | None = None) -> pa.Schema:
+        written = self._written_schema
+        if as_of is None and written is not None and written[0] == self.version():
+            return written[1]  # no newer commit: no need to read the log again
         return _arrow_schema(self._at(as_of))
 
     @property
