@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -86,6 +87,7 @@ class Metastore:
                 f"cannot use metastore at {self._masked}: {exc}",
                 hint="supported: sqlite:///path or postgresql://user@host/db",
             ) from exc
+        self._writes = threading.RLock() if backend == "sqlite" else None
         if backend == "sqlite":
             event.listen(self._engine, "connect", _sqlite_on_connect)
             event.listen(self._engine, "begin", _sqlite_on_begin)
@@ -430,6 +432,18 @@ class Metastore:
 
     @contextmanager
     def _begin(self, *, write: bool = False) -> Iterator[Connection]:
+        if write and self._writes is not None:
+            # SQLite takes one writer at a time: this process's writers queue here, where
+            # they are woken as soon as the lock is free, rather than in SQLite's busy
+            # handler, which sleeps a millisecond and more at each try.
+            with self._writes, self._begin_now(write=write) as conn:
+                yield conn
+            return
+        with self._begin_now(write=write) as conn:
+            yield conn
+
+    @contextmanager
+    def _begin_now(self, *, write: bool) -> Iterator[Connection]:
         try:
             conn = self._engine.connect()
         except SQLAlchemyError as exc:
