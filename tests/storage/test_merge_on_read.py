@@ -123,6 +123,23 @@ def test_repeated_merges_and_deletes_leave_what_a_merge_means(lh: Lakehouse, ord
         assert result.after == (snapshot.num_rows, snapshot.size_bytes, snapshot.schema)
 
 
+def test_a_short_log_without_vectors_is_read_as_none_without_asking_delta_rs(
+    orders: Table,
+) -> None:
+    """A DV-enabled table whose commits never gave a file a vector has none; once a merge
+    marks rows, the log says so and the vectors are read (delta-rs agrees both times)."""
+    dt = DeltaTable(orders.path)
+    assert deletion_vectors.never_in_log(orders.path, orders.version())
+    assert deletion_vectors.deleted_rows(dt, orders.path) == {}
+    assert pa.table(dt.deletion_vectors()).num_rows == 0
+    orders.merge(rows([1, 2], "b"), ["id"])  # marks two rows of the first file
+    dt = DeltaTable(orders.path)
+    assert not deletion_vectors.never_in_log(orders.path, orders.version())
+    found = deletion_vectors.deleted_rows(dt, orders.path)
+    assert [p.to_pylist() for p in found.values()] == [[1, 2]]
+    assert found == deletion_vectors.deleted_rows(dt)
+
+
 def test_the_change_data_feed_holds_pre_and_post_images(orders: Table) -> None:
     version = orders.merge(
         rows([1, 2, 2000], "b"), ["id"], delete_keys=pa.table({"id": pa.array([3], pa.int64())})

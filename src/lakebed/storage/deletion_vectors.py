@@ -7,6 +7,7 @@ Reading goes through delta-rs (`DeltaTable.deletion_vectors`), which knows every
 
 from __future__ import annotations
 
+import os
 import struct
 from urllib.parse import unquote, urlparse
 
@@ -101,11 +102,37 @@ def _local_path(uri: str) -> str:
     return uri
 
 
-def deleted_rows(dt: DeltaTable) -> dict[str, pa.Array]:
+# Past this many commits, reading the log to learn that no file ever had a deletion vector
+# costs about what delta-rs takes to hand them out.
+_LOG_SCAN_LIMIT = 16
+
+
+def never_in_log(path: str, version: int) -> bool:
+    """True when the commits of a local table up to `version` never gave a file a deletion
+    vector (read from its JSON commits: a short log without a checkpoint); False when they
+    did, or the log is not of that kind."""
+    log = f"{path}/_delta_log"
+    if "://" in path or version >= _LOG_SCAN_LIMIT or os.path.exists(f"{log}/_last_checkpoint"):
+        return False
+    for commit in range(version + 1):
+        try:
+            with open(f"{log}/{commit:020d}.json", encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError:
+            return False
+        if '"deletionVector":{' in text.replace(" ", ""):
+            return False
+    return True
+
+
+def deleted_rows(dt: DeltaTable, path: str | None = None) -> dict[str, pa.Array]:
     """Per data file (absolute path, as `Snapshot.paths` spells it) the deleted row positions
-    (int64, ascending); only files that have a deletion vector appear."""
+    (int64, ascending); only files that have a deletion vector appear. `path`: the table's
+    location, for a local table whose short log tells there are none."""
     if not supported(dt):
         return {}
+    if path is not None and never_in_log(path, int(dt.version())):
+        return {}  # delta-rs takes milliseconds to say so
     vectors = pa.table(dt.deletion_vectors())
     found: dict[str, pa.Array] = {}
     keeps = vectors.column(1)

@@ -306,7 +306,7 @@ class Table:
         cached = self._deleted
         if cached is not None and cached[0] == key:
             return cached[1]
-        found = deletion_vectors.deleted_rows(dt)
+        found = deletion_vectors.deleted_rows(dt, self.path)
         self._deleted = (key, found)
         return found
 
