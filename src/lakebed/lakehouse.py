@@ -37,7 +37,7 @@ from lakebed.lakehouse_models import ModelsMixin
 from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
 from lakebed.metastore.deferred import Deferred
 from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
-from lakebed.metastore.store import Write
+from lakebed.metastore.table_writes import Write
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.process.stream_metrics import PipelineMetrics, read_status
 from lakebed.process.stream_runner import run_pipelines

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from lakebed.errors import MetastoreError
 from lakebed.metastore import MIGRATIONS, Metastore, TableRecord
-from lakebed.metastore.store import Write
+from lakebed.metastore.table_writes import Write
 from services.postgres import PostgresServer
 
 ORDERS_V1 = [
@@ -454,3 +454,24 @@ def test_metastore_reconnects_after_postgres_crashes_and_restarts(
         postgres_server.start()
 
         assert store.get_table("silver.orders") is not None  # committed before the crash
+
+
+def test_calls_made_together_commit_as_one_transaction(metastore: Metastore) -> None:
+    """`together` makes a lease and a run record one transaction: both land, or, when
+    something inside fails, neither."""
+    with metastore.together():
+        assert metastore.acquire_lease("model:a", "me", seconds=60) is None
+        run_id = metastore.start_run("model", "a")
+    assert metastore.acquire_lease("model:a", "other", seconds=60) == "me"
+    assert [r.run_id for r in metastore.runs(target="a")] == [run_id]
+
+    def lease_and_record_then_fail() -> None:
+        with metastore.together():
+            metastore.acquire_lease("model:b", "me", seconds=60)
+            metastore.start_run("model", "b")
+            metastore.finish_run("no-such-run", status="success")  # fails: undoes both
+
+    with pytest.raises(MetastoreError):
+        lease_and_record_then_fail()
+    assert metastore.acquire_lease("model:b", "other", seconds=60) is None
+    assert metastore.runs(target="b") == []

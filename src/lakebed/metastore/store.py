@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -46,6 +44,7 @@ from lakebed.metastore.schema import runs as runs_t
 from lakebed.metastore.schema import schema_history as history_t
 from lakebed.metastore.schema import source_state as state_t
 from lakebed.metastore.schema import tables as tables_t
+from lakebed.metastore.table_writes import Write, _json_roundtrip, _now, _utc, record_write
 
 __all__ = ["RUN_STATUSES", "Metastore"]
 
@@ -88,6 +87,7 @@ class Metastore:
                 hint="supported: sqlite:///path or postgresql://user@host/db",
             ) from exc
         self._writes = threading.RLock() if backend == "sqlite" else None
+        self._local = threading.local()  # the transaction of `together`, per thread
         if backend == "sqlite":
             event.listen(self._engine, "connect", _sqlite_on_connect)
             event.listen(self._engine, "begin", _sqlite_on_begin)
@@ -198,7 +198,7 @@ class Metastore:
         of tables no longer in the catalog (dropped since) are passed over."""
         with self._guard("record_write"), self._begin(write=True) as conn:
             for write in writes:
-                _record_write(conn, write, dropped_ok=dropped_ok)
+                record_write(conn, write, dropped_ok=dropped_ok)
 
     def get_table(self, name: str) -> TableRecord | None:
         """The catalog entry for `name`, or None."""
@@ -425,13 +425,33 @@ class Metastore:
                     with self._begin(write=True) as conn:
                         return work(conn)
                 except DBAPIError as exc:
-                    # Another process created the same row or table first; a new try sees it.
-                    if attempt == _RACE_RETRIES or not _is_race(exc):
+                    # Another process created the same row or table first; a new try sees it
+                    # (not inside `together`, whose transaction the error ends).
+                    inside = getattr(self._local, "conn", None) is not None
+                    if attempt == _RACE_RETRIES or not _is_race(exc) or inside:
                         raise
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     @contextmanager
+    def together(self) -> Iterator[None]:
+        """Make the calls inside (on this thread) one write transaction: all or none, and
+        one commit rather than one each."""
+        if getattr(self._local, "conn", None) is not None:
+            yield  # already inside one
+            return
+        with self._guard("together"), self._begin(write=True) as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    @contextmanager
     def _begin(self, *, write: bool = False) -> Iterator[Connection]:
+        shared = getattr(self._local, "conn", None)
+        if shared is not None:  # inside `together`
+            yield shared
+            return
         if write and self._writes is not None:
             # SQLite takes one writer at a time: this process's writers queue here, where
             # they are woken as soon as the lock is free, rather than in SQLite's busy
@@ -479,62 +499,6 @@ class Metastore:
             for form in {str(password), quote(str(password), safe="")}:
                 reason = reason.replace(form, "***")
         return reason
-
-
-@dataclass(frozen=True)
-class Write:
-    """A committed write of a table, as the catalog records it."""
-
-    name: str
-    version: int
-    operation: str
-    row_count: int | None
-    size_bytes: int | None
-    columns: list[dict[str, Any]]
-    written_at: datetime | None = None
-
-
-def _record_write(conn: Connection, write: Write, *, dropped_ok: bool = False) -> None:
-    at = _now() if write.written_at is None else _utc(write.written_at, "written_at")
-    stored_form = _json_roundtrip(write.columns, "columns")
-    where = tables_t.c.name == write.name
-    # The row lock orders concurrent writers' schema checks on PostgreSQL.
-    row = conn.execute(select(tables_t.c.version).where(where).with_for_update()).first()
-    if row is None and dropped_ok:
-        return
-    if row is None:
-        raise MetastoreError(
-            f"table {write.name} is not in the metastore",
-            hint="register it with upsert_table() before recording writes",
-        )
-    if row.version is not None and write.version < row.version:
-        return  # a writer in another process already recorded a later version
-    conn.execute(
-        update(tables_t)
-        .where(where)
-        .values(
-            version=write.version,
-            row_count=write.row_count,
-            size_bytes=write.size_bytes,
-            last_write_at=at,
-            last_operation=write.operation,
-        )
-    )
-    latest = conn.execute(
-        select(history_t.c.columns)
-        .where(history_t.c.table_name == write.name)
-        .order_by(history_t.c.table_version.desc(), history_t.c.id.desc())
-        .limit(1)
-    ).scalar()
-    if latest != stored_form:
-        conn.execute(
-            insert(history_t).values(
-                table_name=write.name,
-                table_version=write.version,
-                columns=stored_form,
-                recorded_at=at,
-            )
-        )
 
 
 def _create_parent_folder(url: URL, masked: str) -> None:
@@ -589,26 +553,3 @@ def _unreachable_hint(url: URL) -> str:
 
 def _is_race(exc: DBAPIError) -> bool:
     return isinstance(exc, IntegrityError) or "already exists" in str(exc.orig).lower()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _utc(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None:
-        raise MetastoreError(
-            f"{what} {value.isoformat()} has no timezone",
-            hint="pass an aware datetime, e.g. datetime.now(timezone.utc)",
-        )
-    return value.astimezone(UTC)
-
-
-def _json_roundtrip(value: Any, what: str) -> Any:
-    """`value` as it will read back from the database, so comparisons match stored data."""
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise MetastoreError(
-            f"{what} cannot be stored as JSON: {exc}", hint="use str, int, float, bool, list, dict"
-        ) from exc

@@ -485,12 +485,17 @@ def run_models(
             set_aside.append(aside.submit(open_tables, name))
             once("engine", warm)
             lease = f"model:{name}"
-            holder = ctx.metastore.acquire_lease(lease, me, seconds=LEASE_SECONDS)
-            if holder is not None and _dead(holder):
-                # Its process is gone (killed mid-build): the lease is free to take over.
-                holder = ctx.metastore.acquire_lease(
-                    lease, me, seconds=LEASE_SECONDS, stale_holder=holder
-                )
+            record: str | None = None
+            # The lease and the model's run record: one transaction.
+            with ctx.metastore.together():
+                holder = ctx.metastore.acquire_lease(lease, me, seconds=LEASE_SECONDS)
+                if holder is not None and _dead(holder):
+                    # Its process is gone (killed mid-build): the lease is free to take over.
+                    holder = ctx.metastore.acquire_lease(
+                        lease, me, seconds=LEASE_SECONDS, stale_holder=holder
+                    )
+                if holder is None:
+                    record = ctx.metastore.start_run("model", str(name), {"run": run_id})
             if holder is not None:
                 return NodeResult(
                     str(name),
@@ -498,11 +503,17 @@ def run_models(
                     error=f"run {holder[:12]} is building {name}; run again when it ends",
                 )
             try:
-                node = build(name)
+                node, record = build(name, record)
             except BaseException:
                 ctx.metastore.release_lease(lease, me)
                 raise
-            set_aside.append(aside.submit(ctx.metastore.release_lease, lease, me))
+            # Its run record finished and its lease given back: one transaction.
+            with ctx.metastore.together():
+                if record is not None:
+                    ctx.metastore.finish_run(
+                        record, status="success", rows=node.rows, bytes=node.bytes
+                    )
+                ctx.metastore.release_lease(lease, me)
             config = graph.models[name].config
             merged = node.mode == "incremental" and config.incremental_strategy == "merge"
             if node.status == "success" and not merged:  # a merge knows what it left
@@ -560,15 +571,20 @@ def run_models(
                     return True
             return False
 
-        def build(name: TableName) -> NodeResult:
+        def build(name: TableName, record: str | None) -> tuple[NodeResult, str | None]:
+            """Build the model, again after retryable errors, each try with a run record
+            (`record`: the first one's, already started): its result, and the record for
+            the caller to finish when it succeeded."""
             model = graph.models[name]
             tries = 0
             changed = inputs_changed(name)
             clock = time.perf_counter()
             while True:
                 tries += 1
+                if record is None:
+                    record = ctx.metastore.start_run("model", str(name), {"run": run_id})
                 try:
-                    with ctx.track_run("model", str(name), run=run_id) as record:
+                    try:
                         require_built_inputs(ctx, graph, name)
                         node = build_model(
                             ctx,
@@ -579,27 +595,31 @@ def run_models(
                             inputs_changed=changed,
                             later=lambda job: lineage.append(recorder.submit(job)),
                         )
-                        record.rows = node.rows
-                        record.bytes = node.bytes
+                    except BaseException as exc:
+                        ctx.metastore.finish_run(record, status="failed", error=str(exc))
+                        record = None
+                        raise
                     node.attempts = tries
-                    return node
+                    return node, record
                 except LakebedError as exc:
                     if isinstance(exc, Retryable) and tries <= retries:
                         time.sleep(min(5.0, 0.2 * 2**tries) * (0.5 + random.random()))
                         continue
                     seconds = time.perf_counter() - clock
-                    return NodeResult(
+                    failed = NodeResult(
                         str(name), "failed", attempts=tries, error=str(exc), seconds=seconds
                     )
+                    return failed, None
                 except Exception as exc:
                     # Not an error lakebed foresaw (a bug, a library's own): this model
                     # fails with it, as a foreseen error would, and the run goes on.
                     _log.exception("building %s failed unexpectedly", name)
                     error = f"unexpected {type(exc).__name__}: {exc}"
                     seconds = time.perf_counter() - clock
-                    return NodeResult(
+                    failed = NodeResult(
                         str(name), "failed", attempts=tries, error=error, seconds=seconds
                     )
+                    return failed, None
 
         pending = set(chosen)
         running: dict[Future[NodeResult], TableName] = {}
