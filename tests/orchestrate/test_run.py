@@ -341,15 +341,15 @@ def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
 ) -> None:
     write_model(lh.root, "gold.a", "select id from silver.orders")
     write_model(lh.root, "gold.b", "select amount from silver.orders")
-    run_module = importlib.import_module("lakebed.orchestrate.run")  # the package exports run()
-    real_publish = run_module.publish
+    build_module = importlib.import_module("lakebed.orchestrate.build")
+    real_publish = build_module.publish
 
     def publish(ctx: object, computed: Any, data: pa.Table) -> Any:
         if str(computed.model.name) == "gold.a":
             raise RuntimeError("boom")
         return real_publish(ctx, computed, data)
 
-    monkeypatch.setattr(run_module, "publish", publish)
+    monkeypatch.setattr(build_module, "publish", publish)
     summary = lh.run()
     nodes = {n.model: n for n in summary.nodes}
     assert (nodes["gold.a"].status, nodes["gold.a"].error) == (

@@ -19,7 +19,7 @@ from lakebed.storage import Table
 from lakebed.transform import Model
 
 if TYPE_CHECKING:
-    from lakebed.orchestrate.run import RunContext
+    from lakebed.orchestrate.build import RunContext
 
 __all__ = ["ATTEMPT_KEY", "keep_dropped"]
 

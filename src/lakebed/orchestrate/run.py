@@ -4,7 +4,6 @@ audited (write-audit-publish) and published; a failure skips only what depends o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib
 import logging
@@ -15,107 +14,40 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Any
 
-import pyarrow as pa
-
-from lakebed.errors import LakebedError, ModelError, Retryable, TransformError
+from lakebed.errors import LakebedError, Retryable
 from lakebed.govern import (
-    Audit,
-    Check,
     CheckResult,
-    ColumnEdge,
-    audit,
     blocking,
-    column_lineage,
-    table_edges,
 )
-from lakebed.orchestrate.quarantine import keep_dropped
+from lakebed.orchestrate.build import (
+    NodeResult,
+    RunContext,
+    ViewCatalog,
+    build_model,
+    view_current,
+)
 from lakebed.orchestrate.settings import (
     describe,
     freshness_checks,
-    judge_freshness,
     require_built_inputs,
     settings_problem,
-    undescribed,
 )
-from lakebed.orchestrate.table_checks import TableChecks, judge, model_checks
+from lakebed.orchestrate.table_checks import TableChecks, judge
 from lakebed.storage import TableName
-from lakebed.transform import Model, ModelGraph
+from lakebed.transform import ModelGraph
 from lakebed.transform.backfill import Backfill
-from lakebed.transform.fingerprints import fingerprint
 from lakebed.transform.materialize import (
-    Workspace,
-    compute,
     is_current,
-    last_build,
-    next_build,
-    publish,
     sync_properties,
 )
 
-NodeStatus = Literal["success", "up_to_date", "failed", "skipped"]
 _log = logging.getLogger(__name__)
 # A lease outlives any sane build; a crashed holder's lease lapses after it.
 LEASE_SECONDS = 3600.0
-
-
-class RunContext(Workspace, Protocol):
-    """What a run needs of the lakehouse beyond building one model."""
-
-    def views(self) -> dict[TableName, str]: ...
-
-    def warm(self) -> None: ...
-
-    def deferring_catalog_writes(self) -> AbstractContextManager[None]: ...
-
-    def view_sql(self, name: TableName) -> str | None: ...
-
-    def describe_table(
-        self,
-        name: str | TableName,
-        *,
-        description: str | None = None,
-        owner: str | None = None,
-        domain: str | None = None,
-        tags: list[str] | None = None,
-        columns: dict[str, str] | None = None,
-    ) -> None: ...
-
-    def drop_table(self, name: str | TableName) -> None: ...
-
-    def register_view(
-        self,
-        name: str | TableName,
-        sql: str,
-        *,
-        description: str | None = None,
-        owner: str | None = None,
-        domain: str | None = None,
-        tags: list[str] | None = None,
-    ) -> Any: ...
-
-
-@dataclass
-class NodeResult:
-    """How one model fared in a run."""
-
-    model: str
-    status: NodeStatus
-    mode: str | None = None
-    # Why it was built that way when that is not what was asked ("model changed").
-    reason: str | None = None
-    rows: int = 0
-    bytes: int = 0  # of the files its commit added
-    quarantined: int = 0
-    seconds: float = 0.0
-    attempts: int = 0
-    error: str | None = None
-    checks: list[CheckResult] = field(default_factory=list)
 
 
 @dataclass
@@ -160,241 +92,6 @@ def _warm_imports() -> None:
             importlib.import_module("pandas")
 
     threading.Thread(target=load, name="lakebed-warm-imports", daemon=True).start()
-
-
-def _now(job: Callable[[], None]) -> None:
-    job()
-
-
-def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
-    """Record the tables the model reads and, for SQL, the columns each column comes from."""
-    tables = table_edges(model.name, model.inputs)
-    if model.sql is None:  # Python: its columns are not traced
-        ctx.metastore.replace_lineage(str(model.name), tables)
-        return
-    views = ctx.views()
-    schemas = {
-        # Views have no files to read a schema from: ask the engine for theirs.
-        name: ctx.sql(f"select * from {name} limit 0").columns
-        if name in views
-        else ctx.table(name).schema().names
-        for name in model.inputs
-    }
-    frozen = tuple(sorted((name, tuple(names)) for name, names in schemas.items()))
-    try:
-        edges = [*_lineage(model.sql, model.name, frozen, tuple(columns)), *tables]
-    except LakebedError:
-        edges = tables  # column lineage is best effort: it never fails a build
-    stamp = model.config.updated_at if model.config.materialized == "scd2" else None
-    if stamp:  # an scd2 version is valid from its `updated_at` until the next one's
-        edges += [
-            dataclasses.replace(edge, downstream_column=column, transform="expression")
-            for edge in edges
-            if edge.downstream_column == stamp and edge.transform != "table"
-            for column in ("valid_from", "valid_to")
-        ]
-    ctx.metastore.replace_lineage(str(model.name), edges)
-
-
-@lru_cache(maxsize=256)
-def _lineage(
-    sql: str,
-    name: TableName,
-    schemas: tuple[tuple[TableName, tuple[str, ...]], ...],
-    columns: tuple[str, ...],
-) -> tuple[ColumnEdge, ...]:
-    """`column_lineage`, once per SQL and input schemas (a scheduler builds the same models
-    over and over; tracing columns through sqlglot's scopes is pure Python work)."""
-    return tuple(column_lineage(sql, name, dict(schemas), output_columns=list(columns)))
-
-
-def _give_way_to_view(ctx: RunContext, model: Model) -> None:
-    """Drop the table a model built before it became a view (as dbt replaces a relation of
-    another type), when its rows can be computed again: it was built as a table. The rows
-    of an incremental or scd2 table may not be (its inputs no longer hold them), and a
-    table the model did not build is not the model's to drop."""
-    record = last_build(ctx.table(model.name))
-    was = None if record is None else record.get("materialized")
-    if was == "table":
-        ctx.drop_table(model.name)
-        return
-    if record is None:
-        built = "was not built by the model"
-    elif was is None:  # built before lakebed recorded how
-        built = "holds rows of an earlier build that may not be computed again"
-    else:
-        built = f"holds the rows of its {was} builds, which may not be computed again"
-    raise TransformError(
-        f"{model.name} is a view now, and its table {built}",
-        hint=f"keep its rows elsewhere if they matter, then `lakebed drop {model.name}` "
-        "and run again; or leave the model as it was",
-    )
-
-
-@dataclass(frozen=True)
-class _Catalog:
-    """The catalog's views (their SELECTs) and records, read once for a run's views (beside
-    its first builds: by the time its views come up it is at hand)."""
-
-    views: dict[TableName, str]
-    records: dict[str, Any]  # name → TableRecord
-
-    @classmethod
-    def read(cls, ctx: RunContext) -> _Catalog:
-        return cls(ctx.views(), {r.name: r for r in ctx.metastore.list_tables()})
-
-
-def _view_current(ctx: RunContext, model: Model, catalog: _Catalog | None = None) -> bool:
-    """Whether the catalog (read now, or `catalog` read earlier in the run) holds the view
-    as the model defines it now."""
-    if catalog is None:
-        if ctx.view_sql(model.name) != model.sql:
-            return False
-        record = ctx.metastore.get_table(str(model.name))
-    else:
-        if catalog.views.get(model.name) != model.sql or ctx.storage.exists(model.name):
-            return False
-        record = catalog.records.get(str(model.name))
-    if record is None:
-        return False
-    config = model.config
-    wanted = {
-        "description": config.description,
-        "owner": config.owner,
-        "domain": config.domain,
-        "tags": config.tags or None,
-    }
-    stored = {
-        "description": record.description,
-        "owner": record.owner,
-        "domain": record.domain,
-        "tags": record.tags,
-    }
-    # Settings left out keep what the catalog has (as registering would).
-    return all(value is None or stored[key] == value for key, value in wanted.items())
-
-
-def _audited(
-    ctx: RunContext, model: Model, checks: list[Check], data: pa.Table, run_id: str
-) -> Audit:
-    """The checks' verdict on the model's new rows, recorded; raises when one blocks."""
-    outcome = audit(data, checks, table=str(model.name), lookup=lambda q: ctx.sql(q).arrow())
-    ctx.metastore.record_check_results(outcome.results, run_id=run_id)
-    outcome.raise_if_failed()
-    return outcome
-
-
-def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult]:
-    """A view's checks, judged on the rows it returns before it is (re)defined: a failed
-    check of severity fail leaves the view as it was and skips what reads it."""
-    assert model.sql is not None
-    checks = model_checks(model)
-    dropping = [c.name for c in checks if c.severity == "drop"]
-    if dropping:
-        raise ModelError(
-            f"{', '.join(dropping)}: a view has no rows of its own to drop to quarantine",
-            file=str(model.path.with_suffix(".yml")),
-            key="checks",
-            model=str(model.name),
-            hint="use severity warn or fail, or make the model a table",
-        )
-    rows = ctx.sql(model.sql).arrow()
-    return _audited(ctx, model, checks, rows, run_id).results
-
-
-def build_model(
-    ctx: RunContext,
-    model: Model,
-    *,
-    run_id: str,
-    full_refresh: bool = False,
-    backfill: Backfill | None = None,
-    inputs_changed: bool = True,
-    later: Callable[[Callable[[], None]], None] | None = None,
-) -> NodeResult:
-    """Compute, audit and publish one model; raises on failure (the caller records it).
-
-    `inputs_changed` False says no input of the model was rebuilt in full or redefined in
-    this run (so none lost or retyped a column): a view already in the catalog as it is
-    defined still binds and is left as it is. `later` takes work that need not hold up
-    what depends on the model (recording its column lineage); without it, it is done here.
-    """
-    started = time.perf_counter()
-    if model.config.materialized == "view":
-        if model.sql is None:
-            raise TransformError(f"{model.name}: only SQL models can be views ({model.path})")
-        # A view's freshness is judged on its rows at every run (they age unchanged).
-        fresh = not freshness_checks(model)
-        if not inputs_changed and not full_refresh and fresh and _view_current(ctx, model):
-            seconds = time.perf_counter() - started
-            return NodeResult(str(model.name), "up_to_date", "view", seconds=seconds)
-        if ctx.storage.exists(model.name):
-            _give_way_to_view(ctx, model)
-        checks = _view_checks(ctx, model, run_id) if model.config.checks else []
-        ctx.register_view(
-            model.name,
-            model.sql,
-            description=model.config.description,
-            owner=model.config.owner,
-            domain=model.config.domain,
-            tags=model.config.tags or None,
-        )
-        view_columns = ctx.sql(f"select * from {model.name} limit 0").columns
-        (later or _now)(lambda: _record_lineage(ctx, model, view_columns))
-        seconds = time.perf_counter() - started
-        return NodeResult(str(model.name), "success", "view", seconds=seconds, checks=checks)
-    config = model.config
-    appending = config.materialized == "incremental" and config.incremental_strategy == "append"
-    if backfill is not None and appending and config.partition_by and not is_current(ctx, model):
-        # Append what its inputs gained first: the backfill then records the versions it
-        # read for the whole table (an append applied after it would repeat rows).
-        build_model(ctx, model, run_id=run_id, inputs_changed=inputs_changed, later=later)
-    computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
-    result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
-    if computed.mode == "up_to_date":
-        problem = settings_problem(ctx, model)  # checks may change without the model
-        if problem is not None:
-            raise problem
-        describe(ctx, model)  # so may its descriptions, owner...
-        sync_properties(ctx, model)  # ...and its table properties
-        result.checks = judge_freshness(ctx, model, run_id)
-        result.status = "up_to_date"
-        result.seconds = time.perf_counter() - started
-        return result
-    data = computed.data
-    problem = undescribed(model, data.schema.names)
-    if problem is not None:
-        raise problem
-    if model.config.checks:
-        outcome = _audited(ctx, model, model_checks(model), data, run_id)
-        result.checks = outcome.results
-        replace = computed.mode == "full" and not computed.notes  # not for a backfill
-        # An existing quarantine table is visited even with no new rows: a full build
-        # empties it, and a build attempted again takes out what the dead one left.
-        if outcome.quarantined.num_rows or ctx.storage.exists(model.quarantine):
-            keep_dropped(
-                ctx,
-                model,
-                outcome.quarantined,
-                replace=replace,
-                recomputed=computed.recomputed,
-                attempt=str(next_build(ctx, model)),
-            )
-            result.quarantined = outcome.quarantined.num_rows
-        data = outcome.passed
-    written = publish(ctx, computed, data)
-    if written is not None:
-        result.bytes = ctx.table(model.name).bytes_written(written.version) or 0
-    describe(ctx, model)
-    # An unchanged model has the lineage recorded at its last build (--full-refresh
-    # records it again).
-    unchanged = computed.previous_fingerprint == fingerprint(model) and not full_refresh
-    if not unchanged:
-        columns = data.schema.names
-        (later or _now)(lambda: _record_lineage(ctx, model, columns))
-    result.rows = data.num_rows
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def run_models(
@@ -453,8 +150,8 @@ def run_models(
                     begun[key] = aside.submit(job)
                 return begun[key]
 
-        def read_catalog() -> _Catalog:
-            return _Catalog.read(ctx)
+        def read_catalog() -> ViewCatalog:
+            return ViewCatalog.read(ctx)
 
         def warm() -> None:
             # The engine's first workspace (a DuckDB cursor, its catalog and schemas), for
@@ -537,7 +234,7 @@ def run_models(
                     inputs_changed(name)
                     or model.sql is None
                     or freshness_checks(model)  # its rows age unchanged: judged by a build
-                    or not _view_current(ctx, model, once("catalog", read_catalog).result())
+                    or not view_current(ctx, model, once("catalog", read_catalog).result())
                 ):
                     return None
                 mode = "view"

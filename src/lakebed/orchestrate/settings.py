@@ -15,7 +15,7 @@ from lakebed.transform import Model, ModelGraph
 from lakebed.transform.graph import close_matches
 
 if TYPE_CHECKING:
-    from lakebed.orchestrate.run import RunContext
+    from lakebed.orchestrate.build import RunContext
 
 
 def require_built_inputs(ctx: RunContext, graph: ModelGraph, name: TableName) -> None:
