@@ -609,9 +609,9 @@ class Lakehouse(ModelsMixin):
         """
         return self.engine.sql(query, as_of=as_of, params=params, relations=relations)
 
-    def warm(self) -> None:
-        """Prepare the query engine for a first query (a run does it while it starts)."""
-        self.engine.warm()
+    def warm(self, tables: Iterable[TableName] = ()) -> None:
+        """Prepare the query engine for the queries to come, and their scans of `tables`."""
+        self.engine.warm(tables)
 
 
 def open(path: str | os.PathLike[str] | None = None) -> Lakehouse:

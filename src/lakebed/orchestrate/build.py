@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,7 +56,7 @@ class RunContext(Workspace, Protocol):
 
     def views(self) -> dict[TableName, str]: ...
 
-    def warm(self) -> None: ...
+    def warm(self, tables: Iterable[TableName] = ()) -> None: ...
 
     def deferring_catalog_writes(self) -> AbstractContextManager[None]: ...
 

@@ -170,6 +170,11 @@ def run_models(
                         ctx.table(table).delta(refresh=False)
                 if ctx.storage.exists(name):
                     ctx.table(name).snapshot()
+            # The scans of the up-to-date tables its query joins (a dimension, say).
+            current = [i for i in inputs if getattr(results.get(i), "status", "") == "up_to_date"]
+            if current:
+                with contextlib.suppress(Exception):  # the query says what is wrong
+                    ctx.warm(current)
 
         def read_built(table: TableName) -> None:
             if ctx.storage.exists(table):  # not a view
@@ -246,9 +251,6 @@ def run_models(
                 mode = "up_to_date"
                 describe(ctx, model)  # descriptions may change without the model changing
                 sync_properties(ctx, model)  # so may an incremental model's table properties
-                if any(name in graph.models[d].inputs for d in chosen):
-                    # Its files, for the models downstream to query.
-                    set_aside.append(aside.submit(read_built, name))
             else:
                 return None
             current.append((str(name), started, datetime.now(UTC)))

@@ -128,10 +128,17 @@ class DuckDBEngine:
             for workspace in self._workspaces:
                 workspace.stale.add(name)
 
-    def warm(self) -> None:
-        """Open a workspace now (a DuckDB cursor with its catalog and schemas), so that the
-        first query does not wait for it."""
-        self._release(self._acquire())
+    def warm(self, tables: Iterable[TableName] = ()) -> None:
+        """Open a workspace now (a DuckDB cursor with its catalog and schemas), and in it
+        the scans of `tables` at their latest versions, so that the queries to come find
+        them ready (creating a scan's view reads its files' footers)."""
+        workspace = self._acquire()
+        try:
+            for name in tables:
+                snapshot = self._resolve(name, None)
+                self._create_view(workspace, name, snapshot, snapshot)
+        finally:
+            self._release(workspace)
 
     def _acquire(self) -> _Workspace:
         with self._lock:
