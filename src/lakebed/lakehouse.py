@@ -226,7 +226,7 @@ class Lakehouse(ModelsMixin):
             )
 
     def _table_names(self) -> list[str]:
-        return [record.name for record in self.metastore.list_tables()]
+        return self.metastore.table_names()
 
     def _record_commit(self, table: Table, result: WriteResult) -> None:
         with self._lock:
@@ -261,6 +261,10 @@ class Lakehouse(ModelsMixin):
     def deferring_catalog_writes(self) -> AbstractContextManager[None]:
         """Record commits in the catalog when this ends, together (a run's)."""
         return self._catalog_writes.deferring()
+
+    def flush_catalog_writes(self) -> None:
+        """Record the commits deferred so far."""
+        self._catalog_writes.flush()
 
     def _owner(self, owner: str | None, domain: str | None) -> str | None:
         """The owner given, else the owner of the declared domain a table is in."""

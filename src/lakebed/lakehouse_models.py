@@ -63,7 +63,7 @@ class ModelsMixin:
 
     def graph(self) -> ModelGraph:
         """The model dependency graph; catalog tables and ingestion targets are its roots."""
-        sources = {TableName.parse(record.name) for record in self.tables()}
+        sources = {TableName.parse(name) for name in self.metastore.table_names()}
         with self._lock:  # a run opens most of them: no catalog query per table
             self._catalogued |= sources
         targets = {name: spec.target for name, spec in self.sources().items()}

@@ -52,3 +52,15 @@ def test_a_failing_write_raises_at_the_end() -> None:
     deferred = Deferred[int](write)
     with pytest.raises(OSError, match="metastore gone"), deferred.deferring():
         deferred.submit(1)
+
+
+def test_flush_writes_what_is_kept_and_deferring_goes_on() -> None:
+    written: list[list[int]] = []
+    deferred = Deferred[int](lambda items: written.append(list(items)))
+    with deferred.deferring():
+        deferred.submit(1)
+        deferred.flush()
+        assert written == [[1]]
+        deferred.submit(2)
+        assert written == [[1]]
+    assert written == [[1], [2]]

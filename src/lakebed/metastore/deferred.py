@@ -34,6 +34,13 @@ class Deferred(Generic[_T]):
             if kept:
                 self._write(kept)
 
+    def flush(self) -> None:
+        """Write what is kept now (deferring goes on)."""
+        with self._lock:
+            kept, self._kept = self._kept, []
+        if kept:
+            self._write(kept)
+
     def submit(self, item: _T) -> None:
         with self._lock:
             if self._depth:

@@ -365,7 +365,10 @@ def run_models(
             failure = job.exception()
             if failure is not None:  # a lease left behind expires; its run is not alive
                 _log.warning("run %s: bookkeeping beside a build failed: %s", run_id, failure)
-        ctx.metastore.record_finished_runs("model", current, {"run": run_id, "up_to_date": True})
+        with ctx.metastore.together():  # the run's last records: one transaction
+            up_to_date = {"run": run_id, "up_to_date": True}
+            ctx.metastore.record_finished_runs("model", current, up_to_date)
+            ctx.flush_catalog_writes()
         nodes = [results[n] for n in chosen]
         run.rows = sum(n.rows for n in nodes)
         run.bytes = sum(n.bytes for n in nodes)
