@@ -336,6 +336,32 @@ def test_a_column_delta_cannot_store_fails_its_model_saying_why(lh: Lakehouse) -
     )
 
 
+def test_a_model_starts_once_its_input_is_committed(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table model reading another starts as soon as that one's rows are committed,
+    while it still records its description and run (made slow here)."""
+    import time as clock
+
+    write_model(lh.root, "silver.enriched", "select * from silver.orders where amount > 2")
+    write_model(lh.root, "gold.total", "select sum(amount) as s from silver.enriched")
+    build_module = importlib.import_module("lakebed.orchestrate.build")
+    real_describe = build_module.describe
+
+    def slow_describe(ctx: Any, model: Any) -> None:
+        if str(model.name) == "silver.enriched":
+            clock.sleep(0.5)
+        real_describe(ctx, model)
+
+    monkeypatch.setattr(build_module, "describe", slow_describe)
+    events: list[tuple[str, str]] = []
+    summary = lh.run(report=lambda event, node: events.append((event, node.model if node else "")))
+    assert summary.ok
+    started = events.index(("started", "gold.total"))
+    assert started < events.index(("finished", "silver.enriched"))
+    assert _rows(lh, "gold.total") == [(15.5,)]
+
+
 def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -256,8 +256,11 @@ def build_model(
     backfill: Backfill | None = None,
     inputs_changed: bool = True,
     later: Callable[[Callable[[], None]], None] | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> NodeResult:
     """Compute, audit and publish one model; raises on failure (the caller records it).
+    `on_commit` is called once its rows are committed (before what follows: recording its
+    size, description and lineage), for what reads them to start.
 
     `inputs_changed` False says no input of the model was rebuilt in full or redefined in
     this run (so none lost or retyped a column): a view already in the catalog as it is
@@ -328,6 +331,8 @@ def build_model(
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
     written = publish(ctx, computed, data)
+    if on_commit is not None:
+        on_commit()
     if written is not None:
         result.bytes = ctx.table(model.name).bytes_written(written.version) or 0
     describe(ctx, model)

@@ -148,6 +148,7 @@ def run_models(
             with begun_lock:
                 if key not in begun:
                     begun[key] = aside.submit(job)
+                    set_aside.append(begun[key])
                 return begun[key]
 
         def read_catalog() -> ViewCatalog:
@@ -181,11 +182,16 @@ def run_models(
                 ctx.table(table).snapshot()
 
         def attempt(name: TableName) -> NodeResult:
-            quick = unchanged(name)
+            # A table whose input committed in this run is not current: no need to ask.
+            table_like = graph.models[name].config.materialized in ("table", "incremental")
+            fed = table_like and any(committed[d].done() for d in deps[name])
+            quick = None if fed else unchanged(name)
             if quick is not None:
                 return quick
-            set_aside.append(aside.submit(open_tables, name))
+            once(f"open:{name}", functools.partial(open_tables, name))
             once("engine", warm)
+            for reader in readers[name]:  # what will read its new rows, opened beside it
+                once(f"open:{reader}", functools.partial(open_tables, reader))
             lease = f"model:{name}"
             record: str | None = None
             # The lease and the model's run record: one transaction.
@@ -293,6 +299,7 @@ def run_models(
                             backfill=backfill,
                             inputs_changed=changed,
                             later=lambda job: lineage.append(recorder.submit(job)),
+                            on_commit=lambda: _settle(committed[name]),
                         )
                     except BaseException as exc:
                         ctx.metastore.finish_run(record, status="failed", error=str(exc))
@@ -322,6 +329,24 @@ def run_models(
 
         pending = set(chosen)
         running: dict[Future[NodeResult], TableName] = {}
+        # Set once a model's rows are committed: a table or incremental model reading it
+        # starts then, while it records its size, description and run.
+        committed: dict[TableName, Future[None]] = {n: Future() for n in chosen}
+        readers = {
+            n: [
+                r
+                for r in chosen
+                if n in deps[r] and graph.models[r].config.materialized in ("table", "incremental")
+            ]
+            for n in chosen
+        }
+
+        def ready(name: TableName) -> bool:
+            built = graph.models[name].config.materialized in ("table", "incremental")
+            return all(
+                results.get(d) is not None or (built and committed[d].done()) for d in deps[name]
+            )
+
         halted: str | None = None  # why nothing more starts (fail_fast)
         # Column lineage is traced (pure Python, sqlglot) on a thread of its own, while the
         # models downstream run their queries, and is all recorded before the run ends.
@@ -343,15 +368,19 @@ def run_models(
                         pending.discard(name)
                         if report:
                             report("skipped", skipped)
-                    elif all(s is not None for s in states) and len(running) < workers:
+                    elif ready(name) and len(running) < workers:
                         pending.discard(name)
                         if report:
                             report("started", NodeResult(str(name), "success"))
                         running[pool.submit(attempt, name)] = name
                 if not running:
                     continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                watched: list[Future[Any]] = [*running]
+                watched += [committed[n] for n in running.values() if not committed[n].done()]
+                done, _ = wait(watched, return_when=FIRST_COMPLETED)
                 for future in done:
+                    if future not in running:
+                        continue  # a commit: what reads it may start
                     name = running.pop(future)
                     node = future.result()
                     results[name] = node
@@ -430,3 +459,8 @@ def run(
         return run_models(ctx, graph, selected, **options)
     except _RunFailedError as failed:
         return failed.summary
+
+
+def _settle(future: Future[None]) -> None:
+    if not future.done():  # a retried build commits once
+        future.set_result(None)
