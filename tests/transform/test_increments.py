@@ -3,11 +3,17 @@ the keys they touch, or everything."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from lakebed.storage import TableName
 from lakebed.transform import increments
-from lakebed.transform.increments import increment_shape, key_source
+from lakebed.transform.increments import (
+    distinct_keys,
+    increment_shape,
+    key_source,
+    without_qualify,
+)
 
 ORDERS = TableName.parse("bronze.orders")
 SCHEMAS = {
@@ -393,3 +399,24 @@ def test_key_source_is_the_input_the_whole_key_is_copied_from() -> None:
     assert key_source(grouped, output, ["customer_id"], SCHEMAS) is None
     computed = "select order_id + 1 as order_id from bronze.orders"
     assert key_source(computed, output, ["order_id"], SCHEMAS) is None
+
+
+def test_without_qualify_keeps_the_rest_of_the_select() -> None:
+    sql = (
+        "select id, lower(s) as s from bronze.t where v > 0 "
+        "qualify row_number() over (partition by id order by ts desc) = 1"
+    )
+    assert without_qualify(sql) == "SELECT id, LOWER(s) AS s FROM bronze.t WHERE v > 0"
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [([1, 2, 3], True), ([1, 2, 1], False), ([1, None], True), ([None, None], False), ([], True)],
+)
+def test_distinct_keys_counts_a_null_key_as_a_key(ids: list[int | None], expected: bool) -> None:
+    rows = pa.table({"id": pa.array(ids, pa.int64()), "v": list(range(len(ids)))})
+    assert distinct_keys(rows, ["id"]) is expected
+    pairs = pa.table({"a": pa.array(ids, pa.int64()), "b": [0] * len(ids)})
+    assert distinct_keys(pairs, ["a", "b"]) is expected
+    assert distinct_keys(rows, []) is False
+    assert distinct_keys(rows, ["missing"]) is False

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, TypeGuard
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -452,3 +454,23 @@ def _lineage(sql: str, output: str, schemas: _Schemas) -> tuple[ColumnEdge, ...]
 
     known = {TableName.parse(t): list(c) for t, c in schemas}
     return tuple(column_lineage(sql, output, known))
+
+
+@lru_cache(maxsize=256)
+def without_qualify(sql: str) -> str:
+    """The SELECT without its QUALIFY clause (for a `latest` model over rows that hold each
+    key once, where it keeps every row)."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    tree.set("qualify", None)
+    return tree.sql(dialect="duckdb")
+
+
+def distinct_keys(rows: pa.Table, keys: Sequence[str]) -> bool:
+    """Whether no two of `rows` share a key (NULL a key like any other)."""
+    if not keys or not set(keys) <= set(rows.column_names):
+        return False
+    if len(keys) == 1:
+        count = int(pc.count_distinct(rows.column(keys[0]), mode="all").as_py())
+        return count == int(rows.num_rows)
+    groups = rows.select(list(keys)).group_by(list(keys)).aggregate([])
+    return int(groups.num_rows) == int(rows.num_rows)
