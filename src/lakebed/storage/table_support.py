@@ -123,6 +123,14 @@ def last_per_key(data: pa.Table, keys: list[str]) -> pa.Table:
     return data.take(pc.take(last, pc.sort_indices(last)))
 
 
+def distinct_rows(data: pa.Table, keys: list[str]) -> pa.Table:
+    """The distinct values of the `keys` columns (one column: a hash of it alone, about
+    twice as fast as a group-by)."""
+    if len(keys) == 1:
+        return pa.table({keys[0]: pc.unique(data.column(keys[0]))})
+    return data.select(keys).group_by(keys).aggregate([]).select(keys)
+
+
 def _distinct(column: pa.ChunkedArray) -> int:
     """How many distinct values (NULL one of them, as a NULL key matches a NULL key)."""
     return int(pc.count_distinct(column, mode="all").as_py())

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from lakebed.storage import KeyLookup, Table, TableName, last_per_key
+from lakebed.storage import KeyLookup, Table, TableName, distinct_rows, last_per_key
 
 if TYPE_CHECKING:
     from lakebed.transform.materialize import Workspace
@@ -138,7 +138,7 @@ def lookup_soon(
     while the caller computes what to compare them with (for a merge into a table with a
     change feed, the lookup decodes whole rows: it is the increment's longest read)."""
     table = ws.table(model)
-    wanted = rows.select(keys).group_by(keys).aggregate([]).select(keys)
+    wanted = distinct_rows(rows, keys)
     future: Future[KeyLookup | None] = Future()
 
     def work() -> None:
@@ -168,7 +168,7 @@ def newer_rows(
     if found.num_rows == 0:
         return found, None
     index = "__lakebed_index"
-    wanted = found.select(keys).group_by(keys).aggregate([]).select(keys)
+    wanted = distinct_rows(found, keys)
     named = {c.lower() for c, _ in order}
     columns = list(dict.fromkeys(keys + [c for c in found.column_names if c.lower() in named]))
     looked_up = early.result() if early is not None else None
