@@ -67,6 +67,29 @@ def test_an_input_dropped_and_written_anew_is_read_in_full(tmp_path: Path) -> No
     assert {n.status for n in lh.run().nodes} == {"up_to_date"}
 
 
+def test_a_commit_that_only_sets_an_inputs_properties_leaves_its_readers_current(
+    tmp_path: Path,
+) -> None:
+    """Turning on an input's change data feed (as an incremental reader's first build does,
+    maybe while another model reads the input) commits no row: the models that read it
+    stay up to date. A commit with rows after it still makes them stale."""
+    lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
+    lh.write("bronze.orders", {"id": [1, 2], "amount": [5.0, 7.5]})
+    write_model(lh.root, "silver.total", "select sum(amount) as total from bronze.orders")
+    merged = "materialized: incremental\nunique_key: id\n"
+    write_model(lh.root, "silver.orders", "select id, amount from bronze.orders", merged)
+    assert lh.run().ok
+    orders = lh.table("bronze.orders")
+    orders.set_properties({"delta.logRetentionDuration": "interval 60 days"})
+    assert not orders.rows_changed(orders.version(), orders.version())
+    assert {n.status for n in lh.run().nodes} == {"up_to_date"}
+    orders.append({"id": [3], "amount": [1.0]})
+    assert orders.rows_changed(orders.version(), orders.version())
+    nodes = {n.model: n for n in lh.run().nodes}
+    assert (nodes["silver.total"].status, nodes["silver.orders"].mode) == ("success", "incremental")
+    assert lh.sql("select total from silver.total").scalar() == 13.5
+
+
 def test_a_model_table_restored_to_an_earlier_build_is_brought_up_to_date(
     tmp_path: Path,
 ) -> None:

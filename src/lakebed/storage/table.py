@@ -338,6 +338,19 @@ class Table:
                 total += int(next(iter(action.values())).get("size") or 0)
         return total
 
+    def rows_changed(self, first: int, last: int) -> bool:
+        """Whether commits `first`..`last` changed rows: added or removed a file, or their
+        log files are gone (then they may have); a commit that only set properties did
+        not. Local tables only (`log_entry`); elsewhere always True."""
+        for version in range(first, last + 1):
+            lines = self.log_entry(version)
+            if lines is None:
+                return True
+            for line in lines:
+                if line.startswith(('{"add"', '{"remove"', '{"cdc"')):
+                    return True
+        return False
+
     def commit_info(self, version: int) -> dict[str, Any] | None:
         """What `history` says of one commit, read from its log file (`log_entry`)."""
         for line in self.log_entry(version) or []:

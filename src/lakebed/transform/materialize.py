@@ -339,8 +339,16 @@ def _unchanged_since(
     if not all(ws.storage.exists(name) for name in model.inputs):
         return None  # a view input has no versions to compare
     now = _input_versions(ws, model)
-    if _processed(previous) != now or _replaced(ws, previous):
+    processed = _processed(previous) or {}
+    if set(processed) != set(now) or _replaced(ws, previous):
         return None
+    for name, version in now.items():
+        # Commits that only set properties (a change data feed turned on) change no row.
+        before = processed[name]
+        if version < before:
+            return None
+        if version > before and ws.table(TableName.parse(name)).rows_changed(before + 1, version):
+            return None
     return now
 
 
