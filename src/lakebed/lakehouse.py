@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -34,7 +33,7 @@ from lakebed.ingest import (
     source_state,
 )
 from lakebed.lakehouse_models import ModelsMixin
-from lakebed.metastore import Metastore, RunRecord, SchemaVersion, TableRecord
+from lakebed.metastore import Metastore, SchemaVersion, TableRecord
 from lakebed.metastore.deferred import Deferred
 from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
 from lakebed.metastore.table_writes import Write
@@ -82,15 +81,6 @@ def init_project(path: str | os.PathLike[str], *, name: str | None = None) -> Pa
         (root / folder).mkdir(parents=True, exist_ok=True)
     Lakehouse(root).close()
     return root
-
-
-@dataclass
-class RunProgress:
-    """What a tracked run reports when it ends (set by the work inside `track_run`)."""
-
-    run_id: str
-    rows: int | None = None
-    bytes: int | None = None
 
 
 class Lakehouse(ModelsMixin):
@@ -323,42 +313,6 @@ class Lakehouse(ModelsMixin):
         """The schemas a table has had, oldest first, with the version where each appeared
         (none for a view)."""
         return self.metastore.schema_history(self.describe(name).name)
-
-    # -- run log ----------------------------------------------------------------------------
-
-    @contextmanager
-    def track_run(
-        self, kind: str, target: str | None = None, **params: Any
-    ) -> Iterator[RunProgress]:
-        """Record a piece of work in the run log: started, then succeeded or failed.
-
-        Set `rows` / `bytes` on the yielded object; an exception marks the run failed with
-        its message and propagates.
-        """
-        run_id = self.metastore.start_run(kind, target, params or None)
-        progress = RunProgress(run_id)
-        try:
-            yield progress
-        except BaseException as exc:
-            self.metastore.finish_run(
-                run_id, status="failed", rows=progress.rows, bytes=progress.bytes, error=str(exc)
-            )
-            raise
-        self.metastore.finish_run(
-            run_id, status="success", rows=progress.rows, bytes=progress.bytes
-        )
-
-    def runs(
-        self,
-        *,
-        limit: int = 50,
-        kind: str | None = None,
-        target: str | None = None,
-        status: str | None = None,
-    ) -> list[RunRecord]:
-        """The run log, newest first: of one kind (`run`, `model`, `ingest`...), target (a
-        model or source) and status (`success`, `failed`, `running`) when given."""
-        return self.metastore.runs(limit=limit, kind=kind, target=target, status=status)
 
     # -- ingestion --------------------------------------------------------------------------
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from lakebed.config import CONFIG_FILE
 from lakebed.conflicts import refuse_shared_quarantine, refuse_unknown_domains
@@ -32,9 +34,18 @@ if TYPE_CHECKING:
     from lakebed.config import ProjectConfig
     from lakebed.ingest import SourceSpec
     from lakebed.lakehouse import Lakehouse
-    from lakebed.metastore import Metastore, TableRecord
+    from lakebed.metastore import Metastore, RunRecord, TableRecord
     from lakebed.process.stream_spec import PipelineSpec
     from lakebed.storage import DeltaStore
+
+
+@dataclass
+class RunProgress:
+    """What a tracked run reports when it ends (set by the work inside `track_run`)."""
+
+    run_id: str
+    rows: int | None = None
+    bytes: int | None = None
 
 
 class ModelsMixin:
@@ -214,6 +225,42 @@ class ModelsMixin:
             str(n): judge_table(self._lakehouse(), n, declared[n], run_id=None, again=True)
             for n in names
         }
+
+    # -- run log ----------------------------------------------------------------------------
+
+    @contextmanager
+    def track_run(
+        self, kind: str, target: str | None = None, **params: Any
+    ) -> Iterator[RunProgress]:
+        """Record a piece of work in the run log: started, then succeeded or failed.
+
+        Set `rows` / `bytes` on the yielded object; an exception marks the run failed with
+        its message and propagates.
+        """
+        run_id = self.metastore.start_run(kind, target, params or None)
+        progress = RunProgress(run_id)
+        try:
+            yield progress
+        except BaseException as exc:
+            self.metastore.finish_run(
+                run_id, status="failed", rows=progress.rows, bytes=progress.bytes, error=str(exc)
+            )
+            raise
+        self.metastore.finish_run(
+            run_id, status="success", rows=progress.rows, bytes=progress.bytes
+        )
+
+    def runs(
+        self,
+        *,
+        limit: int = 50,
+        kind: str | None = None,
+        target: str | None = None,
+        status: str | None = None,
+    ) -> list[RunRecord]:
+        """The run log, newest first: of one kind (`run`, `model`, `ingest`...), target (a
+        model or source) and status (`success`, `failed`, `running`) when given."""
+        return self.metastore.runs(limit=limit, kind=kind, target=target, status=status)
 
 
 def _selected(graph: ModelGraph, select: str | None, exclude: str | None) -> list[TableName]:

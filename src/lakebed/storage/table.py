@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import random
 import threading
@@ -48,6 +46,7 @@ from lakebed.storage.naming import TableName
 from lakebed.storage.properties import check_properties
 from lakebed.storage.schema import normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot
+from lakebed.storage.table_log import LogReading, newest_commit
 from lakebed.storage.table_support import WRITER_PROPERTIES, writer_properties
 
 AsOf = int | str | datetime
@@ -77,18 +76,6 @@ class WriteResult:
         return 0
 
 
-def _newest_commit(path: str) -> int | None:
-    """The version of the newest commit file in a local table's log."""
-    try:
-        names = os.listdir(f"{path}/_delta_log")
-    except OSError:
-        return None
-    versions = [
-        int(n[:20]) for n in names if len(n) == 25 and n.endswith(".json") and n[:20].isdigit()
-    ]
-    return max(versions) if versions else None
-
-
 def _arrow_schema(dt: DeltaTable) -> pa.Schema:
     return pa.schema(dt.schema().to_arrow())
 
@@ -115,7 +102,7 @@ def _parse_as_of(as_of: AsOf) -> int | datetime:
 CommitHook = Callable[["Table", "WriteResult"], None]
 
 
-class Table:
+class Table(LogReading):
     """A handle on one Delta table; every method reads or commits the latest version."""
 
     def __init__(
@@ -212,25 +199,10 @@ class Table:
                 while os.path.exists(f"{self.path}/_delta_log/{version + 1:020d}.json"):
                     version += 1
                 return version
-            newest = _newest_commit(self.path)
+            newest = newest_commit(self.path)
             if newest is not None:
                 return newest
         return int(self.delta().version())
-
-    def table_id(self) -> str:
-        """The table's id, fixed for its life: a table dropped and written anew under the
-        same name has another (so what was read of the old one says nothing of it)."""
-        if "://" not in self.path:
-            # The first commit names it, where opening the table replays the whole log.
-            first = f"{self.path}/_delta_log/{0:020d}.json"
-            with (
-                contextlib.suppress(OSError, ValueError, KeyError),
-                open(first, encoding="utf-8") as log,
-            ):
-                for line in log:
-                    if line.startswith('{"metaData"'):
-                        return str(json.loads(line)["metaData"]["id"])
-        return str(self.delta().metadata().id)
 
     def schema(self, as_of: AsOf | None = None) -> pa.Schema:
         written = self._written_schema
@@ -313,51 +285,6 @@ class Table:
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first: version, timestamp, operation, parameters and metrics."""
         return [dict(entry) for entry in self.delta().history(limit)]
-
-    def log_entry(self, version: int) -> list[str] | None:
-        """The lines (one action each) of a commit's log file: local tables only; None
-        elsewhere, or when the file is gone (cleaned up after a checkpoint)."""
-        if "://" in self.path:
-            return None
-        try:
-            with open(f"{self.path}/_delta_log/{version:020d}.json", encoding="utf-8") as f:
-                return f.readlines()
-        except OSError:
-            return None
-
-    def bytes_written(self, version: int) -> int | None:
-        """The bytes of the files one commit added (data and change data files), from its
-        log file: local tables only (`log_entry`)."""
-        lines = self.log_entry(version)
-        if lines is None:
-            return None
-        total = 0
-        for line in lines:
-            if line.startswith(('{"add"', '{"cdc"')):
-                action = json.loads(line)
-                total += int(next(iter(action.values())).get("size") or 0)
-        return total
-
-    def rows_changed(self, first: int, last: int) -> bool:
-        """Whether commits `first`..`last` changed rows: added or removed a file, or their
-        log files are gone (then they may have); a commit that only set properties did
-        not. Local tables only (`log_entry`); elsewhere always True."""
-        for version in range(first, last + 1):
-            lines = self.log_entry(version)
-            if lines is None:
-                return True
-            for line in lines:
-                if line.startswith(('{"add"', '{"remove"', '{"cdc"')):
-                    return True
-        return False
-
-    def commit_info(self, version: int) -> dict[str, Any] | None:
-        """What `history` says of one commit, read from its log file (`log_entry`)."""
-        for line in self.log_entry(version) or []:
-            if line.startswith('{"commitInfo"'):
-                info = json.loads(line)["commitInfo"]
-                return {**info, "version": version}
-        return None
 
     def transaction_version(self, app_id: str) -> int | None:
         """The last version committed by an application transaction (exactly-once writers)."""
