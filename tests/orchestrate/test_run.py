@@ -362,6 +362,103 @@ def test_a_model_starts_once_its_input_is_committed(
     assert _rows(lh, "gold.total") == [(15.5,)]
 
 
+def _chain(lh: Lakehouse) -> None:
+    """silver.big merges silver.orders' rows; gold.big_customers merges silver.big's."""
+    merged = "materialized: incremental\nincremental_strategy: merge\nunique_key: [id]\n"
+    write_model(lh.root, "silver.big", "select id, customer, amount from silver.orders", merged)
+    write_model(
+        lh.root,
+        "gold.big_customers",
+        "select b.id, c.country, b.amount * 2 as doubled\n"
+        "from silver.big b join silver.customers c using (customer)",
+        merged,
+    )
+    assert lh.run().ok
+
+
+def test_a_merged_models_reader_computes_while_its_commit_lands(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a merge's change rows are planned, an incremental model reading them computes
+    its increment from them while the merge writes its files and commits (made slow here),
+    and publishes once it has landed: the same rows as a full rebuild."""
+    import time as clock
+
+    from lakebed.storage import merge_on_read
+
+    _chain(lh)
+    lh.table("silver.orders").append({"id": [5, 6], "customer": [20, 10], "amount": [9.0, 4.0]})
+    lh.table("silver.orders").update({"amount": "8.0"}, predicate="id = 1")
+    real_commit = merge_on_read._commit
+
+    def slow_commit(table: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(table.name) == "silver.big":
+            clock.sleep(0.5)
+        return real_commit(table, *args, **kwargs)
+
+    monkeypatch.setattr(merge_on_read, "_commit", slow_commit)
+    build_module = importlib.import_module("lakebed.orchestrate.build")
+    real_ahead = build_module.compute_ahead
+    before = lh.table("silver.big").version()
+    ahead: list[tuple[int, bool]] = []  # silver.big's version then, and whether it computed
+
+    def spy(ctx: Any, model: Any, planned: Any) -> Any:
+        version = lh.table("silver.big").version()
+        computed = real_ahead(ctx, model, planned)
+        ahead.append((version, computed is not None))
+        return computed
+
+    monkeypatch.setattr(build_module, "compute_ahead", spy)
+    events: list[tuple[str, str]] = []
+    summary = lh.run(report=lambda event, node: events.append((event, node.model if node else "")))
+    assert summary.ok
+    assert ahead == [(before, True)]  # computed before silver.big's commit landed
+    modes = {n.model: n.mode for n in summary.nodes}
+    assert modes["gold.big_customers"] == modes["silver.big"] == "incremental"
+    assert events.index(("started", "gold.big_customers")) < events.index(
+        ("finished", "silver.big")
+    )
+    expected = lh.sql(
+        "select o.id, c.country, o.amount * 2 from silver.orders o "
+        "join silver.customers c using (customer) order by all"
+    ).rows()
+    assert _rows(lh, "gold.big_customers") == expected
+    assert {n.status for n in lh.run().nodes} == {"up_to_date"}
+
+
+def test_a_reader_of_a_merge_that_does_not_land_is_skipped(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merge planned and not committed: the model computing from its rows is skipped, as
+    when its input fails; the next run builds both from what is committed."""
+    from lakebed.errors import StorageError
+    from lakebed.storage import merge_on_read
+
+    _chain(lh)
+    lh.table("silver.orders").append({"id": [5], "customer": [20], "amount": [9.0]})
+    real_commit = merge_on_read._commit
+
+    def failing_commit(table: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(table.name) == "silver.big":
+            raise StorageError("the disk is full")
+        return real_commit(table, *args, **kwargs)
+
+    monkeypatch.setattr(merge_on_read, "_commit", failing_commit)
+    nodes = {n.model: n for n in lh.run().nodes}
+    assert nodes["silver.big"].status == "failed"
+    assert (nodes["gold.big_customers"].status, nodes["gold.big_customers"].error) == (
+        "skipped",
+        "an upstream model failed (silver.big did not commit its rows)",
+    )
+    monkeypatch.setattr(merge_on_read, "_commit", real_commit)
+    assert lh.run().ok
+    expected = lh.sql(
+        "select o.id, c.country, o.amount * 2 from silver.orders o "
+        "join silver.customers c using (customer) where o.amount > 0 order by all"
+    ).rows()
+    assert _rows(lh, "gold.big_customers") == expected
+
+
 def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,10 +467,10 @@ def test_an_unforeseen_error_fails_its_model_and_the_run_goes_on(
     build_module = importlib.import_module("lakebed.orchestrate.build")
     real_publish = build_module.publish
 
-    def publish(ctx: object, computed: Any, data: pa.Table) -> Any:
+    def publish(ctx: object, computed: Any, data: pa.Table, *args: Any) -> Any:
         if str(computed.model.name) == "gold.a":
             raise RuntimeError("boom")
-        return real_publish(ctx, computed, data)
+        return real_publish(ctx, computed, data, *args)
 
     monkeypatch.setattr(build_module, "publish", publish)
     summary = lh.run()

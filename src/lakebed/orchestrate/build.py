@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,8 +39,10 @@ from lakebed.transform import Model
 from lakebed.transform.backfill import Backfill
 from lakebed.transform.fingerprints import fingerprint
 from lakebed.transform.materialize import (
+    Computed,
     Workspace,
     compute,
+    compute_ahead,
     is_current,
     last_build,
     next_build,
@@ -87,6 +90,19 @@ class RunContext(Workspace, Protocol):
         domain: str | None = None,
         tags: list[str] | None = None,
     ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """An input whose next commit is planned but has not landed: the version it is to be,
+    and its landing (the version committed; None when it did not commit)."""
+
+    version: int
+    landed: Future[int | None]
+
+
+class UpstreamFailedError(LakebedError):
+    """An input planned a commit that did not land: the model reading it is skipped."""
 
 
 @dataclass
@@ -247,6 +263,21 @@ def _view_checks(ctx: RunContext, model: Model, run_id: str) -> list[CheckResult
     return _audited(ctx, model, checks, rows, run_id).results
 
 
+def _computed_ahead(
+    ctx: RunContext, model: Model, ahead: Mapping[TableName, Ahead]
+) -> Computed | None:
+    """The increment computed while its inputs' planned commits land (`compute_ahead`),
+    once they have landed as planned; None when it is to be computed now."""
+    computed = compute_ahead(ctx, model, {str(n): a.version for n, a in ahead.items()})
+    landed = {name: a.landed.result() for name, a in ahead.items()}
+    failed = [str(name) for name, version in landed.items() if version is None]
+    if failed:
+        raise UpstreamFailedError(f"{', '.join(failed)} did not commit its rows")
+    if any(landed[name] != a.version for name, a in ahead.items()):
+        return None  # another writer's commit came first: the plan is not what landed
+    return computed
+
+
 def build_model(
     ctx: RunContext,
     model: Model,
@@ -256,7 +287,9 @@ def build_model(
     backfill: Backfill | None = None,
     inputs_changed: bool = True,
     later: Callable[[Callable[[], None]], None] | None = None,
-    on_commit: Callable[[], None] | None = None,
+    on_commit: Callable[[int | None], None] | None = None,
+    on_planned: Callable[[int], None] | None = None,
+    ahead: Mapping[TableName, Ahead] | None = None,
 ) -> NodeResult:
     """Compute, audit and publish one model; raises on failure (the caller records it).
     `on_commit` is called once its rows are committed (before what follows: recording its
@@ -297,7 +330,9 @@ def build_model(
         # Append what its inputs gained first: the backfill then records the versions it
         # read for the whole table (an append applied after it would repeat rows).
         build_model(ctx, model, run_id=run_id, inputs_changed=inputs_changed, later=later)
-    computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
+    computed = _computed_ahead(ctx, model, ahead) if ahead else None
+    if computed is None:
+        computed = compute(ctx, model, full_refresh=full_refresh, backfill=backfill)
     result = NodeResult(str(model.name), "success", computed.mode, computed.reason)
     if computed.mode == "up_to_date":
         problem = settings_problem(ctx, model)  # checks may change without the model
@@ -330,9 +365,9 @@ def build_model(
             )
             result.quarantined = outcome.quarantined.num_rows
         data = outcome.passed
-    written = publish(ctx, computed, data)
+    written = publish(ctx, computed, data, on_planned)
     if on_commit is not None:
-        on_commit()
+        on_commit(None if written is None else written.version)
     if written is not None:
         result.bytes = ctx.table(model.name).bytes_written(written.version) or 0
     describe(ctx, model)

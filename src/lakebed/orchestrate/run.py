@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from lakebed.errors import LakebedError, Retryable
 from lakebed.govern import (
@@ -24,8 +24,10 @@ from lakebed.govern import (
     blocking,
 )
 from lakebed.orchestrate.build import (
+    Ahead,
     NodeResult,
     RunContext,
+    UpstreamFailedError,
     ViewCatalog,
     build_model,
     view_current,
@@ -46,6 +48,7 @@ from lakebed.transform.materialize import (
 )
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 # A lease outlives any sane build; a crashed holder's lease lapses after it.
 LEASE_SECONDS = 3600.0
 
@@ -181,10 +184,16 @@ def run_models(
             if ctx.storage.exists(table):  # not a view
                 ctx.table(table).snapshot()
 
-        def attempt(name: TableName) -> NodeResult:
-            # A table whose input committed in this run is not current: no need to ask.
+        def attempt(name: TableName, ahead: dict[TableName, Ahead]) -> NodeResult:
+            try:
+                return attempt_now(name, ahead)
+            finally:
+                _settle(landed[name], None)  # it commits nothing more
+
+        def attempt_now(name: TableName, ahead: dict[TableName, Ahead]) -> NodeResult:
+            # A table whose input committed (or plans to) in this run is not current.
             table_like = graph.models[name].config.materialized in ("table", "incremental")
-            fed = table_like and any(committed[d].done() for d in deps[name])
+            fed = table_like and any(committed[d].done() or d in ahead for d in deps[name])
             quick = None if fed else unchanged(name)
             if quick is not None:
                 return quick
@@ -211,7 +220,7 @@ def run_models(
                     error=f"run {holder[:12]} is building {name}; run again when it ends",
                 )
             try:
-                node, record = build(name, record)
+                node, record = build(name, record, ahead)
             except BaseException:
                 ctx.metastore.release_lease(lease, me)
                 raise
@@ -276,7 +285,9 @@ def run_models(
                     return True
             return False
 
-        def build(name: TableName, record: str | None) -> tuple[NodeResult, str | None]:
+        def build(
+            name: TableName, record: str | None, ahead: dict[TableName, Ahead]
+        ) -> tuple[NodeResult, str | None]:
             """Build the model, again after retryable errors, each try with a run record
             (`record`: the first one's, already started): its result, and the record for
             the caller to finish when it succeeded."""
@@ -299,7 +310,9 @@ def run_models(
                             backfill=backfill,
                             inputs_changed=changed,
                             later=lambda job: lineage.append(recorder.submit(job)),
-                            on_commit=lambda: _settle(committed[name]),
+                            on_commit=functools.partial(on_commit, name),
+                            on_planned=functools.partial(_settle, planned[name]),
+                            ahead=ahead or None,
                         )
                     except BaseException as exc:
                         ctx.metastore.finish_run(record, status="failed", error=str(exc))
@@ -307,6 +320,11 @@ def run_models(
                         raise
                     node.attempts = tries
                     return node, record
+                except UpstreamFailedError as exc:
+                    # An input planned a commit and did not make it: as if it had failed
+                    # before this model started.
+                    error = f"an upstream model failed ({exc.message})"
+                    return NodeResult(str(name), "skipped", attempts=tries, error=error), None
                 except LakebedError as exc:
                     if isinstance(exc, Retryable) and tries <= retries:
                         time.sleep(min(5.0, 0.2 * 2**tries) * (0.5 + random.random()))
@@ -331,7 +349,18 @@ def run_models(
         running: dict[Future[NodeResult], TableName] = {}
         # Set once a model's rows are committed: a table or incremental model reading it
         # starts then, while it records its size, description and run.
-        committed: dict[TableName, Future[None]] = {n: Future() for n in chosen}
+        committed: dict[TableName, Future[int]] = {n: Future() for n in chosen}
+        # Set once a merged model's commit is planned (its change rows known): an
+        # incremental model reading it computes from them while it commits (`Ahead`).
+        planned: dict[TableName, Future[int]] = {n: Future() for n in chosen}
+        # The version a model committed, or None once its build ended without a commit.
+        landed: dict[TableName, Future[int | None]] = {n: Future() for n in chosen}
+
+        def on_commit(name: TableName, version: int | None) -> None:
+            if version is not None:
+                _settle(committed[name], version)
+            _settle(landed[name], version)
+
         readers = {
             n: [
                 r
@@ -342,10 +371,23 @@ def run_models(
         }
 
         def ready(name: TableName) -> bool:
-            built = graph.models[name].config.materialized in ("table", "incremental")
+            materialized = graph.models[name].config.materialized
+            built = materialized in ("table", "incremental")
+            early = materialized == "incremental" and not full_refresh and backfill is None
             return all(
-                results.get(d) is not None or (built and committed[d].done()) for d in deps[name]
+                results.get(d) is not None
+                or (built and committed[d].done())
+                or (early and planned[d].done())
+                for d in deps[name]
             )
+
+        def ahead_of(name: TableName) -> dict[TableName, Ahead]:
+            """The inputs of a model starting that have planned their commit, not landed it."""
+            return {
+                d: Ahead(planned[d].result(), landed[d])
+                for d in deps[name]
+                if results.get(d) is None and not committed[d].done() and planned[d].done()
+            }
 
         halted: str | None = None  # why nothing more starts (fail_fast)
         # Column lineage is traced (pure Python, sqlglot) on a thread of its own, while the
@@ -372,15 +414,16 @@ def run_models(
                         pending.discard(name)
                         if report:
                             report("started", NodeResult(str(name), "success"))
-                        running[pool.submit(attempt, name)] = name
+                        running[pool.submit(attempt, name, ahead_of(name))] = name
                 if not running:
                     continue
                 watched: list[Future[Any]] = [*running]
-                watched += [committed[n] for n in running.values() if not committed[n].done()]
+                for n in running.values():
+                    watched += [f for f in (committed[n], planned[n]) if not f.done()]
                 done, _ = wait(watched, return_when=FIRST_COMPLETED)
                 for future in done:
                     if future not in running:
-                        continue  # a commit: what reads it may start
+                        continue  # a commit, or a plan: what reads it may start
                     name = running.pop(future)
                     node = future.result()
                     results[name] = node
@@ -461,6 +504,6 @@ def run(
         return failed.summary
 
 
-def _settle(future: Future[None]) -> None:
+def _settle(future: Future[_T], value: _T) -> None:
     if not future.done():  # a retried build commits once
-        future.set_result(None)
+        future.set_result(value)

@@ -23,8 +23,8 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,7 @@ class _Plan:
     rows_copied: int = 0  # by rewrites of files that lost many rows
     checkpoint_interval: int = 100  # the table's, at the version planned against
     after: tuple[int, int, pa.Schema] | None = None  # live rows, bytes, columns once committed
+    timestamp: int = 0  # of the commit, milliseconds
 
 
 def lookup(
@@ -127,11 +128,14 @@ def merge_on_read(
     app_transaction: tuple[str, int] | None,
     metadata: dict[str, Any] | None,
     looked_up: KeyLookup | None = None,
+    on_planned: Callable[[int], None] | None = None,
 ) -> WriteResult | None:
     """Upsert `source` by `keys` (and delete `delete_keys`) with deletion vectors, in one
     commit; None when the table or the merge does not qualify (see the module docstring).
     `looked_up` saves finding the rows again when it holds every key of the merge at the
-    version it plans against."""
+    version it plans against. `on_planned(version)` is told, once, the version the commit
+    is planned as, as soon as its change rows are known (before its files are written): a
+    reader in this process may compute from them meanwhile (see `Table.changes`)."""
     if "://" in table.path:
         return None
     for tries in range(COMMIT_RETRIES):
@@ -139,16 +143,19 @@ def merge_on_read(
         if not _writable(dt) or table.partition_by:
             return None
         table._commit_properties(app_transaction, metadata)  # refuses a repeated transaction
-        plan = _plan(table, source, keys, delete_keys, looked_up)
+        plan = _plan(table, source, keys, delete_keys, looked_up, on_planned)
+        on_planned = None  # told once: a plan made again after a lost race is not
         if plan is None:
             return None
         try:
             return _commit(table, plan, app_transaction, metadata)
-        except _NoAtomicCommitError:
+        except BaseException as exc:
             _discard(plan)
-            return None
-        except _ConflictError:
-            _discard(plan)
+            table._forget_changes(plan.table_id, plan.version + 1)
+            if isinstance(exc, _NoAtomicCommitError):
+                return None
+            if not isinstance(exc, _ConflictError):
+                raise
             time.sleep(min(2.0, 0.02 * 2**tries) * (0.5 + random.random()))
     raise ConcurrentWriteError(
         f"merge on {table.name} lost {COMMIT_RETRIES} races for a commit to concurrent writers",
@@ -189,6 +196,7 @@ def _plan(
     keys: list[str],
     delete_keys: pa.Table | None,
     looked_up: KeyLookup | None = None,
+    on_planned: Callable[[int], None] | None = None,
 ) -> _Plan | None:
     snapshot = table.snapshot()
     schema = snapshot.schema
@@ -218,44 +226,58 @@ def _plan(
     plan = _Plan(version=snapshot.version, table_id=snapshot.table_id, predicate=predicate)
     plan.checkpoint_interval = int(snapshot.properties.get("delta.checkpointInterval") or 100)
     plan.deleted = dict(snapshot.deleted)
-    if found is not None or not paths:
-        # Nothing to scan for: the file is written here (on a thread of its own, it would
-        # wait for this one's interpreter lock at every step).
-        matched = found[1] if found is not None else empty(read)
-        written = _data_file(table, source) if source.num_rows else None
-    else:
-        # The new rows' file is written while the scan looks for the rows they replace.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            new_file = pool.submit(_data_file, table, source) if source.num_rows else None
-            try:
-                matched = matches(snapshot, paths, wanted, keys, read)
-            except BaseException:
-                if new_file is not None and new_file.exception() is None:
-                    _remove_quietly(new_file.result()[0])
-                raise
-            written = new_file.result() if new_file is not None else None
+    plan.timestamp = int(time.time() * 1000)
+    scanning = found is None and bool(paths)
+    # Scanning, the new rows' file is written on a thread while the scan looks for the rows
+    # they replace; else here, after the plan is announced (on a thread of its own, it
+    # would wait for this one's interpreter lock at every step).
+    pool = ThreadPoolExecutor(max_workers=1) if scanning else None
+    new_file = pool.submit(_data_file, table, source) if pool and source.num_rows else None
+    try:
+        if found is not None:
+            matched = found[1]
+        elif paths:
+            matched = matches(snapshot, paths, wanted, keys, read)
+        else:
+            matched = empty(read)
+        matched_keys = key_strings(matched, keys)
+        if len(pc.unique(matched_keys)) != matched.num_rows:
+            _abandon(plan, new_file)
+            return None  # a key held by several rows: copy-on-write semantics, from delta-rs
+        if not _mark_deleted(table, snapshot, plan, indexes, matched):
+            _abandon(plan, new_file)
+            return None
+        data = matched.drop_columns([FILE, ROW])
+        updated = pc.is_in(source_keys, matched_keys)
+        replaced = pc.is_in(matched_keys, source_keys)
+        changes = _change_rows(source, data, updated, replaced) if feed else None
+        if changes is not None:
+            # Readers in this process find the feed of the version to come at hand (one
+            # told by `on_planned` reads it before the commit; a failed commit forgets it).
+            table._remember_changes(plan.table_id, plan.version + 1, changes, plan.timestamp)
+        if on_planned is not None:
+            on_planned(plan.version + 1)
+        if new_file is not None:
+            written: tuple[str, dict[str, Any]] | None = new_file.result()
+        else:
+            written = _data_file(table, source) if source.num_rows else None
+    except BaseException:
+        _abandon(plan, new_file)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     if written is not None:
         plan.written.append(written[0])
-    matched_keys = key_strings(matched, keys)
-    if len(pc.unique(matched_keys)) != matched.num_rows:
-        _discard(plan)
-        return None  # a key held by several rows: copy-on-write semantics, from delta-rs
-    if not _mark_deleted(table, snapshot, plan, indexes, matched):
-        _discard(plan)
-        return None
-    if written is not None:
         plan.actions.append({"add": written[1]})
         plan.files_added += 1
-    data = matched.drop_columns([FILE, ROW])
-    updated = pc.is_in(source_keys, matched_keys)
-    replaced = pc.is_in(matched_keys, source_keys)
-    if feed and data.num_rows:
-        _record_changes(table, plan, _change_rows(source, data, updated, replaced))
-    elif feed:
+    if changes is not None and data.num_rows:
+        _record_changes(table, plan, changes)
+    elif changes is not None:
         # Only new rows: the feed reads a commit without change data files from its added
         # files, every row an insert (the Delta protocol's rule, as delta-rs and Spark
         # read it), so none is written; the rows are kept for readers in this process.
-        plan.changes = _change_rows(source, data, updated, replaced)
+        plan.changes = changes
     inserted = source.num_rows - int(pc.sum(updated.cast(pa.int64())).as_py() or 0)
     added = sum(int(a["add"]["size"]) for a in plan.actions if "add" in a)
     removed = sum(int(a["remove"]["size"]) for a in plan.actions if "remove" in a)
@@ -280,6 +302,13 @@ def _plan(
 def _discard(plan: _Plan) -> None:
     for path in plan.written:
         _remove_quietly(path)
+
+
+def _abandon(plan: _Plan, new_file: Future[tuple[str, dict[str, Any]]] | None) -> None:
+    """Remove what a plan given up wrote (its rewrites, and the new rows' file)."""
+    _discard(plan)
+    if new_file is not None and new_file.exception() is None:
+        _remove_quietly(new_file.result()[0])
 
 
 def _mark_deleted(
@@ -449,7 +478,7 @@ def _commit(
 ) -> WriteResult:
     from lakebed.storage.table import WriteResult
 
-    now = int(time.time() * 1000)
+    now = plan.timestamp or int(time.time() * 1000)
     info: dict[str, Any] = {
         "timestamp": now,
         "operation": "MERGE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
@@ -142,6 +143,7 @@ def upsert(
     app_transaction: tuple[str, int] | None,
     metadata: dict[str, Any] | None,
     looked_up: KeyLookup | None = None,
+    on_planned: Callable[[int], None] | None = None,
 ) -> WriteResult:
     """See `Table.merge`: with deletion vectors where the table allows (`merge_on_read`),
     else with delta-rs."""
@@ -180,7 +182,14 @@ def upsert(
     ):
         with table._errors("merge"):
             done = merge_on_read(
-                table, source, key_list, delete_keys, app_transaction, metadata, looked_up
+                table,
+                source,
+                key_list,
+                delete_keys,
+                app_transaction,
+                metadata,
+                looked_up,
+                on_planned,
             )
         if done is not None:
             return done

@@ -509,6 +509,7 @@ class Table(LogReading):
         app_transaction: tuple[str, int] | None = None,
         metadata: dict[str, Any] | None = None,
         looked_up: KeyLookup | None = None,
+        on_planned: Callable[[int], None] | None = None,
     ) -> WriteResult:
         """Upsert by key columns: matched rows are updated, new keys inserted.
 
@@ -519,7 +520,8 @@ class Table(LogReading):
 
         On a local table with `delta.enableDeletionVectors`, an upsert marks the rows it
         replaces in deletion vectors instead of rewriting their files (`merge_on_read`);
-        `looked_up` (from `lookup`, at the version merged into) saves finding them again.
+        `looked_up` (from `lookup`, at the version merged into) saves finding them again;
+        `on_planned(version)` hears the version it is planned as (`merge_on_read`).
         """
         key_list = [keys] if isinstance(keys, str) else list(keys)
         return merges.upsert(
@@ -534,6 +536,7 @@ class Table(LogReading):
             app_transaction=app_transaction,
             metadata=metadata,
             looked_up=looked_up,
+            on_planned=on_planned,
         )
 
     def lookup(
@@ -571,6 +574,12 @@ class Table(LogReading):
             pa.repeat(pa.scalar(timestamp_ms, pa.timestamp("ms")), rows.num_rows),
         )
         self._written_changes = ((table_id, version), stamped)
+
+    def _forget_changes(self, table_id: str, version: int) -> None:
+        """Drop the kept feed rows of a version this handle planned and did not commit."""
+        written = self._written_changes
+        if written is not None and written[0] == (table_id, version):
+            self._written_changes = None
 
     def changes(self, from_version: int, to_version: int) -> pa.Table | None:
         """Rows changed in versions `from_version`..`to_version` from the change data feed

@@ -59,8 +59,12 @@ def read_increment(
     changed: list[TableName],
     last: dict[str, int],
     now: dict[str, int],
+    *,
+    ahead: bool = False,
 ) -> Increase | Rebuild:
-    """The model's rows for what its `changed` inputs changed since the versions `last`."""
+    """The model's rows for what its `changed` inputs changed since the versions `last`.
+    `ahead`: the changed inputs' versions `now` are not committed yet (`compute_ahead`):
+    they may be read as changed rows only, not as tables (a Rebuild says it cannot be)."""
     keys = list(model.config.unique_key)
     merge = model.config.incremental_strategy == "merge"
     # A merged model's increment must equal a full rebuild (an appending one's SQL runs
@@ -119,6 +123,8 @@ def read_increment(
         if delta is None:
             return Rebuild(_unread(name, last))
         deltas[name] = delta
+    if ahead and touched:
+        return Rebuild("the rows of the keys a change touches are read from its table")
     outputs: list[pa.Table] = []
     removed: list[pa.Table] = []
     looked_up = None

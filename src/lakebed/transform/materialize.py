@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
-from lakebed.errors import ModelError, QueryError, TransformError
+from lakebed.errors import LakebedError, ModelError, QueryError, TransformError
 from lakebed.ingest.runner import Catalog
 from lakebed.process import QueryResult
 from lakebed.storage import CHANGE_FEED, KeyLookup, Table, TableName, WriteResult, last_per_key
@@ -253,6 +253,46 @@ def compute(
     return computed
 
 
+def compute_ahead(ws: Workspace, model: Model, planned: Mapping[str, int]) -> Computed | None:
+    """An incremental model's increment from inputs whose next commits are `planned`
+    (input → the version it is to commit, whose change rows its handle already holds), to be
+    published once they land; None when it cannot be known that way (then it is computed
+    when they have landed): the planned inputs must be the only ones changed since its
+    last build, each built last from the version before its plan (and at that version or
+    the planned one now), and read as changed rows alone."""
+    if model.config.materialized != "incremental" or not ws.storage.exists(model.name):
+        return None
+    if not all(ws.storage.exists(name) for name in model.inputs):
+        return None  # a view input
+    previous = last_build(ws.table(model.name))
+    if previous is None or _incremental_rebuild(model, previous, False)[0]:
+        return None
+    last = _processed(previous) or {}
+    now = _input_versions(ws, model)
+    if set(last) != set(now) or _replaced(ws, previous):
+        return None
+    for name, version in planned.items():
+        # Its commit may have landed meanwhile: the rows are the same either way.
+        if last.get(name) != version - 1 or now.get(name) not in (version - 1, version):
+            return None
+        now[name] = version
+    changed = [TableName.parse(n) for n, v in now.items() if v != last[n]]
+    if {str(n) for n in changed} != set(planned):
+        return None
+    try:
+        found = read_increment(ws, model, changed, last, now, ahead=True)
+    except LakebedError:
+        return None  # computed again once the inputs landed, where a real error shows
+    if isinstance(found, Rebuild):
+        return None
+    computed = Computed(model, "incremental", found.data, now, deleted_keys=found.deleted_keys)
+    computed.recomputed = found.recomputed
+    computed.looked_up = found.looked_up
+    computed.previous_fingerprint = previous.get("fingerprint")
+    _require_setting_columns(model, computed.data.schema.names)
+    return computed
+
+
 def _require_setting_columns(model: Model, columns: list[str]) -> None:
     """The columns the model's settings name (its key, partitioning) are among those its
     SELECT returns."""
@@ -455,8 +495,14 @@ def sync_properties(ws: Workspace, model: Model) -> None:
         table.set_properties(changed)
 
 
-def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | None:
-    """Commit the (audited) rows with the input versions they reflect, atomically."""
+def publish(
+    ws: Workspace,
+    computed: Computed,
+    data: pa.Table,
+    on_planned: Callable[[int], None] | None = None,
+) -> WriteResult | None:
+    """Commit the (audited) rows with the input versions they reflect, atomically.
+    `on_planned(version)`: told the version a merge is planned as (`Table.merge`)."""
     model = computed.model
     if computed.mode == "up_to_date":
         return None
@@ -535,5 +581,6 @@ def publish(ws: Workspace, computed: Computed, data: pa.Table) -> WriteResult | 
             app_transaction=txn,
             metadata=metadata,
             looked_up=computed.looked_up,
+            on_planned=on_planned,
         )
     return table.append(data, allow_missing_columns=True, app_transaction=txn, metadata=metadata)
