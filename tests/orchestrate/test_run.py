@@ -431,6 +431,8 @@ def test_a_reader_of_a_merge_that_does_not_land_is_skipped(
 ) -> None:
     """A merge planned and not committed: the model computing from its rows is skipped, as
     when its input fails; the next run builds both from what is committed."""
+    import time as clock
+
     from lakebed.errors import StorageError
     from lakebed.storage import merge_on_read
 
@@ -440,6 +442,7 @@ def test_a_reader_of_a_merge_that_does_not_land_is_skipped(
 
     def failing_commit(table: Any, *args: Any, **kwargs: Any) -> Any:
         if str(table.name) == "silver.big":
+            clock.sleep(0.3)  # the reader has started from the plan by then
             raise StorageError("the disk is full")
         return real_commit(table, *args, **kwargs)
 
@@ -455,6 +458,53 @@ def test_a_reader_of_a_merge_that_does_not_land_is_skipped(
     expected = lh.sql(
         "select o.id, c.country, o.amount * 2 from silver.orders o "
         "join silver.customers c using (customer) where o.amount > 0 order by all"
+    ).rows()
+    assert _rows(lh, "gold.big_customers") == expected
+
+
+def test_a_reader_computing_ahead_of_a_merge_tried_again_does_not_use_its_first_plan(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merge whose planned commit fails with a retryable error is built again: what
+    computed from the first plan's change rows computes again from what has landed (it
+    may miss the second commit until the next run, never take rows that did not land)."""
+    import time as clock
+
+    from lakebed.errors import ConcurrentWriteError
+    from lakebed.storage import merge_on_read
+
+    _chain(lh)
+    lh.table("silver.orders").append({"id": [5], "customer": [20], "amount": [9.0]})
+    real_commit = merge_on_read._commit
+    failures = [1]
+
+    def flaky_commit(table: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(table.name) == "silver.big" and failures:
+            failures.pop()
+            clock.sleep(0.3)  # the reader has started from the plan by then
+            raise ConcurrentWriteError("lost a race", table="silver.big")
+        return real_commit(table, *args, **kwargs)
+
+    monkeypatch.setattr(merge_on_read, "_commit", flaky_commit)
+    build_module = importlib.import_module("lakebed.orchestrate.build")
+    real_ahead = build_module._computed_ahead
+    outcomes: list[bool] = []
+
+    def spy(ctx: Any, model: Any, ahead: Any) -> Any:
+        computed = real_ahead(ctx, model, ahead)
+        outcomes.append(computed is not None)
+        return computed
+
+    monkeypatch.setattr(build_module, "_computed_ahead", spy)
+    summary = lh.run()
+    assert summary.ok
+    assert outcomes == [False]  # the first plan did not land: not used
+    big = lh.sql("select id, customer, amount from silver.big order by all").rows()
+    assert big == lh.sql("select id, customer, amount from silver.orders order by all").rows()
+    lh.run()
+    expected = lh.sql(
+        "select o.id, c.country, o.amount * 2 from silver.orders o "
+        "join silver.customers c using (customer) order by all"
     ).rows()
     assert _rows(lh, "gold.big_customers") == expected
 

@@ -95,7 +95,8 @@ class RunContext(Workspace, Protocol):
 @dataclass(frozen=True)
 class Ahead:
     """An input whose next commit is planned but has not landed: the version it is to be,
-    and its landing (the version committed; None when it did not commit)."""
+    and its landing (the version committed; None when it did not commit; another number
+    when what lands is not that plan)."""
 
     version: int
     landed: Future[int | None]
@@ -274,7 +275,9 @@ def _computed_ahead(
     if failed:
         raise UpstreamFailedError(f"{', '.join(failed)} did not commit its rows")
     if any(landed[name] != a.version for name, a in ahead.items()):
-        return None  # another writer's commit came first: the plan is not what landed
+        # Another writer's commit came first, or the build tries again: the plan is not
+        # what landed (or lands).
+        return None
     return computed
 
 

@@ -49,6 +49,8 @@ from lakebed.transform.materialize import (
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# A planned commit that will not land as planned (its build tries again).
+VOID = -1
 # A lease outlives any sane build; a crashed holder's lease lapses after it.
 LEASE_SECONDS = 3600.0
 
@@ -327,6 +329,10 @@ def run_models(
                     return NodeResult(str(name), "skipped", attempts=tries, error=error), None
                 except LakebedError as exc:
                     if isinstance(exc, Retryable) and tries <= retries:
+                        if planned[name].done():
+                            # The commit it planned did not land: what computed from its
+                            # change rows computes again (a new try computes anew).
+                            _settle(landed[name], VOID)
                         time.sleep(min(5.0, 0.2 * 2**tries) * (0.5 + random.random()))
                         continue
                     seconds = time.perf_counter() - clock
