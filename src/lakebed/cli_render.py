@@ -19,7 +19,6 @@ from rich.text import Text
 
 from lakebed.demo import DemoSummary
 from lakebed.errors import LakebedError
-from lakebed.lakehouse import VIEW_PROPERTY
 from lakebed.metastore import SchemaVersion, TableRecord
 
 __all__ = [
@@ -114,7 +113,7 @@ def tables_view(records: Iterable[TableRecord], *, iso: bool = False) -> RichTab
             _count(record.row_count),
             human_size(record.size_bytes),
             Text("view", style="dim")
-            if VIEW_PROPERTY in record.properties
+            if record.view_sql is not None
             else ("" if record.version is None else str(record.version)),
             Text(owner),
             when,

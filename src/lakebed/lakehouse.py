@@ -36,6 +36,7 @@ from lakebed.lakehouse_models import ModelsMixin
 from lakebed.metastore import Metastore, SchemaVersion, TableRecord
 from lakebed.metastore.deferred import Deferred
 from lakebed.metastore.lineage_store import WHOLE_TABLE, LineageEdge
+from lakebed.metastore.schema import VIEW_PROPERTY
 from lakebed.metastore.table_writes import Write
 from lakebed.process import DuckDBEngine, QueryResult
 from lakebed.process.stream_metrics import PipelineMetrics, read_status
@@ -54,8 +55,6 @@ from lakebed.storage import (
 )
 
 PROJECT_ENV = "LAKEBED_PROJECT"
-# Catalog property holding a view's SELECT.
-VIEW_PROPERTY = "lakebed.view"
 # Catalog properties holding column descriptions: `lakebed.column.<name>`.
 COLUMN_PROPERTY = "lakebed.column."
 
@@ -135,9 +134,9 @@ class Lakehouse(ModelsMixin):
     def views(self) -> dict[TableName, str]:
         """The lakehouse views (models materialized as `view`): name → SELECT."""
         return {
-            TableName.parse(record.name): record.properties[VIEW_PROPERTY]
+            TableName.parse(record.name): record.view_sql
             for record in self.metastore.list_tables()
-            if VIEW_PROPERTY in record.properties
+            if record.view_sql is not None
         }
 
     def view_sql(self, name: TableName) -> str | None:
@@ -149,7 +148,7 @@ class Lakehouse(ModelsMixin):
         if "://" not in self.storage.root and self.storage.exists(name):
             return None  # a table on local disk, for a stat (no view can take its name)
         record = self.metastore.get_table(str(name))
-        return None if record is None else record.properties.get(VIEW_PROPERTY)
+        return None if record is None else record.view_sql
 
     def register_view(
         self,
@@ -232,20 +231,24 @@ class Lakehouse(ModelsMixin):
     def _record_writes(self, commits: Sequence[tuple[Table, WriteResult]]) -> None:
         writes: list[Write] = []
         for table, result in commits:
+            name, operation = str(table.name), result.operation
             if result.after is not None:  # the write knows what it left
                 rows, size, schema = result.after
-                figures = (result.version, rows, size, columns_of(schema))
-            else:
-                try:
-                    snapshot = table.snapshot()  # the latest: a later commit records its own
-                except TableNotFoundError:
-                    continue  # dropped since its commit
-                with self._lock:
-                    self._snapshots[table.name] = snapshot
-                columns = columns_of(snapshot.schema)
-                figures = (snapshot.version, snapshot.num_rows, snapshot.size_bytes, columns)
-            version, rows, size, columns = figures
-            writes.append(Write(str(table.name), version, result.operation, rows, size, columns))
+                writes.append(
+                    Write(name, result.version, operation, rows, size, columns_of(schema))
+                )
+                continue
+            try:
+                snapshot = table.snapshot()  # the latest: a later commit records its own
+            except TableNotFoundError:
+                continue  # dropped since its commit
+            with self._lock:
+                self._snapshots[table.name] = snapshot
+            columns = columns_of(snapshot.schema)
+            size = snapshot.size_bytes
+            writes.append(
+                Write(name, snapshot.version, operation, snapshot.num_rows, size, columns)
+            )
         self.metastore.record_writes(writes, dropped_ok=True)
 
     def deferring_catalog_writes(self) -> AbstractContextManager[None]:

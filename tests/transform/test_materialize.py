@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lakebed
 from helpers import write_model
+from lakebed import Lakehouse
 
 
 def test_a_table_reading_the_clock_is_rebuilt_at_every_run(tmp_path: Path) -> None:
@@ -41,13 +42,20 @@ def test_an_incremental_model_rebuilt_in_full_says_why(tmp_path: Path) -> None:
     assert reasons["gold.from_table"] == ("incremental", None)
 
 
-def test_an_input_dropped_and_written_anew_is_read_in_full(tmp_path: Path) -> None:
+def _orders_built(tmp_path: Path) -> Lakehouse:
+    """bronze.orders read by a merged model (silver.orders) and a table (silver.total),
+    both built once."""
     lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
     lh.write("bronze.orders", {"id": [1, 2], "amount": [5.0, 7.5]})
     merged = "materialized: incremental\nunique_key: id\n"
     write_model(lh.root, "silver.orders", "select id, amount from bronze.orders", merged)
     write_model(lh.root, "silver.total", "select sum(amount) as total from bronze.orders")
     assert lh.run().ok
+    return lh
+
+
+def test_an_input_dropped_and_written_anew_is_read_in_full(tmp_path: Path) -> None:
+    lh = _orders_built(tmp_path)
     before = lh.table("bronze.orders").version()
     # Reloaded from scratch with as many commits or more: the versions say nothing now.
     lh.drop_table("bronze.orders")
@@ -73,12 +81,7 @@ def test_a_commit_that_only_sets_an_inputs_properties_leaves_its_readers_current
     """Turning on an input's change data feed (as an incremental reader's first build does,
     maybe while another model reads the input) commits no row: the models that read it
     stay up to date. A commit with rows after it still makes them stale."""
-    lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
-    lh.write("bronze.orders", {"id": [1, 2], "amount": [5.0, 7.5]})
-    write_model(lh.root, "silver.total", "select sum(amount) as total from bronze.orders")
-    merged = "materialized: incremental\nunique_key: id\n"
-    write_model(lh.root, "silver.orders", "select id, amount from bronze.orders", merged)
-    assert lh.run().ok
+    lh = _orders_built(tmp_path)
     orders = lh.table("bronze.orders")
     orders.set_properties({"delta.logRetentionDuration": "interval 60 days"})
     assert not orders.rows_changed(orders.version(), orders.version())
@@ -93,12 +96,7 @@ def test_a_commit_that_only_sets_an_inputs_properties_leaves_its_readers_current
 def test_a_model_table_restored_to_an_earlier_build_is_brought_up_to_date(
     tmp_path: Path,
 ) -> None:
-    lh = lakebed.open(lakebed.init_project(tmp_path / "p"))
-    lh.write("bronze.orders", {"id": [1, 2], "amount": [5.0, 7.5]})
-    merged = "materialized: incremental\nunique_key: id\n"
-    write_model(lh.root, "silver.orders", "select id, amount from bronze.orders", merged)
-    write_model(lh.root, "silver.total", "select sum(amount) as total from bronze.orders")
-    assert lh.run().ok
+    lh = _orders_built(tmp_path)
     lh.table("bronze.orders").append({"id": [3], "amount": [1.0]})
     assert lh.run().ok
     # `lakebed restore` undoes the last builds: the rows are those of the first build again.

@@ -205,6 +205,10 @@ check_results = Table(
 )
 
 
+# Catalog property holding a view's SELECT.
+VIEW_PROPERTY = "lakebed.view"
+
+
 @dataclass(frozen=True)
 class TableRecord:
     """A catalog entry for one lakehouse table."""
@@ -224,6 +228,11 @@ class TableRecord:
     created_at: datetime
     last_write_at: datetime | None
     last_operation: str | None
+
+    @property
+    def view_sql(self) -> str | None:
+        """The SELECT of a view (None for a table)."""
+        return self.properties.get(VIEW_PROPERTY)
 
 
 @dataclass(frozen=True)

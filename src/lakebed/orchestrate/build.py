@@ -25,6 +25,7 @@ from lakebed.govern import (
     column_lineage,
     table_edges,
 )
+from lakebed.metastore import TableRecord
 from lakebed.orchestrate.quarantine import keep_dropped
 from lakebed.orchestrate.settings import (
     describe,
@@ -193,31 +194,14 @@ def _give_way_to_view(ctx: RunContext, model: Model) -> None:
     )
 
 
-@dataclass(frozen=True)
-class ViewCatalog:
-    """The catalog's views (their SELECTs) and records, read once for a run's views (beside
-    its first builds: by the time its views come up it is at hand)."""
-
-    views: dict[TableName, str]
-    records: dict[str, Any]  # name → TableRecord
-
-    @classmethod
-    def read(cls, ctx: RunContext) -> ViewCatalog:
-        return cls(ctx.views(), {r.name: r for r in ctx.metastore.list_tables()})
-
-
-def view_current(ctx: RunContext, model: Model, catalog: ViewCatalog | None = None) -> bool:
-    """Whether the catalog (read now, or `catalog` read earlier in the run) holds the view
-    as the model defines it now."""
-    if catalog is None:
-        if ctx.view_sql(model.name) != model.sql:
-            return False
-        record = ctx.metastore.get_table(str(model.name))
-    else:
-        if catalog.views.get(model.name) != model.sql or ctx.storage.exists(model.name):
-            return False
-        record = catalog.records.get(str(model.name))
-    if record is None:
+def view_current(
+    ctx: RunContext, model: Model, records: Mapping[str, TableRecord] | None = None
+) -> bool:
+    """Whether the catalog (read now, or `records` of it read earlier in the run) holds
+    the view as the model defines it now."""
+    name = str(model.name)
+    record = ctx.metastore.get_table(name) if records is None else records.get(name)
+    if record is None or record.view_sql != model.sql or ctx.storage.exists(model.name):
         return False
     config = model.config
     wanted = {

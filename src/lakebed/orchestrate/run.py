@@ -23,12 +23,12 @@ from lakebed.govern import (
     CheckResult,
     blocking,
 )
+from lakebed.metastore import TableRecord
 from lakebed.orchestrate.build import (
     Ahead,
     NodeResult,
     RunContext,
     UpstreamFailedError,
-    ViewCatalog,
     build_model,
     view_current,
 )
@@ -156,8 +156,9 @@ def run_models(
                     set_aside.append(begun[key])
                 return begun[key]
 
-        def read_catalog() -> ViewCatalog:
-            return ViewCatalog.read(ctx)
+        def read_catalog() -> dict[str, TableRecord]:
+            """The catalog's records, read once for the run's views (beside its builds)."""
+            return {record.name: record for record in ctx.metastore.list_tables()}
 
         def warm() -> None:
             # The engine's first workspace (a DuckDB cursor, its catalog and schemas), for
@@ -167,8 +168,8 @@ def run_models(
 
         def open_tables(name: TableName) -> None:
             """Open the tables a model's build reads, in the order it needs them: each
-            table (its schema comes first), then the files of its own (where a merge looks;
-            those of the up-to-date models it queries are read as they are found so)."""
+            table (its schema comes first), the files of its own (where a merge looks), and
+            the scans of the up-to-date tables its query joins (a dimension, say)."""
             inputs = graph.models[name].inputs
             with contextlib.suppress(LakebedError):  # the build says what is wrong
                 for table in [*inputs, name]:
@@ -176,7 +177,6 @@ def run_models(
                         ctx.table(table).delta(refresh=False)
                 if ctx.storage.exists(name):
                     ctx.table(name).snapshot()
-            # The scans of the up-to-date tables its query joins (a dimension, say).
             current = [i for i in inputs if getattr(results.get(i), "status", "") == "up_to_date"]
             if current:
                 with contextlib.suppress(Exception):  # the query says what is wrong

@@ -7,7 +7,7 @@ from lakebed.storage.schema import columns_of, normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot, absolute_file_path
 from lakebed.storage.store import DeltaStore
 from lakebed.storage.table import AsOf, Table, WriteResult
-from lakebed.storage.table_support import distinct_rows, last_per_key
+from lakebed.storage.table_support import distinct_keys, distinct_rows, last_per_key
 
 __all__ = [
     "CDF_LAYERS",
@@ -23,6 +23,7 @@ __all__ = [
     "WriteResult",
     "absolute_file_path",
     "columns_of",
+    "distinct_keys",
     "distinct_rows",
     "last_per_key",
     "normalise",

@@ -80,16 +80,20 @@ def _appended_feed(table: Table, from_version: int, to_version: int) -> pa.Table
         rows = rows.select(
             [n for n in names if n not in parted] + [n for n in names if n in parted]
         )
-        count = rows.num_rows
-        parts.append(
-            rows.append_column("_change_type", pa.repeat(pa.scalar("insert"), count))
-            .append_column("_commit_version", pa.repeat(pa.scalar(version, pa.uint64()), count))
-            .append_column(
-                "_commit_timestamp",
-                pa.repeat(pa.scalar(int(info[0]["timestamp"]), pa.timestamp("ms")), count),
-            )
-        )
+        inserts = rows.append_column("_change_type", pa.repeat(pa.scalar("insert"), rows.num_rows))
+        parts.append(stamped(inserts, version, int(info[0]["timestamp"])))
     return pa.concat_tables(parts) if parts else None
+
+
+def stamped(rows: pa.Table, version: int, timestamp_ms: int) -> pa.Table:
+    """Change rows of one commit with its `_commit_version` and `_commit_timestamp`, typed
+    as delta-rs's feed reader gives them."""
+    count = rows.num_rows
+    return rows.append_column(
+        "_commit_version", pa.repeat(pa.scalar(version, pa.uint64()), count)
+    ).append_column(
+        "_commit_timestamp", pa.repeat(pa.scalar(timestamp_ms, pa.timestamp("ms")), count)
+    )
 
 
 def appended_rows(table: Table, from_version: int, to_version: int) -> pa.Table | None:

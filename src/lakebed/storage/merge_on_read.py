@@ -50,7 +50,7 @@ from lakebed.storage.key_rows import (
 )
 from lakebed.storage.parallel_write import known_protocol, write_file
 from lakebed.storage.snapshot import Snapshot
-from lakebed.storage.table_support import key_strings, parquet_options
+from lakebed.storage.table_support import distinct_rows, key_strings, parquet_options
 
 if TYPE_CHECKING:
     from lakebed.storage.table import Table, WriteResult
@@ -80,7 +80,6 @@ class _Plan:
     actions: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)  # files to delete if the commit fails
-    changes: pa.Table | None = None  # the change data feed rows, when the table keeps one
     # The deleted rows of every file after the commit (what readers will decode from it).
     deleted: dict[str, pa.Array] = field(default_factory=dict)
     files_added: int = 0
@@ -210,10 +209,7 @@ def _plan(
         # A key both deleted and sent is kept with the new row.
         doomed = doomed.filter(pc.invert(pc.is_in(key_strings(doomed, keys), source_keys)))
         wanted = pa.concat_tables([wanted, doomed])
-    if len(keys) == 1:  # one key column: unique() is several times cheaper than a group-by
-        wanted = pa.table({keys[0]: pc.unique(wanted.column(keys[0]))})
-    else:
-        wanted = wanted.group_by(keys).aggregate([]).select(keys)
+    wanted = distinct_rows(wanted, keys)
     feed = snapshot.keeps_change_feed
     read = schema if feed else key_schema
     found = reused(looked_up, snapshot, wanted, keys, read)  # what a lookup already found
@@ -272,12 +268,10 @@ def _plan(
         plan.actions.append({"add": written[1]})
         plan.files_added += 1
     if changes is not None and data.num_rows:
+        # With only new rows none is written: the feed reads a commit without change data
+        # files from its added files, every row an insert (the Delta protocol's rule, as
+        # delta-rs and Spark read it).
         _record_changes(table, plan, changes)
-    elif changes is not None:
-        # Only new rows: the feed reads a commit without change data files from its added
-        # files, every row an insert (the Delta protocol's rule, as delta-rs and Spark
-        # read it), so none is written; the rows are kept for readers in this process.
-        plan.changes = changes
     inserted = source.num_rows - int(pc.sum(updated.cast(pa.int64())).as_py() or 0)
     added = sum(int(a["add"]["size"]) for a in plan.actions if "add" in a)
     removed = sum(int(a["remove"]["size"]) for a in plan.actions if "remove" in a)
@@ -391,7 +385,6 @@ def _record_changes(table: Table, plan: _Plan, changes: pa.Table) -> None:
     location = f"{table.path}/{name}"
     pq.write_table(changes, location, **parquet_options(changes.schema))
     plan.written.append(location)
-    plan.changes = changes
     plan.actions.append(
         {
             "cdc": {
@@ -478,7 +471,7 @@ def _commit(
 ) -> WriteResult:
     from lakebed.storage.table import WriteResult
 
-    now = plan.timestamp or int(time.time() * 1000)
+    now = plan.timestamp
     info: dict[str, Any] = {
         "timestamp": now,
         "operation": "MERGE",
@@ -518,8 +511,6 @@ def _commit(
     if version % plan.checkpoint_interval == 0:
         table.delta().create_checkpoint()
     table._deleted = ((plan.table_id, version), plan.deleted)
-    if plan.changes is not None:
-        table._remember_changes(plan.table_id, version, plan.changes, now)
     if plan.after is not None:
         table._written_schema = (version, plan.after[2])
     result = WriteResult(str(table.name), version, "MERGE", dict(plan.metrics), plan.after)

@@ -567,13 +567,7 @@ class Table(LogReading):
     ) -> None:
         """Keep the change feed rows a commit of this handle wrote, as `changes` returns
         them (with `_commit_version` and `_commit_timestamp`)."""
-        stamped = rows.append_column(
-            "_commit_version", pa.repeat(pa.scalar(version, pa.uint64()), rows.num_rows)
-        ).append_column(
-            "_commit_timestamp",
-            pa.repeat(pa.scalar(timestamp_ms, pa.timestamp("ms")), rows.num_rows),
-        )
-        self._written_changes = ((table_id, version), stamped)
+        self._written_changes = ((table_id, version), changes.stamped(rows, version, timestamp_ms))
 
     def _forget_changes(self, table_id: str, version: int) -> None:
         """Drop the kept feed rows of a version this handle planned and did not commit."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,7 @@ def last_per_key(data: pa.Table, keys: list[str]) -> pa.Table:
     """The last row of each key, in the order the rows came (a key sent twice: the later wins)."""
     if data.num_rows == 0:
         return data
-    if len(keys) == 1 and _distinct(data.column(keys[0])) == data.num_rows:
+    if len(keys) == 1 and distinct_keys(data, keys):
         return data  # every key once (as in most increments): a count is cheaper than a group-by
     indexed = data.append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64)))
     last = indexed.group_by(keys).aggregate([("__row", "max")]).column("__row_max")
@@ -131,6 +132,13 @@ def distinct_rows(data: pa.Table, keys: list[str]) -> pa.Table:
     return data.select(keys).group_by(keys).aggregate([]).select(keys)
 
 
-def _distinct(column: pa.ChunkedArray) -> int:
-    """How many distinct values (NULL one of them, as a NULL key matches a NULL key)."""
-    return int(pc.count_distinct(column, mode="all").as_py())
+def distinct_keys(data: pa.Table, keys: Sequence[str]) -> bool:
+    """Whether no two rows share a key (NULL a key like any other); False without keys or
+    when one is not a column."""
+    if not keys or not set(keys) <= set(data.column_names):
+        return False
+    if len(keys) == 1:
+        count = int(pc.count_distinct(data.column(keys[0]), mode="all").as_py())
+        return count == int(data.num_rows)
+    groups = data.select(list(keys)).group_by(list(keys)).aggregate([])
+    return int(groups.num_rows) == int(data.num_rows)

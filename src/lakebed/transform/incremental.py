@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from lakebed.storage import KeyLookup, TableName
+from lakebed.storage import KeyLookup, TableName, distinct_keys
 from lakebed.transform.changes import (
     Delta,
     changed_rows,
@@ -22,13 +22,7 @@ from lakebed.transform.changes import (
 )
 from lakebed.transform.definition import Model
 from lakebed.transform.execute import rewrite, run_python
-from lakebed.transform.increments import (
-    Increment,
-    distinct_keys,
-    increment_shape,
-    key_source,
-    without_qualify,
-)
+from lakebed.transform.increments import Increment, increment_shape, key_source, without_qualify
 
 if TYPE_CHECKING:
     from lakebed.transform.materialize import Workspace

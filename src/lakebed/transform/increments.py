@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, TypeGuard
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -463,14 +461,3 @@ def without_qualify(sql: str) -> str:
     tree = sqlglot.parse_one(sql, read="duckdb")
     tree.set("qualify", None)
     return tree.sql(dialect="duckdb")
-
-
-def distinct_keys(rows: pa.Table, keys: Sequence[str]) -> bool:
-    """Whether no two of `rows` share a key (NULL a key like any other)."""
-    if not keys or not set(keys) <= set(rows.column_names):
-        return False
-    if len(keys) == 1:
-        count = int(pc.count_distinct(rows.column(keys[0]), mode="all").as_py())
-        return count == int(rows.num_rows)
-    groups = rows.select(list(keys)).group_by(list(keys)).aggregate([])
-    return int(groups.num_rows) == int(rows.num_rows)

@@ -31,7 +31,7 @@ from lakebed.transform.fingerprints import (
     fingerprint,
     redefined,
 )
-from lakebed.transform.incremental import Rebuild, read_increment
+from lakebed.transform.incremental import Increase, Rebuild, read_increment
 from lakebed.transform.increments import volatile_call
 from lakebed.transform.scd2 import history_changes
 
@@ -285,9 +285,7 @@ def compute_ahead(ws: Workspace, model: Model, planned: Mapping[str, int]) -> Co
         return None  # computed again once the inputs landed, where a real error shows
     if isinstance(found, Rebuild):
         return None
-    computed = Computed(model, "incremental", found.data, now, deleted_keys=found.deleted_keys)
-    computed.recomputed = found.recomputed
-    computed.looked_up = found.looked_up
+    computed = _increment(model, found, now)
     computed.previous_fingerprint = previous.get("fingerprint")
     _require_setting_columns(model, computed.data.schema.names)
     return computed
@@ -451,10 +449,19 @@ def _compute(
     found = read_increment(ws, model, changed, last, now)
     if isinstance(found, Rebuild):
         return _rebuilt(_full(ws, model), found.reason)
-    computed = Computed(model, "incremental", found.data, now, deleted_keys=found.deleted_keys)
-    computed.recomputed = found.recomputed
-    computed.looked_up = found.looked_up
-    return computed
+    return _increment(model, found, now)
+
+
+def _increment(model: Model, found: Increase, now: dict[str, int]) -> Computed:
+    return Computed(
+        model,
+        "incremental",
+        found.data,
+        now,
+        deleted_keys=found.deleted_keys,
+        recomputed=found.recomputed,
+        looked_up=found.looked_up,
+    )
 
 
 def _rebuilt(computed: Computed, reason: str | None) -> Computed:
