@@ -47,3 +47,27 @@ def write_model(root: Path, name: str, sql: str, settings: str | None = None) ->
     (folder / f"{table}.sql").write_text(sql)
     if settings is not None:
         (folder / f"{table}.yml").write_text(settings)
+
+
+def orders_and_customers(root: Path) -> Lakehouse:
+    """A project at `root` holding four orders (one without a customer) and two customers,
+    the tables most model tests build on."""
+    lake = new_lakehouse(root)
+    lake.write(
+        "silver.orders",
+        {"id": [1, 2, 3, 4], "customer": [10, 10, 20, None], "amount": [5.0, 7.5, 1.0, 3.0]},
+    )
+    lake.write("silver.customers", {"customer": [10, 20], "country": ["DE", "FR"]})
+    return lake
+
+
+def all_rows(lh: Lakehouse, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a table, sorted by all its columns."""
+    return lh.sql(f"select * from {table} order by all").rows()
+
+
+def column_edges(lh: Lakehouse, table: str) -> set[tuple[str, str, str, str]]:
+    """The column lineage recorded for `table`: (column, upstream table, upstream column,
+    transform) per edge."""
+    edges = lh.metastore.lineage_edges(downstream=table)
+    return {(e.downstream_column, e.upstream_table, e.upstream_column, e.transform) for e in edges}
