@@ -5,7 +5,7 @@ start from compiled bytecode, as installed packages do.
 
 The limit is the same: a new Python process that imports DuckDB and runs the models' SQL
 as `CREATE OR REPLACE TABLE` statements over the bronze DuckDB file. The project, data and
-checks are `transform.py`'s.
+checks are `transform_project.py`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import transform
+import transform_project as project_of
 from common import (
     Contender,
     Contest,
@@ -58,9 +59,9 @@ def _process(command: list[str], *, stdin: str | None = None, cwd: Path | None =
 
 
 def transform_full_build_1m_cli(settings: Settings) -> Contest:
-    shape = transform.Shape(settings.rows // 10)
-    project, pristine_db = transform._bronze(shape)
-    log(f"  {len(transform.MODELS)} models over {shape.orders:,} bronze orders, from the shell")
+    shape = project_of.Shape(settings.rows // 10)
+    project, pristine_db = project_of.bronze_project(shape)
+    log(f"  {len(project_of.MODELS)} models over {shape.orders:,} bronze orders, from the shell")
     folder = scratch_dir("transform-cli-lakebed")
     limit_folder = scratch_dir("transform-cli-limit")
     peer_folder = scratch_dir("transform-cli-dbt")
@@ -72,14 +73,14 @@ def transform_full_build_1m_cli(settings: Settings) -> Contest:
     lh.close()
     limit_db = limit_folder / "limit.duckdb"
     statements = ";\n".join(
-        f"CREATE OR REPLACE TABLE {spec.name} AS {spec.sql}" for spec in transform.MODELS
+        f"CREATE OR REPLACE TABLE {spec.name} AS {spec.sql}" for spec in project_of.MODELS
     )
     peer_db = peer_folder / "dbt.duckdb"
-    transform.write_dbt_project(peer_folder / "project", peer_db, threads)
+    project_of.write_dbt_project(peer_folder / "project", peer_db, threads)
 
     def prepare_lakebed() -> None:
         fresh_copy(project, folder)
-        transform.write_models(folder, transform.MODELS)
+        project_of.write_models(folder, project_of.MODELS)
 
     def run_lakebed() -> Path:
         _process([str(LAKEBED), "run", "--full-refresh", "--project", str(folder)])
@@ -117,17 +118,17 @@ def transform_full_build_1m_cli(settings: Settings) -> Contest:
         return peer_db
 
     def check(outputs: dict[str, Any]) -> str | None:
-        expected = transform.duckdb_fingerprint(limit_db)
+        expected = project_of.duckdb_fingerprint(limit_db)
         built = open_project(folder)
         try:
-            transform.compare(expected, transform.lakebed_fingerprint(built), "lakebed")
+            project_of.compare(expected, project_of.lakebed_fingerprint(built), "lakebed")
         finally:
             built.close()
-        transform.compare(expected, transform.duckdb_fingerprint(peer_db), "dbt")
+        project_of.compare(expected, project_of.duckdb_fingerprint(peer_db), "dbt")
         return "every model agrees (rows and column sums)"
 
     def cleanup() -> None:
-        transform._cleanup("transform-cli-")
+        transform.cleanup_scratch("transform-cli-")
 
     return Contest(
         lakebed=Contender("lakebed run --full-refresh (new process)", run_lakebed, prepare_lakebed),
