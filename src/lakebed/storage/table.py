@@ -1,4 +1,5 @@
-"""Delta Lake tables (delta-rs) addressed as `layer.name`: writes, time travel and maintenance."""
+"""Delta Lake tables (delta-rs) addressed as `layer.name`: reads, writes and time travel
+(maintenance in `table_upkeep`)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from lakebed.storage.schema import normalise, reconcile, to_arrow
 from lakebed.storage.snapshot import Snapshot
 from lakebed.storage.table_log import LogReading, newest_commit
 from lakebed.storage.table_support import WRITER_PROPERTIES, writer_properties
+from lakebed.storage.table_upkeep import Upkeep
 
 AsOf = int | str | datetime
 T = TypeVar("T")
@@ -102,7 +104,7 @@ def _parse_as_of(as_of: AsOf) -> int | datetime:
 CommitHook = Callable[["Table", "WriteResult"], None]
 
 
-class Table(LogReading):
+class Table(LogReading, Upkeep):
     """A handle on one Delta table; every method reads or commits the latest version."""
 
     def __init__(
@@ -604,66 +606,6 @@ class Table(LogReading):
                 updates=set, predicate=predicate, writer_properties=WRITER_PROPERTIES
             )
         return self._latest("UPDATE", metrics)
-
-    def restore(self, target: AsOf) -> WriteResult:
-        """Make an earlier version the latest one (a new commit; history is kept)."""
-        as_of = self._version_of(target)
-        dt = self.delta()
-        if as_of == dt.version():
-            # Already there: nothing to commit (delta-rs refuses a restore to itself).
-            return WriteResult(str(self.name), as_of, "RESTORE", {"noop": True})
-        if not 0 <= as_of <= dt.version():
-            raise VersionNotFoundError(
-                f"{self.name} has versions 0..{dt.version()}, not {as_of}",
-                table=str(self.name),
-                hint=f"`lakebed history {self.name}` lists its versions",
-            )
-        with self._errors("restore"):
-            metrics = dt.restore(as_of)
-        return self._latest("RESTORE", {**metrics, "restored_version": as_of})
-
-    def optimize(
-        self, *, zorder_by: list[str] | None = None, target_size: int | None = None
-    ) -> WriteResult:
-        """Compact small files, or cluster them by Z-order over `zorder_by` columns."""
-        dt = self.delta()
-        with self._errors("optimize"):
-            if zorder_by:
-                metrics = dt.optimize.z_order(
-                    zorder_by, target_size=target_size, writer_properties=WRITER_PROPERTIES
-                )
-            else:
-                metrics = dt.optimize.compact(
-                    target_size=target_size, writer_properties=WRITER_PROPERTIES
-                )
-        return self._latest("OPTIMIZE", metrics)
-
-    def vacuum(
-        self,
-        *,
-        retain_hours: int | None = None,
-        dry_run: bool = False,
-        enforce_retention: bool = True,
-    ) -> list[str]:
-        """Delete files no longer referenced by versions newer than the retention window."""
-        dt = self.delta()
-        try:
-            files = dt.vacuum(
-                retention_hours=retain_hours,
-                dry_run=dry_run,
-                enforce_retention_duration=enforce_retention,
-            )
-        except DeltaError as exc:
-            if "retention" not in str(exc).lower():
-                raise StorageError(f"vacuum of {self.name} failed: {exc}") from exc
-            raise StorageError(
-                f"vacuum of {self.name}: retention of {retain_hours} hours is below the "
-                "table's minimum (168 hours by default)",
-                table=str(self.name),
-                hint="time travel needs the files: keep retain_hours >= 168, or pass "
-                "enforce_retention=False (--force) to go below it",
-            ) from exc
-        return [str(f) for f in files]
 
     def set_properties(self, properties: dict[str, str]) -> None:
         """Set Delta table properties (`delta.logRetentionDuration`...), checked first."""
