@@ -187,7 +187,7 @@ def transform_full_build_1m(settings: Settings) -> Contest:
         limit=limit,
         peer=peer,
         check=check,
-        repeat=3,
+        repeat=5,
         cleanup=cleanup,
     )
 
@@ -363,7 +363,7 @@ def _incremental(settings: Settings, share: float) -> Contest:
         ),
         limit=Contender("lakebed full build", lambda: full.run(full_refresh=True), full.prepare),
         check=check,
-        repeat=3,
+        repeat=5,
         cleanup=cleanup,
     )
 
