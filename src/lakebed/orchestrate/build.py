@@ -58,8 +58,6 @@ _log = logging.getLogger(__name__)
 class RunContext(Workspace, Protocol):
     """What a run needs of the lakehouse beyond building one model."""
 
-    def views(self) -> dict[TableName, str]: ...
-
     def warm(self, tables: Iterable[TableName] = ()) -> None: ...
 
     def deferring_catalog_writes(self) -> AbstractContextManager[None]: ...
@@ -135,11 +133,10 @@ def _record_lineage(ctx: RunContext, model: Model, columns: list[str]) -> None:
     if model.sql is None:  # Python: its columns are not traced
         ctx.metastore.replace_lineage(str(model.name), tables)
         return
-    views = ctx.views()
     schemas = {
         # Views have no files to read a schema from: ask the engine for theirs.
         name: ctx.sql(f"select * from {name} limit 0").columns
-        if name in views
+        if ctx.view_sql(name) is not None
         else ctx.table(name).schema().names
         for name in model.inputs
     }
