@@ -13,15 +13,12 @@ from lakebed.govern import CHECK_KINDS, Check, audit, parse_checks
 from lakebed.govern.check_kinds import (
     AcceptedValues,
     Expression,
-    Freshness,
     NotNull,
-    Query,
     Range,
     Regex,
     Relationships,
-    RowCount,
-    Unique,
 )
+from lakebed.govern.check_table_kinds import Freshness, Query, RowCount, Unique
 
 TABLE = "silver.orders"
 
