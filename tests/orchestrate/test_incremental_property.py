@@ -68,6 +68,20 @@ operation = st.one_of(
 )
 
 
+def _change_dimension(lh: lakebed.Lakehouse, step: tuple) -> None:
+    """Relabel, drop or (re)add a group of `silver.dim` (a dimension holds each group
+    once); any other step changes nothing."""
+    dim = lh.table("silver.dim")
+    if step[0] == "relabel":
+        dim.update({"label": f"'{step[2]}'"}, predicate=f"grp = {step[1]}")
+    elif step[0] == "drop_group":
+        dim.delete(f"grp = {step[1]}")
+    elif step[0] == "add_group":
+        held = lh.sql(f"select count(*) from silver.dim where grp = {step[1]}")
+        if not held.scalar():
+            dim.append({"grp": [step[1]], "label": ["n"]})
+
+
 @pytest.mark.parametrize("kind", sorted(MODELS))
 @settings(
     max_examples=30,
@@ -89,7 +103,6 @@ def test_incremental_merge_model_equals_full_rebuild(kind: str, steps: list[tupl
             lh.write("silver.dim", {"grp": [0, 1, 2], "label": ["a", "b", "c"]})
             lh.write("silver.src", {"id": [0, 1, 2], "grp": [0, 1, 2], "v": [5, 1, 9]})
             source = lh.table("silver.src")
-            dim = lh.table("silver.dim")
             next_id = 3
             assert lh.run().ok
             for step in steps:
@@ -102,14 +115,8 @@ def test_incremental_merge_model_equals_full_rebuild(kind: str, steps: list[tupl
                     source.update({"v": str(step[2])}, predicate=f"id = {step[1]}")
                 elif step[0] == "delete":
                     source.delete(f"id = {step[1]}")
-                elif step[0] == "relabel":
-                    dim.update({"label": f"'{step[2]}'"}, predicate=f"grp = {step[1]}")
-                elif step[0] == "drop_group":
-                    dim.delete(f"grp = {step[1]}")
-                elif step[0] == "add_group":  # a dimension holds each group once
-                    held = lh.sql(f"select count(*) from silver.dim where grp = {step[1]}")
-                    if not held.scalar():
-                        dim.append({"grp": [step[1]], "label": ["n"]})
+                else:
+                    _change_dimension(lh, step)
                 summary = lh.run()
                 assert summary.ok, summary.nodes
                 if step[0] != "run":
@@ -179,7 +186,7 @@ def test_a_chain_of_merged_models_equals_its_full_rebuild(batches: list[list[tup
             lh.write("silver.dim", {"grp": [0, 1, 2], "label": ["a", "b", "c"]})
             rows = {"id": [0, 1, 2, 1], "grp": [0, 1, 2, 1], "v": [5, 1, 9, 4], "ts": [1, 1, 1, 2]}
             lh.write("bronze.src", rows)
-            source, dim = lh.table("bronze.src"), lh.table("silver.dim")
+            source = lh.table("bronze.src")
             assert lh.run().ok
             stamps = iter(range(10, 10**6))
 
@@ -208,14 +215,8 @@ def test_a_chain_of_merged_models_equals_its_full_rebuild(batches: list[list[tup
                         source.update({"grp": str(step[2])}, predicate=f"id = {step[1]}")
                     elif step[0] == "delete":
                         source.delete(f"id = {step[1]}")
-                    elif step[0] == "relabel":
-                        dim.update({"label": f"'{step[2]}'"}, predicate=f"grp = {step[1]}")
-                    elif step[0] == "drop_group":
-                        dim.delete(f"grp = {step[1]}")
-                    elif step[0] == "add_group":
-                        held = lh.sql(f"select count(*) from silver.dim where grp = {step[1]}")
-                        if not held.scalar():
-                            dim.append({"grp": [step[1]], "label": ["n"]})
+                    else:
+                        _change_dimension(lh, step)
                 summary = lh.run()
                 assert summary.ok, summary.nodes
                 for name in CHAIN:
