@@ -140,5 +140,4 @@ def distinct_keys(data: pa.Table, keys: Sequence[str]) -> bool:
     if len(keys) == 1:
         count = int(pc.count_distinct(data.column(keys[0]), mode="all").as_py())
         return count == int(data.num_rows)
-    groups = data.select(list(keys)).group_by(list(keys)).aggregate([])
-    return int(groups.num_rows) == int(data.num_rows)
+    return int(distinct_rows(data, list(keys)).num_rows) == int(data.num_rows)

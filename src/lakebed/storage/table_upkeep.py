@@ -13,12 +13,11 @@ from lakebed.storage.naming import TableName
 from lakebed.storage.table_support import WRITER_PROPERTIES
 
 if TYPE_CHECKING:
-    from datetime import datetime
     from typing import Any
 
     from deltalake import DeltaTable
 
-    from lakebed.storage.table import WriteResult
+    from lakebed.storage.table import AsOf, WriteResult
 
 
 class Upkeep:
@@ -30,7 +29,7 @@ class Upkeep:
     def delta(self, *, refresh: bool = True) -> DeltaTable:
         raise NotImplementedError
 
-    def _version_of(self, as_of: int | str | datetime) -> int:
+    def _version_of(self, as_of: AsOf) -> int:
         raise NotImplementedError
 
     def _errors(self, operation: str) -> AbstractContextManager[None]:
@@ -39,7 +38,7 @@ class Upkeep:
     def _latest(self, operation: str, metrics: dict[str, Any] | None = None) -> WriteResult:
         raise NotImplementedError
 
-    def restore(self, target: int | str | datetime) -> WriteResult:
+    def restore(self, target: AsOf) -> WriteResult:
         """Make an earlier version the latest one (a new commit; history is kept)."""
         as_of = self._version_of(target)
         dt = self.delta()
