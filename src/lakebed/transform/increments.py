@@ -113,7 +113,7 @@ def _shape(
         by = tuple(k for k in keys if k.lower() in copied or k.lower() in computed)
         return Increment("keys", by, computed=tuple(computed.items()))
     by = tuple(k for k in keys if k.lower() in copied)
-    order = _first_per_key(tree, copied, alias)
+    order = first_per_key(tree, copied, alias)
     if order and len(by) == len(keys):
         ordering = tuple(sorted({c.lower() for c, _ in order}))
         if _copied(sql, output, target, ordering, schemas) == set(ordering):
@@ -219,7 +219,7 @@ def _keeps_rows(condition: exp.Expr) -> bool:
     return isinstance(node.parent, exp.Where)
 
 
-def _first_per_key(tree: exp.Expr, by: set[str], alias: str) -> list[tuple[str, str]]:
+def first_per_key(tree: exp.Expr, by: set[str], alias: str) -> list[tuple[str, str]]:
     """For a single SELECT over one table whose only row-combining part is `QUALIFY
     row_number() OVER (PARTITION BY <by> ORDER BY <columns>) = 1`: each order column and
     its ORDER BY item as DuckDB SQL; empty for anything else."""

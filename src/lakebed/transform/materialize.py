@@ -33,6 +33,7 @@ from lakebed.transform.fingerprints import (
 )
 from lakebed.transform.incremental import Increase, Rebuild, read_increment
 from lakebed.transform.increments import volatile_call
+from lakebed.transform.latest import MIN_ROWS, LatestPlan, latest_plan
 from lakebed.transform.scd2 import history_changes
 
 STATE_KEY = "lakebed.model"
@@ -142,12 +143,28 @@ def _full(ws: Workspace, model: Model) -> Computed:
     _feed_inputs(ws, model)
     if model.kind == "sql":
         assert model.sql is not None
-        result = ws.sql(model.sql)
+        plan = latest_plan(model.sql) if len(model.inputs) == 1 else None
+        result = _latest(ws, model.sql, plan) if plan is not None else ws.sql(model.sql)
         versions = dict(result.versions)
         return Computed(model, "full", result.arrow(), versions)
     versions = _input_versions(ws, model)
     frames = {name: ws.sql(f"select * from {name}", as_of=None).arrow() for name in model.inputs}
     return Computed(model, "full", run_python(model, frames), versions)
+
+
+def _latest(ws: Workspace, sql: str, plan: LatestPlan) -> QueryResult:
+    """The rows of a latest-per-key SELECT (`latest.latest_plan`), with the window over
+    the keys that repeat when that costs less; one version of its input read throughout."""
+    # The row count in the log (files without statistics count none): a guide only.
+    total = ws.table(plan.table).snapshot().num_rows if ws.storage.exists(plan.table) else 0
+    if total < MIN_ROWS:
+        return ws.sql(sql)  # a view, or too few rows to be worth a second query
+    try:
+        found = ws.sql(plan.repeated_sql)
+    except LakebedError:
+        return ws.sql(sql)  # what is wrong is said of the model's own SQL
+    query, relations = plan.query(found.arrow(), total)
+    return ws.sql(query, as_of=found.versions[str(plan.table)], relations=relations)
 
 
 def _feed_inputs(ws: Workspace, model: Model) -> None:
