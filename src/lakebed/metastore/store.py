@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
+    Engine,
     create_engine,
     delete,
     event,
@@ -28,7 +29,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 
 from lakebed.errors import MetastoreError
 from lakebed.metastore import checks as quality
-from lakebed.metastore import lineage_store, migrations
+from lakebed.metastore import engines, lineage_store, migrations
 from lakebed.metastore.checks import CheckResult
 from lakebed.metastore.lineage_store import LineageEdge
 from lakebed.metastore.schema import (
@@ -80,18 +81,24 @@ class Metastore:
         if driver_url.drivername == "postgresql":
             # SQLAlchemy 2.1 would pick psycopg 3; lakebed ships with psycopg2.
             driver_url = driver_url.set(drivername="postgresql+psycopg2")
+        sqlite = backend == "sqlite"
+
+        def make() -> Engine:
+            made = create_engine(driver_url, **options)
+            if sqlite:
+                event.listen(made, "connect", _sqlite_on_connect)
+                event.listen(made, "begin", _sqlite_on_begin)
+            return made
+
         try:
-            self._engine = create_engine(driver_url, **options)
+            self._engine = engines.acquire(driver_url, options, make)
         except (ArgumentError, ImportError) as exc:
             raise MetastoreError(
                 f"cannot use metastore at {self._masked}: {exc}",
                 hint="supported: sqlite:///path or postgresql://user@host/db",
             ) from exc
-        self._writes = threading.RLock() if backend == "sqlite" else None
+        self._writes = threading.RLock() if sqlite else None
         self._local = threading.local()  # the transaction of `together`, per thread
-        if backend == "sqlite":
-            event.listen(self._engine, "connect", _sqlite_on_connect)
-            event.listen(self._engine, "begin", _sqlite_on_begin)
 
     @classmethod
     def for_project(cls, state_dir: Path, url: str | None = None) -> Metastore:
@@ -128,7 +135,7 @@ class Metastore:
 
     def close(self) -> None:
         """Close pooled connections; the object must not be used afterwards."""
-        self._engine.dispose()
+        engines.release(self._engine)
 
     # -- schema ----------------------------------------------------------------------------
 
