@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import re
 import sys
 import traceback
@@ -116,14 +117,21 @@ def _model_files(project_dir: Path) -> Iterator[tuple[Path, Path, Path]]:
     root = project_dir / MODELS_DIR
     if not root.is_dir():
         return
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
-            continue
-        if not path.is_file() or path.name == "__init__.py":
-            continue
-        if path.suffix.lower() in (*MODEL_SUFFIXES, SETTINGS_SUFFIX, ".yaml"):
-            yield path, relative, root  # not READMEs, notes, .gitkeep
+    found: list[tuple[str, str]] = []  # (folder relative to models/, file name)
+    # os.walk rather than Path.rglob: a run lists the models every time.
+    for folder, folders, names in os.walk(root):
+        folders[:] = [f for f in folders if not f.startswith(".") and f != "__pycache__"]
+        within = os.path.relpath(folder, root)
+        for name in names:
+            if name.startswith(".") or name == "__init__.py":
+                continue
+            if os.path.splitext(name)[1].lower() in (*MODEL_SUFFIXES, SETTINGS_SUFFIX, ".yaml"):
+                found.append(("" if within == "." else within, name))  # not READMEs, notes
+    for within, name in sorted(found, key=lambda f: [*f[0].split(os.sep), f[1]]):
+        relative = Path(within, name)
+        path = root / relative
+        if path.is_file():  # not a folder named like a model file
+            yield path, relative, root
 
 
 def _table_of(path: Path, relative: Path, root: Path) -> TableName:
@@ -185,7 +193,12 @@ def _read(path: Path) -> str:
 
 def _load_settings(path: Path, name: TableName) -> ModelConfig:
     """The model settings of a `<name>.yml`."""
-    text = _read(path)
+    return _settings_of(_read(path), path, name)
+
+
+@lru_cache(maxsize=1024)
+def _settings_of(text: str, path: Path, name: TableName) -> ModelConfig:
+    """The settings `text` holds (validated once per text: every run reads them all)."""
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as exc:
