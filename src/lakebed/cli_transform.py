@@ -267,10 +267,10 @@ def register(app: typer.Typer) -> None:
         fmt: FormatOption = "table",
         project: ProjectOption = None,
     ) -> None:
-        """List the models in build order: materialization, inputs, tags, schedule, and how
-        each one's latest build ended (as dbt ls).
+        """List the models in build order: materialization, inputs, tags, schedule, last build.
 
-        Example: [bold]lakebed models -s tag:daily+[/bold]
+        Like dbt ls, with how each model's latest build ended. Example:
+        [bold]lakebed models -s tag:daily+[/bold]
         """
         with open_project(ctx, project) as lh:
             listed = lh.model_statuses(select, exclude=exclude)
