@@ -71,3 +71,23 @@ def column_edges(lh: Lakehouse, table: str) -> set[tuple[str, str, str, str]]:
     transform) per edge."""
     edges = lh.metastore.lineage_edges(downstream=table)
     return {(e.downstream_column, e.upstream_table, e.upstream_column, e.transform) for e in edges}
+
+
+def golden_cases(path: Path) -> list[tuple[str, str, list[str]]]:
+    """(title, query, expected lines) for each blank-line separated case of a golden file:
+    a `# title:` line, a query ending in `;` (over one line or more), the lines expected."""
+    cases = []
+    for block in path.read_text(encoding="utf-8").split("\n\n"):
+        title, query_lines, expected = "", [], []
+        for line in block.strip().splitlines():
+            if line.startswith("# title:"):
+                title = line.removeprefix("# title:").strip()
+            elif line.startswith("#"):
+                continue
+            elif not query_lines or not query_lines[-1].endswith(";"):
+                query_lines.append(line)
+            else:
+                expected.append(line)
+        if query_lines:
+            cases.append((title, " ".join(query_lines).removesuffix(";"), expected))
+    return cases

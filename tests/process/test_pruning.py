@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 import sqlglot
 
+from helpers import golden_cases
 from lakebed import Lakehouse, Table
 from lakebed.process import Predicate, references
 from lakebed.process.pruning import STRING_STAT_TRUNCATION
@@ -70,29 +71,10 @@ def format_references(query: str) -> list[str]:
     ]
 
 
-def load_cases(path: Path) -> list[tuple[str, str, list[str]]]:
-    """(title, query, expected lines) for each blank-line separated case of a golden file."""
-    cases = []
-    for block in path.read_text(encoding="utf-8").split("\n\n"):
-        title, query_lines, expected = "", [], []
-        for line in block.strip().splitlines():
-            if line.startswith("# title:"):
-                title = line.removeprefix("# title:").strip()
-            elif line.startswith("#"):
-                continue
-            elif not query_lines or not query_lines[-1].endswith(";"):
-                query_lines.append(line)
-            else:
-                expected.append(line)
-        if query_lines:
-            cases.append((title, " ".join(query_lines).removesuffix(";"), expected))
-    return cases
-
-
 GOLDEN = [
     pytest.param(query, expected, id=f"{path.stem}: {title}")
     for path in sorted(FIXTURES.glob("*.sql"))
-    for title, query, expected in load_cases(path)
+    for title, query, expected in golden_cases(path)
 ]
 
 

@@ -14,34 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lakebed
-from helpers import write_model
+from helpers import golden_cases, write_model
 from lakebed.transform.latest import MIN_ROWS, REPEATED, ROWS_COLUMN, LatestPlan, latest_plan
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "latest"
 
 
-def load_cases(path: Path) -> list[tuple[str, str, list[str]]]:
-    """(title, SELECT, expected lines) for each blank-line separated case of a golden file."""
-    cases = []
-    for block in path.read_text(encoding="utf-8").split("\n\n"):
-        title, query, expected = "", "", []
-        for line in block.strip().splitlines():
-            if line.startswith("# title:"):
-                title = line.removeprefix("# title:").strip()
-            elif line.startswith("#"):
-                continue
-            elif not query:
-                query = line.removesuffix(";")
-            else:
-                expected.append(line)
-        if query:
-            cases.append((title, query, expected))
-    return cases
-
-
 GOLDEN = [
     pytest.param(query, expected, id=title)
-    for title, query, expected in load_cases(FIXTURES / "plans.sql")
+    for title, query, expected in golden_cases(FIXTURES / "plans.sql")
 ]
 
 

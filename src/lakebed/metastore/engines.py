@@ -42,10 +42,7 @@ def acquire(url: URL, options: dict[str, object], make: Callable[[], Engine]) ->
 def release(engine: Engine) -> None:
     """A metastore is done with `engine`: its connections close once no metastore uses it."""
     with _lock:
-        entry = next((e for e in _entries.values() if e.engine is engine), None)
-        if entry is None:  # not pooled here
-            engine.dispose()
-            return
+        entry = next(e for e in _entries.values() if e.engine is engine)
         entry.users -= 1
         if entry.users == 0:
             engine.dispose()  # a new pool is made if the engine is used again

@@ -130,7 +130,7 @@ def _model_files(project_dir: Path) -> Iterator[tuple[Path, Path, Path]]:
     for within, name in sorted(found, key=lambda f: [*f[0].split(os.sep), f[1]]):
         relative = Path(within, name)
         path = root / relative
-        if path.is_file():  # not a folder named like a model file
+        if path.is_file():  # not a broken link
             yield path, relative, root
 
 

@@ -24,24 +24,21 @@ from lakebed.process.pruning import table_name_of
 from lakebed.storage import TableName
 from lakebed.transform.increments import first_per_key, without_qualify
 
-# The keys that occur more than once, as the split query reads them.
+# The keys that occur more than once, as the split query reads them, with their row count.
 REPEATED = "__lakebed_repeated"
+ROWS_COLUMN = "__lakebed_rows"
 # Below this many input rows the second query costs more than the window it saves.
 MIN_ROWS = 100_000
 
 
-ROWS_COLUMN = "__lakebed_rows"
-
-
 @dataclass(frozen=True)
 class LatestPlan:
-    """How to compute a latest-per-key SELECT (`sql`) over `table` keyed by `keys`:
-    `repeated_sql` returns the keys occurring more than once, as `key_columns`, with their
-    row count (`ROWS_COLUMN`); then `query` says what computes the rows."""
+    """How to compute a latest-per-key SELECT (`sql`) over `table`: `repeated_sql` returns
+    the keys occurring more than once, as `key_columns`, with their row count
+    (`ROWS_COLUMN`); then `query` says what computes the rows."""
 
     sql: str
     table: TableName
-    keys: tuple[str, ...]
     key_columns: tuple[str, ...]
     repeated_sql: str
     split_sql: str  # the rows, given the repeated keys as `REPEATED`
@@ -112,7 +109,6 @@ def latest_plan(sql: str) -> LatestPlan | None:
     return LatestPlan(
         sql=sql,
         table=name,
-        keys=keys,
         key_columns=key_columns,
         repeated_sql=repeated.sql(dialect="duckdb"),
         split_sql=split.sql(dialect="duckdb"),
